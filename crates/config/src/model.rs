@@ -1,0 +1,276 @@
+//! The settings types. Field names are the contract of ARCHITECTURE.md; every
+//! struct rejects unknown keys so a typo is an error, not a silent default.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub database: DatabaseConfig,
+    pub intake: IntakeConfig,
+    #[serde(default)]
+    pub archives: Vec<ArchiveConfig>,
+    pub destination: DestinationConfig,
+    pub prefetch: PrefetchConfig,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    pub retry: RetryConfig,
+    pub queue: QueueConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Our calling AE, and the AE of the C-STORE SCP that receives C-GET/relay traffic.
+    pub ae_title: String,
+    /// Admin HTTP: /metrics /healthz /readyz /api/...
+    pub admin_listen: String,
+    /// Graceful-stop budget: running work gets this long to finish before it is handed back.
+    #[serde(with = "crate::duration")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://file.db?mode=rwc` or `postgres://user@host/db`.
+    pub url: String,
+    /// Postgres password, kept out of the URL so the URL can be logged.
+    #[serde(default)]
+    pub password: Secret,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntakeSource {
+    Http,
+    Rabbitmq,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    pub source: IntakeSource,
+    pub rabbitmq: RabbitmqConfig,
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitmqConfig {
+    /// The password in this URL is redacted whenever the config is printed.
+    pub url: String,
+    pub queue: String,
+    pub dead_letter_queue: String,
+    /// Unacknowledged deliveries in flight; bounds memory and the commit batch.
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub dead_letter_topic: String,
+    /// SASL password, when the cluster wants one.
+    #[serde(default)]
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Dimse,
+    Dicomweb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrieveMethod {
+    Move,
+    Get,
+    Wado,
+}
+
+impl RetrieveMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetrieveMethod::Move => "move",
+            RetrieveMethod::Get => "get",
+            RetrieveMethod::Wado => "wado",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    pub name: String,
+    pub ae_title: String,
+    pub host: String,
+    /// u32 so that 0 and 70000 reach validation and get a clear message.
+    pub port: u32,
+    /// Lower wins when a study is on several archives.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// Required when `protocol = "dicomweb"`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default = "default_retrieve")]
+    pub retrieve: RetrieveMethod,
+    /// AE the archive knows for our destination; required for `retrieve = "move"`.
+    #[serde(default)]
+    pub move_destination: Option<String>,
+    /// Cap on concurrent retrieve associations across all replicas.
+    #[serde(default = "default_max_associations")]
+    pub max_associations: u32,
+    /// Known match cap; C-FIND date ranges are split to stay below it.
+    #[serde(default)]
+    pub max_matches: Option<u32>,
+    /// When retrieves may run; empty means always.
+    #[serde(default)]
+    pub retrieve_windows: Vec<RetrieveWindow>,
+}
+
+fn default_priority() -> i32 {
+    1
+}
+fn default_protocol() -> Protocol {
+    Protocol::Dimse
+}
+fn default_retrieve() -> RetrieveMethod {
+    RetrieveMethod::Move
+}
+fn default_max_associations() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveWindow {
+    /// Cron expression with seconds (`"0 0 19 * * *"`): when the window opens.
+    pub start: String,
+    #[serde(with = "crate::duration")]
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u32,
+    /// C-FIND the destination first and skip priors already complete there.
+    pub check_existing: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefetchConfig {
+    /// Retrieves start at `scheduled_at - lead_time`; STAT exams at once.
+    #[serde(with = "crate::duration")]
+    pub lead_time: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMatch {
+    #[serde(default)]
+    pub modality: Vec<String>,
+    #[serde(default)]
+    pub body_part: Vec<String>,
+    #[serde(default)]
+    pub procedure_code: Vec<String>,
+    /// Regex on the procedure text.
+    #[serde(default)]
+    pub procedure_text: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorSelection {
+    /// Priors of the exam's own modality (in addition to `modalities`).
+    #[serde(default)]
+    pub same_modality: bool,
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    #[serde(default)]
+    pub body_part: Vec<String>,
+    #[serde(with = "crate::duration")]
+    pub lookback: Duration,
+    pub max: u32,
+    /// Regex on StudyDescription.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matches: RuleMatch,
+    pub priors: PriorSelection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub backoff: BackoffConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    #[serde(with = "crate::duration")]
+    pub initial: Duration,
+    pub factor: f64,
+    #[serde(with = "crate::duration")]
+    pub max: Duration,
+    /// Fraction of the delay added or removed at random (0.1 = +-10%).
+    pub jitter: f64,
+}
+
+/// Job-queue housekeeping (an extension of the contract).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// How long a claim holds a job before the rescuer may hand it to another worker;
+    /// running workers extend it.
+    #[serde(with = "crate::duration")]
+    pub lease: Duration,
+    /// Cron (with seconds) for the rescuer of expired leases.
+    pub rescue_schedule: String,
+    /// Cron (with seconds) for the retention purge.
+    pub purge_schedule: String,
+    /// Finished jobs, exams and dead letters older than this are purged.
+    #[serde(with = "crate::duration")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging; OTLP export is switched on by the standard `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// Default filter when `RUST_LOG` is unset.
+    pub log_level: String,
+    pub service_name: String,
+}

@@ -1,0 +1,143 @@
+//! Checks serde cannot express: ranges, required-if, uniqueness, cron and regex syntax.
+
+use crate::ConfigIssue;
+use crate::model::*;
+use std::collections::HashSet;
+use std::str::FromStr;
+
+pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    let mut issue = |key: String, message: &str| issues.push(ConfigIssue { key, message: message.to_string() });
+
+    if let Err(why) = check_ae_title(&config.service.ae_title) {
+        issue("service.ae_title".into(), &why);
+    }
+    if config.service.admin_listen.parse::<std::net::SocketAddr>().is_err() {
+        issue("service.admin_listen".into(), "must be host:port with an IP address, e.g. 127.0.0.1:9464");
+    }
+    let url = &config.database.url;
+    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        issue("database.url".into(), "must start with sqlite: or postgres://");
+    }
+    if config.database.max_connections == 0 {
+        issue("database.max_connections".into(), "must be at least 1");
+    }
+    if config.intake.rabbitmq.prefetch == 0 {
+        issue("intake.rabbitmq.prefetch".into(), "must be at least 1");
+    }
+
+    let mut names = HashSet::new();
+    for (i, a) in config.archives.iter().enumerate() {
+        let key = |field: &str| format!("archives[{i}].{field}");
+        if a.name.trim().is_empty() {
+            issue(key("name"), "must not be empty");
+        } else if !names.insert(a.name.as_str()) {
+            issue(key("name"), &format!("duplicate archive name '{}'", a.name));
+        }
+        if let Err(why) = check_ae_title(&a.ae_title) {
+            issue(key("ae_title"), &why);
+        }
+        if a.host.trim().is_empty() {
+            issue(key("host"), "must not be empty");
+        }
+        if !(1..=65535).contains(&a.port) {
+            issue(key("port"), "must be 1..=65535");
+        }
+        if a.retrieve == RetrieveMethod::Move && a.move_destination.as_deref().is_none_or(|d| d.trim().is_empty()) {
+            issue(key("move_destination"), "required when retrieve = \"move\"");
+        }
+        if let Some(dest) = &a.move_destination
+            && let Err(why) = check_ae_title(dest)
+        {
+            issue(key("move_destination"), &why);
+        }
+        if a.protocol == Protocol::Dicomweb && a.base_url.is_none() {
+            issue(key("base_url"), "required when protocol = \"dicomweb\"");
+        }
+        if a.retrieve == RetrieveMethod::Wado && a.protocol != Protocol::Dicomweb {
+            issue(key("retrieve"), "\"wado\" needs protocol = \"dicomweb\"");
+        }
+        if a.max_associations == 0 {
+            issue(key("max_associations"), "must be at least 1");
+        }
+        if a.max_matches == Some(0) {
+            issue(key("max_matches"), "must be at least 1 (omit it when the archive has no cap)");
+        }
+        for (w, window) in a.retrieve_windows.iter().enumerate() {
+            if let Err(e) = cron::Schedule::from_str(&window.start) {
+                issue(format!("archives[{i}].retrieve_windows[{w}].start"), &format!("bad cron expression: {e}"));
+            }
+            if window.duration.is_zero() {
+                issue(format!("archives[{i}].retrieve_windows[{w}].duration"), "must be positive");
+            }
+        }
+    }
+
+    if let Err(why) = check_ae_title(&config.destination.ae_title) {
+        issue("destination.ae_title".into(), &why);
+    }
+    if !(1..=65535).contains(&config.destination.port) {
+        issue("destination.port".into(), "must be 1..=65535");
+    }
+
+    let mut rule_names = HashSet::new();
+    for (i, r) in config.rules.iter().enumerate() {
+        if !rule_names.insert(r.name.as_str()) {
+            issue(format!("rules[{i}].name"), &format!("duplicate rule name '{}'", r.name));
+        }
+        for (field, pattern) in
+            [("match.procedure_text", &r.matches.procedure_text), ("priors.description", &r.priors.description)]
+        {
+            if let Some(p) = pattern
+                && let Err(e) = regex::Regex::new(p)
+            {
+                let why = e.to_string();
+                let why = why.lines().last().unwrap_or_default().trim_start_matches("error: ");
+                issue(format!("rules[{i}].{field}"), &format!("bad regex: {why}"));
+            }
+        }
+        if r.priors.max == 0 {
+            issue(format!("rules[{i}].priors.max"), "must be at least 1");
+        }
+    }
+
+    let retry = &config.retry;
+    if retry.max_attempts == 0 {
+        issue("retry.max_attempts".into(), "must be at least 1");
+    }
+    if !(retry.backoff.factor >= 1.0 && retry.backoff.factor.is_finite()) {
+        issue("retry.backoff.factor".into(), "must be a number >= 1.0");
+    }
+    if !(0.0..=1.0).contains(&retry.backoff.jitter) {
+        issue("retry.backoff.jitter".into(), "must be between 0.0 and 1.0");
+    }
+    if retry.backoff.max < retry.backoff.initial {
+        issue("retry.backoff.max".into(), "must be >= retry.backoff.initial");
+    }
+
+    let queue = &config.queue;
+    if queue.lease.as_secs() < 5 {
+        issue("queue.lease".into(), "must be at least 5s");
+    }
+    for (field, expr) in [("rescue_schedule", &queue.rescue_schedule), ("purge_schedule", &queue.purge_schedule)] {
+        if let Err(e) = cron::Schedule::from_str(expr) {
+            issue(format!("queue.{field}"), &format!("bad cron expression: {e}"));
+        }
+    }
+    issues
+}
+
+/// DICOM AE title: 1-16 characters of the default repertoire, no backslash or control
+/// characters, not only spaces.
+pub fn check_ae_title(ae: &str) -> Result<(), String> {
+    if ae.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if ae.len() > 16 {
+        return Err(format!("'{ae}' is longer than 16 characters"));
+    }
+    if ae.chars().any(|c| c == '\\' || c.is_control() || !c.is_ascii()) {
+        return Err(format!("'{ae}' has a backslash, control or non-ASCII character"));
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Every validation rule names its key; nothing panics on bad input.
+
+use priorfetch_config::{Config, Sources};
+
+fn load(overlay: &str) -> Result<Config, Vec<String>> {
+    Config::load(Sources { overlay: Some(overlay), ..Default::default() })
+        .map_err(|e| e.issues.iter().map(|i| i.to_string()).collect())
+}
+
+const TWO_ARCHIVES: &str = r#"
+[[archives]]
+name = "short-term"
+ae_title = "ARCH1"
+host = "127.0.0.1"
+port = 4242
+move_destination = "DEST"
+
+[[archives]]
+name = "long-term"
+ae_title = "ARCH2"
+host = "127.0.0.1"
+port = 70000
+move_destination = "DEST"
+"#;
+
+#[test]
+fn defaults_are_valid() {
+    let config = load("").expect("embedded defaults validate");
+    assert_eq!(config.service.ae_title, "PRIORFETCH");
+    assert_eq!(config.prefetch.lead_time.as_secs(), 12 * 3600);
+    assert_eq!(config.rules[0].priors.lookback.as_secs() / 86400, 1826); // 5 years of 365.25 days
+}
+
+#[test]
+fn port_out_of_range_names_the_archive_index() {
+    let issues = load(TWO_ARCHIVES).unwrap_err();
+    assert_eq!(issues, vec!["archives[1].port: must be 1..=65535"]);
+}
+
+#[test]
+fn move_destination_required_for_move() {
+    let issues = load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\n").unwrap_err();
+    assert_eq!(issues, vec!["archives[0].move_destination: required when retrieve = \"move\""]);
+    // not required for C-GET
+    load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\n").unwrap();
+}
+
+#[test]
+fn duplicate_archive_names_rejected() {
+    let one = "[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\n";
+    let issues = load(&format!("{one}{one}")).unwrap_err();
+    assert_eq!(issues, vec!["archives[1].name: duplicate archive name 'a'"]);
+}
+
+#[test]
+fn unknown_keys_rejected_with_their_path() {
+    let issues = load("[service]\nae_titel = 'X'\n").unwrap_err();
+    assert!(issues.iter().any(|i| i.starts_with("service.ae_titel: unknown key")), "{issues:?}");
+    let issues = load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\ncolour='red'\n")
+        .unwrap_err();
+    assert!(issues.iter().any(|i| i.starts_with("archives[0].colour: unknown key")), "{issues:?}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let issues = load("[prefetch]\nlead_time = 'soon'\n").unwrap_err();
+    assert!(issues[0].starts_with("prefetch.lead_time:") && issues[0].contains("bad duration"), "{issues:?}");
+    let issues = load("[intake]\nsource = 'mqtt'\n").unwrap_err();
+    assert!(issues[0].starts_with("intake.source:"), "{issues:?}");
+    let issues = load("[service]\nae_title = 'THIS_AE_TITLE_IS_TOO_LONG'\n").unwrap_err();
+    assert_eq!(issues, vec!["service.ae_title: 'THIS_AE_TITLE_IS_TOO_LONG' is longer than 16 characters"]);
+    let issues = load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\nretrieve_windows=[{start='every night', duration='1h'}]\n").unwrap_err();
+    assert!(issues[0].starts_with("archives[0].retrieve_windows[0].start: bad cron expression"), "{issues:?}");
+    let issues = load("[[rules]]\nname='r'\npriors={lookback='1y', max=1, description='(('}\n").unwrap_err();
+    assert!(issues[0].starts_with("rules[0].priors.description: bad regex: unclosed group"), "{issues:?}");
+    let issues = load("[retry]\nmax_attempts = 0\n").unwrap_err();
+    assert_eq!(issues, vec!["retry.max_attempts: must be at least 1"]);
+}
+
+#[test]
+fn several_problems_reported_together() {
+    let issues = load("[retry]\nmax_attempts = 0\n[destination]\nport = 0\n").unwrap_err();
+    assert_eq!(issues.len(), 2, "{issues:?}");
+}
+
+#[test]
+fn secrets_redacted_when_printed() {
+    let config = load("[database]\nurl='postgres://app:s3cret@db/x'\npassword='topsecret'\n").unwrap();
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("s3cret") && !shown.contains("topsecret") && !shown.contains("guest:guest"), "{shown}");
+    assert!(shown.contains("[redacted]"));
+    assert_eq!(config.database.password.expose(), "topsecret");
+}
+
+#[test]
+fn file_and_garbage_inputs_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.toml");
+    std::fs::write(&path, "\u{0}\u{1}[[[ not toml").unwrap();
+    let err = Config::load(Sources { file: Some(&path), ..Default::default() }).unwrap_err();
+    assert!(!err.issues.is_empty());
+    let missing = dir.path().join("missing.toml");
+    let err = Config::load(Sources { file: Some(&missing), ..Default::default() }).unwrap_err();
+    assert_eq!(err.issues[0].key, "--config");
+}

@@ -1,0 +1,1 @@
+//! DICOM upper layer on dicom-ul. Work in progress.

@@ -1,0 +1,7 @@
+//! sea-orm entities, one per table.
+
+pub mod archive_slot;
+pub mod dead_letter;
+pub mod exam;
+pub mod prior;
+pub mod retrieve_job;

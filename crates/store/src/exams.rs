@@ -1,0 +1,240 @@
+//! Exams: idempotent intake, status, planner claims; dead letters.
+
+use crate::entity::{dead_letter, exam};
+use crate::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, TransactionTrait,
+};
+use std::time::Duration;
+
+/// An exam as the intake decoded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewExam {
+    pub event_key: String,
+    pub patient_id: String,
+    pub issuer: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_instance_uid: Option<String>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub modality: Option<String>,
+    pub body_part: Option<String>,
+    pub procedure_code: Option<String>,
+    pub procedure_text: Option<String>,
+    pub priority: String,
+    pub trace_parent: Option<String>,
+}
+
+/// The outcome of an idempotent insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New(i64),
+    /// The event key was seen before: a redelivery, nothing changed.
+    Duplicate(i64),
+}
+
+impl Inserted {
+    pub fn id(self) -> i64 {
+        match self {
+            Inserted::New(id) | Inserted::Duplicate(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExamStatus {
+    Received,
+    Planning,
+    Planned,
+    Fetching,
+    Complete,
+    Partial,
+    Failed,
+    Cancelled,
+}
+
+impl ExamStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExamStatus::Received => "received",
+            ExamStatus::Planning => "planning",
+            ExamStatus::Planned => "planned",
+            ExamStatus::Fetching => "fetching",
+            ExamStatus::Complete => "complete",
+            ExamStatus::Partial => "partial",
+            ExamStatus::Failed => "failed",
+            ExamStatus::Cancelled => "cancelled",
+        }
+    }
+    pub const TERMINAL: [ExamStatus; 4] =
+        [ExamStatus::Complete, ExamStatus::Partial, ExamStatus::Failed, ExamStatus::Cancelled];
+}
+
+impl Store {
+    /// Inserts exams in one transaction (the intake batches a broker's deliveries), each
+    /// unique by `event_key`: a key seen before is reported as a duplicate and changes
+    /// nothing. Returns one outcome per input, in order.
+    pub async fn insert_exams(&self, exams: &[NewExam]) -> Result<Vec<Inserted>, StoreError> {
+        let op = "insert exams";
+        if exams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        let mut outcomes = Vec::with_capacity(exams.len());
+        // Chunks keep the statement under SQLite's bound-parameter limit.
+        for chunk in exams.chunks(500) {
+            let rows = chunk.iter().map(|e| exam::ActiveModel {
+                event_key: Set(e.event_key.clone()),
+                patient_id: Set(e.patient_id.clone()),
+                issuer: Set(e.issuer.clone()),
+                accession_number: Set(e.accession_number.clone()),
+                study_instance_uid: Set(e.study_instance_uid.clone()),
+                scheduled_at: Set(e.scheduled_at),
+                modality: Set(e.modality.clone()),
+                body_part: Set(e.body_part.clone()),
+                procedure_code: Set(e.procedure_code.clone()),
+                procedure_text: Set(e.procedure_text.clone()),
+                priority: Set(e.priority.clone()),
+                status: Set(ExamStatus::Received.as_str().to_string()),
+                trace_parent: Set(e.trace_parent.clone()),
+                leased_until: Set(None),
+                worker: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            });
+            let inserted: Vec<(i64, String)> = exam::Entity::insert_many(rows)
+                .on_conflict(OnConflict::column(exam::Column::EventKey).do_nothing().to_owned())
+                .exec_with_returning(&txn)
+                .await
+                .map_err(|e| StoreError::query(op, e))?
+                .into_iter()
+                .map(|m| (m.id, m.event_key))
+                .collect();
+            let keys: Vec<&str> = chunk.iter().map(|e| e.event_key.as_str()).collect();
+            let existing: Vec<(i64, String)> = exam::Entity::find()
+                .select_only()
+                .column(exam::Column::Id)
+                .column(exam::Column::EventKey)
+                .filter(exam::Column::EventKey.is_in(keys))
+                .into_tuple()
+                .all(&txn)
+                .await
+                .map_err(|e| StoreError::query(op, e))?;
+            let new: std::collections::HashSet<&str> = inserted.iter().map(|(_, k)| k.as_str()).collect();
+            let ids: std::collections::HashMap<&str, i64> = existing.iter().map(|(id, k)| (k.as_str(), *id)).collect();
+            // A key repeated inside one batch is new the first time, a duplicate after.
+            let mut seen = std::collections::HashSet::new();
+            for e in chunk {
+                let key = e.event_key.as_str();
+                let id = ids.get(key).copied().unwrap_or_default();
+                outcomes.push(if new.contains(key) && seen.insert(key) { Inserted::New(id) } else { Inserted::Duplicate(id) });
+            }
+        }
+        self.notify_work(&txn).await?;
+        txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+        self.wake_local();
+        Ok(outcomes)
+    }
+
+    pub async fn insert_exam(&self, exam: &NewExam) -> Result<Inserted, StoreError> {
+        Ok(self.insert_exams(std::slice::from_ref(exam)).await?[0])
+    }
+
+    pub async fn exam(&self, id: i64) -> Result<Option<exam::Model>, StoreError> {
+        exam::Entity::find_by_id(id).one(&self.db).await.map_err(|e| StoreError::query("get exam", e))
+    }
+
+    pub async fn exam_by_key(&self, event_key: &str) -> Result<Option<exam::Model>, StoreError> {
+        exam::Entity::find()
+            .filter(exam::Column::EventKey.eq(event_key))
+            .one(&self.db)
+            .await
+            .map_err(|e| StoreError::query("get exam", e))
+    }
+
+    pub async fn set_exam_status(&self, id: i64, status: ExamStatus) -> Result<(), StoreError> {
+        exam::Entity::update_many()
+            .col_expr(exam::Column::Status, Expr::value(status.as_str()))
+            .col_expr(exam::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(exam::Column::Worker, Expr::value(Option::<String>::None))
+            .col_expr(exam::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(exam::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(|e| StoreError::query("set exam status", e))?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` received exams for planning, with a lease; on Postgres in one
+    /// `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)` statement.
+    pub async fn claim_exams(&self, worker: &str, limit: u32, lease: Duration) -> Result<Vec<exam::Model>, StoreError> {
+        let op = "claim exams";
+        let now = Utc::now();
+        let until = now + lease;
+        match self.backend() {
+            DbBackend::Postgres => {
+                let sql = "UPDATE exams SET status = 'planning', worker = $1, leased_until = $2, updated_at = $3 \
+                           WHERE id IN (SELECT id FROM exams WHERE status = 'received' ORDER BY \
+                           (priority = 'stat') DESC, scheduled_at NULLS LAST, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                           RETURNING *";
+                let stmt = Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    sql,
+                    [worker.into(), until.into(), now.into(), (limit as i64).into()],
+                );
+                exam::Entity::find().from_raw_sql(stmt).all(&self.db).await.map_err(|e| StoreError::query(op, e))
+            }
+            _ => {
+                let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+                let ids: Vec<i64> = exam::Entity::find()
+                    .select_only()
+                    .column(exam::Column::Id)
+                    .filter(exam::Column::Status.eq("received"))
+                    .order_by_desc(ExprTrait::eq(Expr::col(exam::Column::Priority), "stat"))
+                    .order_by_asc(exam::Column::ScheduledAt)
+                    .order_by_asc(exam::Column::Id)
+                    .limit(limit as u64)
+                    .into_tuple()
+                    .all(&txn)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?;
+                let claimed = exam::Entity::update_many()
+                    .col_expr(exam::Column::Status, Expr::value("planning"))
+                    .col_expr(exam::Column::Worker, Expr::value(worker))
+                    .col_expr(exam::Column::LeasedUntil, Expr::value(until))
+                    .col_expr(exam::Column::UpdatedAt, Expr::value(now))
+                    .filter(exam::Column::Id.is_in(ids))
+                    .exec_with_returning(&txn)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?;
+                txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+                Ok(claimed)
+            }
+        }
+    }
+
+    /// Records messages the intake could not use; one transaction for the batch.
+    pub async fn insert_dead_letters(&self, letters: &[(String, Vec<u8>, String)]) -> Result<(), StoreError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let rows = letters.iter().map(|(source, payload, reason)| dead_letter::ActiveModel {
+            source: Set(source.clone()),
+            payload: Set(payload.clone()),
+            reason: Set(reason.clone()),
+            received_at: Set(now),
+            ..Default::default()
+        });
+        dead_letter::Entity::insert_many(rows)
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(|e| StoreError::query("insert dead letters", e))?;
+        Ok(())
+    }
+
+}

@@ -1,0 +1,138 @@
+//! priorfetch's database: the only hand-off between listener, planner and mover.
+//!
+//! Layout:
+//! - `entity/`: sea-orm entities (exams, priors, retrieve_jobs, archive_slots, dead_letters).
+//! - `migration/`: one migration set for Postgres and SQLite.
+//! - `exams.rs`: idempotent exam intake, planner claims, dead letters.
+//! - `jobs.rs`: the retrieve-job queue: enqueue, claim under a per-archive cap, progress,
+//!   finish, retry with backoff, cancel, rescue of expired leases, retention purge.
+//! - `backoff.rs`: the retry policy.
+//! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
+//!
+//! Every operation is one short transaction; no transaction is held across network work.
+//! Postgres supports many replicas (claims use `FOR UPDATE SKIP LOCKED`); SQLite is for a
+//! single process (one connection, so a single writer).
+
+pub mod backoff;
+pub mod entity;
+mod error;
+mod exams;
+mod jobs;
+pub mod migration;
+mod signal;
+
+pub use backoff::RetryPolicy;
+pub use error::StoreError;
+pub use exams::{ExamStatus, Inserted, NewExam};
+pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RetryOutcome};
+pub use signal::WorkSignal;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The Postgres NOTIFY channel raised when retrieve jobs or exams are enqueued.
+pub const WORK_CHANNEL: &str = "priorfetch_work";
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    /// Bumped on every local enqueue and on every NOTIFY from other processes.
+    work: Arc<watch::Sender<u64>>,
+    listener_started: Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl Store {
+    /// Connects to `postgres://...` or `sqlite:...`. `password`, when not empty, is put
+    /// into the Postgres URL here so the configured URL itself can be printed.
+    pub async fn connect(url: &str, password: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let is_sqlite = url.starts_with("sqlite:");
+        let url = if password.is_empty() || is_sqlite { url.to_string() } else { with_password(url, password) };
+        let mut options = ConnectOptions::new(url);
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        if is_sqlite {
+            // One connection: SQLite has a single writer, and one connection makes every
+            // transaction (claims included) serial without SQLITE_BUSY retries.
+            options.max_connections(1).min_connections(1);
+            options.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        } else {
+            options.max_connections(max_connections.max(2)).min_connections(1);
+        }
+        let db = Database::connect(options).await.map_err(StoreError::Connect)?;
+        let (work, _) = watch::channel(0);
+        Ok(Store { db, work: Arc::new(work), listener_started: Arc::new(tokio::sync::OnceCell::new()) })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migration::Migrator::up(&self.db, None).await.map_err(StoreError::Migrate)
+    }
+
+    /// Readiness: one round trip.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(|e| StoreError::query("ping", e))
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend() == DbBackend::Postgres
+    }
+
+    /// Wakes local waiters, and on Postgres other processes, that work was enqueued.
+    /// Call inside the enqueuing transaction so the NOTIFY is sent on commit.
+    async fn notify_work<C: ConnectionTrait>(&self, conn: &C) -> Result<(), StoreError> {
+        if self.is_postgres() {
+            conn.execute_unprepared(&format!("NOTIFY {WORK_CHANNEL}"))
+                .await
+                .map_err(|e| StoreError::query("notify", e))?;
+        }
+        Ok(())
+    }
+
+    fn wake_local(&self) {
+        self.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// `postgres://user@host/db` + password -> `postgres://user:password@host/db`.
+fn with_password(url: &str, password: &str) -> String {
+    let encoded: String = password
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            let user = user.split(':').next().unwrap_or(user);
+            format!("{}{}:{}{}", &url[..s + 3], user, encoded, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn password_goes_into_the_url_encoded() {
+        assert_eq!(super::with_password("postgres://app@db:5432/x", "p@ss w"), "postgres://app:p%40ss%20w@db:5432/x");
+        assert_eq!(super::with_password("postgres://db/x", "pw"), "postgres://db/x");
+    }
+}

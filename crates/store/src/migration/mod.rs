@@ -1,0 +1,15 @@
+//! One migration set for Postgres and SQLite, built with sea-query's schema builder so
+//! the same code yields each dialect. One file per migration (`DeriveMigrationName`
+//! names it after the file).
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}

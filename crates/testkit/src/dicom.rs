@@ -1,0 +1,1 @@
+//! Real DICOM peers as child processes (Orthanc, dcmqrscp, storescp). Work in progress.

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Detects, installs and starts the real servers the test suite talks to.
+# Sourced by scripts/test and scripts/bench-*; every function is idempotent and
+# binds loopback only. Installs need root (apt-get); without root a missing
+# peer is an error that names the package.
+set -euo pipefail
+
+PEERS_CACHE="${PRIORFETCH_CACHE:-$HOME/.cache/priorfetch}"
+PEERS_RUN="${PRIORFETCH_RUN_DIR:-/tmp/priorfetch-peers}"
+mkdir -p "$PEERS_CACHE" "$PEERS_RUN"
+export TCP_NODELAY=1 # DCMTK (and Orthanc) keep Nagle on otherwise: 30x slower C-GET
+
+log() { printf '[peers] %s\n' "$*" >&2; }
+
+_apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "missing Debian packages: ${missing[*]} (run as root or install them)"; return 1
+  fi
+  if [ $_apt_updated = 0 ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    _apt_updated=1
+  fi
+  log "apt-get install ${missing[*]}"
+  # policy-rc.d keeps Debian's maintainer scripts from starting daemons (orthanc)
+  # on 0.0.0.0:4242; tests start their own instances on chosen ports.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+}
+
+wait_port() { # host port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+ensure_build_tools() {
+  apt_install cmake pkg-config build-essential
+}
+
+ensure_postgres() {
+  if ! wait_port 127.0.0.1 5432 0.2; then
+    apt_install postgresql
+    local v; v=$(ls /etc/postgresql | sort -n | tail -1)
+    # trust auth on loopback, as the tests connect as postgres without password
+    local hba="/etc/postgresql/$v/main/pg_hba.conf"
+    if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+      sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\nlocal all all trust' "$hba"
+    fi
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start
+    wait_port 127.0.0.1 5432 30 || { log "postgres did not start"; return 1; }
+  fi
+  export PRIORFETCH_TEST_POSTGRES="${PRIORFETCH_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+  log "postgres up at $PRIORFETCH_TEST_POSTGRES"
+}
+
+ensure_rabbitmq() {
+  if ! wait_port 127.0.0.1 5672 0.2; then
+    apt_install rabbitmq-server
+    log "starting rabbitmq (10-20 s)"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    timeout 90 rabbitmqctl await_startup >/dev/null 2>&1 || true
+    wait_port 127.0.0.1 5672 60 || { log "rabbitmq did not start"; return 1; }
+  fi
+  export PRIORFETCH_TEST_AMQP="${PRIORFETCH_TEST_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+  log "rabbitmq up"
+}
+
+TANSU_VERSION=0.6.0
+ensure_kafka() {
+  local bin="$PEERS_CACHE/tansu-$TANSU_VERSION/bin/tansu"
+  if [ ! -x "$bin" ]; then
+    ensure_build_tools
+    log "building tansu $TANSU_VERSION (Kafka-API broker; ~17 min once, then cached in $PEERS_CACHE)"
+    CARGO_TARGET_DIR="$PEERS_CACHE/tansu-build" nice -n 10 cargo install tansu --version "$TANSU_VERSION" \
+      --locked --features dynostore --root "$PEERS_CACHE/tansu-$TANSU_VERSION" -q
+    rm -rf "$PEERS_CACHE/tansu-build"
+  fi
+  export PRIORFETCH_TEST_KAFKA="${PRIORFETCH_TEST_KAFKA:-127.0.0.1:9092}"
+  if ! wait_port 127.0.0.1 9092 0.2; then
+    log "starting tansu on 127.0.0.1:9092"
+    nohup "$bin" broker --listener-url tcp://127.0.0.1:9092 \
+      --advertised-listener-url tcp://127.0.0.1:9092 \
+      --storage-engine memory://tansu/ >"$PEERS_RUN/tansu.log" 2>&1 &
+    wait_port 127.0.0.1 9092 30 || { log "tansu did not start: $(tail -5 "$PEERS_RUN/tansu.log")"; return 1; }
+  fi
+  log "kafka (tansu) up"
+}
+
+ensure_dicom_tools() {
+  apt_install dcmtk orthanc orthanc-dicomweb python3-pydicom
+  # tests start their own Orthanc/dcmqrscp/storescp instances on chosen loopback
+  # ports; the packaged daemon must not hold 4242.
+  if pgrep -x Orthanc >/dev/null && [ -z "${PRIORFETCH_KEEP_ORTHANC:-}" ] && \
+     ss -ltn 2>/dev/null | grep -q ':4242 '; then
+    log "stopping the packaged Orthanc daemon on :4242"; pkill -x Orthanc || true
+  fi
+  export PRIORFETCH_ORTHANC_BIN="$(command -v Orthanc)"
+  export PRIORFETCH_ORTHANC_PLUGINS="/usr/share/orthanc/plugins"
+  log "dcmtk $(storescp --version 2>/dev/null | head -1 | awk '{print $NF}') and orthanc present"
+}
+
+ensure_all_peers() {
+  ensure_build_tools
+  ensure_postgres
+  ensure_rabbitmq
+  ensure_dicom_tools
+  ensure_kafka
+}
