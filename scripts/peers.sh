@@ -33,9 +33,9 @@ apt_install() {
   rm -f /usr/sbin/policy-rc.d
 }
 
-wait_port() { # host port seconds
+wait_port() { # host port tenths-of-a-second
   local i
-  for ((i = 0; i < $3 * 10; i++)); do
+  for ((i = 0; i < $3; i++)); do
     (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
     sleep 0.1
   done
@@ -47,7 +47,7 @@ ensure_build_tools() {
 }
 
 ensure_postgres() {
-  if ! wait_port 127.0.0.1 5432 0.2; then
+  if ! wait_port 127.0.0.1 5432 2; then
     apt_install postgresql
     local v; v=$(ls /etc/postgresql | sort -n | tail -1)
     # trust auth on loopback, as the tests connect as postgres without password
@@ -56,19 +56,19 @@ ensure_postgres() {
       sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\nlocal all all trust' "$hba"
     fi
     pg_ctlcluster --skip-systemctl-redirect "$v" main start
-    wait_port 127.0.0.1 5432 30 || { log "postgres did not start"; return 1; }
+    wait_port 127.0.0.1 5432 300 || { log "postgres did not start"; return 1; }
   fi
   export PRIORFETCH_TEST_POSTGRES="${PRIORFETCH_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
   log "postgres up at $PRIORFETCH_TEST_POSTGRES"
 }
 
 ensure_rabbitmq() {
-  if ! wait_port 127.0.0.1 5672 0.2; then
+  if ! wait_port 127.0.0.1 5672 2; then
     apt_install rabbitmq-server
     log "starting rabbitmq (10-20 s)"
     rabbitmq-server -detached >/dev/null 2>&1 || true
     timeout 90 rabbitmqctl await_startup >/dev/null 2>&1 || true
-    wait_port 127.0.0.1 5672 60 || { log "rabbitmq did not start"; return 1; }
+    wait_port 127.0.0.1 5672 600 || { log "rabbitmq did not start"; return 1; }
   fi
   export PRIORFETCH_TEST_AMQP="${PRIORFETCH_TEST_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}"
   log "rabbitmq up"
@@ -85,12 +85,12 @@ ensure_kafka() {
     rm -rf "$PEERS_CACHE/tansu-build"
   fi
   export PRIORFETCH_TEST_KAFKA="${PRIORFETCH_TEST_KAFKA:-127.0.0.1:9092}"
-  if ! wait_port 127.0.0.1 9092 0.2; then
+  if ! wait_port 127.0.0.1 9092 2; then
     log "starting tansu on 127.0.0.1:9092"
     nohup "$bin" broker --listener-url tcp://127.0.0.1:9092 \
       --advertised-listener-url tcp://127.0.0.1:9092 \
       --storage-engine memory://tansu/ >"$PEERS_RUN/tansu.log" 2>&1 &
-    wait_port 127.0.0.1 9092 30 || { log "tansu did not start: $(tail -5 "$PEERS_RUN/tansu.log")"; return 1; }
+    wait_port 127.0.0.1 9092 300 || { log "tansu did not start: $(tail -5 "$PEERS_RUN/tansu.log")"; return 1; }
   fi
   log "kafka (tansu) up"
 }
@@ -105,7 +105,7 @@ ensure_dicom_tools() {
   fi
   export PRIORFETCH_ORTHANC_BIN="$(command -v Orthanc)"
   export PRIORFETCH_ORTHANC_PLUGINS="/usr/share/orthanc/plugins"
-  log "dcmtk $(storescp --version 2>/dev/null | head -1 | awk '{print $NF}') and orthanc present"
+  log "dcmtk $(storescp --version 2>/dev/null | sed -n 's/.* v\([0-9.]*\) .*/\1/p' | head -1) and orthanc present"
 }
 
 ensure_all_peers() {

@@ -278,30 +278,42 @@ impl Store {
             })
             .collect();
         let archive_list = placeholders.join(", ");
+        // Only the rows a claim will use get locked (a lock writes the tuple): the best
+        // due job of each archive with free slots is looked up without locking, archives
+        // are taken in that order, then at most `free slots` jobs and as many slot rows
+        // of each chosen archive are locked, skipping rows other claimers hold.
         let sql = format!(
             "WITH free AS ( \
-               SELECT archive FROM archive_slots \
+               SELECT archive, count(*) AS n FROM archive_slots \
                WHERE job_id IS NULL AND archive IN ({archive_list}) GROUP BY archive), \
+             best AS ( \
+               SELECT f.archive, f.n, b.priority, b.deadline, b.id FROM free f, LATERAL ( \
+                 SELECT j.priority, j.deadline, j.id FROM retrieve_jobs j \
+                 WHERE j.archive = f.archive \
+                   AND j.state IN ('scheduled', 'available', 'retryable') AND j.not_before <= $2 \
+                 ORDER BY j.priority, j.deadline NULLS LAST, j.id LIMIT 1) b \
+               ORDER BY b.priority, b.deadline NULLS LAST, b.id LIMIT $4), \
              candidates AS ( \
-               SELECT c.id, c.archive, c.priority, c.deadline FROM free, LATERAL ( \
+               SELECT c.id, c.archive, c.priority, c.deadline FROM best, LATERAL ( \
                  SELECT j.id, j.archive, j.priority, j.deadline FROM retrieve_jobs j \
-                 WHERE j.archive = free.archive \
+                 WHERE j.archive = best.archive \
                    AND j.state IN ('scheduled', 'available', 'retryable') AND j.not_before <= $2 \
                  ORDER BY j.priority, j.deadline NULLS LAST, j.id \
-                 LIMIT $4 FOR UPDATE SKIP LOCKED) c), \
-             ranked_jobs AS ( \
+                 LIMIT LEAST(best.n, $4) FOR UPDATE SKIP LOCKED) c), \
+             picked AS ( \
                SELECT id, archive, priority, deadline, \
                       row_number() OVER (PARTITION BY archive ORDER BY priority, deadline NULLS LAST, id) AS rn \
-               FROM candidates), \
-             ranked_slots AS ( \
+               FROM (SELECT * FROM candidates ORDER BY priority, deadline NULLS LAST, id LIMIT $4) top), \
+             wanted AS (SELECT archive, count(*) AS k FROM picked GROUP BY archive), \
+             slots AS ( \
                SELECT s.archive, s.slot, row_number() OVER (PARTITION BY s.archive ORDER BY s.slot) AS rn \
-               FROM (SELECT archive, slot FROM archive_slots \
-                     WHERE job_id IS NULL AND archive IN ({archive_list}) \
-                     FOR UPDATE SKIP LOCKED) s), \
+               FROM wanted, LATERAL ( \
+                 SELECT archive, slot FROM archive_slots \
+                 WHERE archive = wanted.archive AND job_id IS NULL \
+                 ORDER BY slot LIMIT wanted.k FOR UPDATE SKIP LOCKED) s), \
              pairs AS ( \
-               SELECT j.id, s.archive, s.slot FROM ranked_jobs j \
-               JOIN ranked_slots s ON s.archive = j.archive AND s.rn = j.rn \
-               ORDER BY j.priority, j.deadline NULLS LAST, j.id LIMIT $4), \
+               SELECT p.id, s.archive, s.slot FROM picked p \
+               JOIN slots s ON s.archive = p.archive AND s.rn = p.rn), \
              taken AS ( \
                UPDATE archive_slots a SET job_id = pairs.id, leased_until = $3 \
                FROM pairs WHERE a.archive = pairs.archive AND a.slot = pairs.slot \
@@ -436,13 +448,53 @@ impl Store {
         Ok(result.rows_affected == 1)
     }
 
+    /// Postgres: one statement frees the slot and finishes the job (the claim/finish
+    /// benchmark's hot path).
+    async fn finish_job_postgres(&self, job_id: i64, worker: &str, finish: &Finish) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let sql = "WITH job AS ( \
+                 UPDATE retrieve_jobs SET state = $3, remaining = $4, completed = $5, failed = $6, warning = $7, \
+                   last_status = $8, last_error = $9, \
+                   errors = CASE WHEN $9::text IS NULL THEN errors ELSE errors || jsonb_build_array( \
+                     jsonb_build_object('at', $10::timestamptz, 'attempt', attempt, 'error', $9::text)) END, \
+                   leased_until = NULL, updated_at = $10, finished_at = $10 \
+                 WHERE id = $1 AND worker = $2 AND state = 'running' RETURNING id), \
+               slot AS ( \
+                 UPDATE archive_slots SET job_id = NULL, leased_until = NULL WHERE job_id = $1 \
+                   AND NOT EXISTS (SELECT 1 FROM retrieve_jobs WHERE id = $1 AND state = 'running' AND worker <> $2) \
+                 RETURNING slot) \
+               SELECT (SELECT count(*) FROM job) AS finished, (SELECT count(*) FROM slot) AS freed";
+        let c = finish.counts;
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [
+                job_id.into(),
+                worker.into(),
+                finish.state.as_str().into(),
+                c.remaining.into(),
+                c.completed.into(),
+                c.failed.into(),
+                c.warning.into(),
+                finish.last_status.into(),
+                finish.error.clone().into(),
+                now.into(),
+            ],
+        );
+        let row = self.db.query_one_raw(stmt).await.map_err(|e| StoreError::query("finish job", e))?;
+        Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()).unwrap_or(0) == 1)
+    }
+
     /// Ends a running job for good. Returns false when the worker no longer owned it.
     pub async fn finish_job(&self, job_id: i64, worker: &str, finish: &Finish) -> Result<bool, StoreError> {
+        if self.is_postgres() {
+            return self.finish_job_postgres(job_id, worker, finish).await;
+        }
         let op = "finish job";
         debug_assert!(finish.state.is_finished(), "finish_job needs a finished state");
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
         let Some(job) = owned_running(&txn, job_id, worker).await? else {
-            release_slot(&txn, job_id).await?; // a cancelled job's worker still frees its slot
+            release_slot(&txn, job_id, worker).await?; // a cancelled job's worker still frees its slot
             txn.commit().await.map_err(|e| StoreError::query(op, e))?;
             return Ok(false);
         };
@@ -467,7 +519,7 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
-        release_slot(&txn, job_id).await?;
+        release_slot(&txn, job_id, worker).await?;
         txn.commit().await.map_err(|e| StoreError::query(op, e))?;
         Ok(true)
     }
@@ -487,7 +539,7 @@ impl Store {
         let op = "retry job";
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
         let Some(job) = owned_running(&txn, job_id, worker).await? else {
-            release_slot(&txn, job_id).await?;
+            release_slot(&txn, job_id, worker).await?;
             txn.commit().await.map_err(|e| StoreError::query(op, e))?;
             return Ok(RetryOutcome::NotOwned);
         };
@@ -520,7 +572,7 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
-        release_slot(&txn, job_id).await?;
+        release_slot(&txn, job_id, worker).await?;
         if matches!(outcome, RetryOutcome::Retrying { .. }) {
             self.notify_work(&txn).await?;
         }
@@ -546,7 +598,7 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
-        release_slot(&txn, job_id).await?;
+        release_slot(&txn, job_id, worker).await?;
         self.notify_work(&txn).await?;
         txn.commit().await.map_err(|e| StoreError::query(op, e))?;
         self.wake_local();
@@ -689,6 +741,55 @@ impl Store {
         Ok(PurgeReport { jobs: jobs.rows_affected, exams: exams.rows_affected, dead_letters: letters.rows_affected })
     }
 
+    /// Operator's retry (`priorfetch jobs retry`): a finished or waiting job becomes
+    /// claimable now with a fresh attempt budget. A running job is left alone.
+    pub async fn retry_now(&self, job_id: i64) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let result = retrieve_job::Entity::update_many()
+            .col_expr(retrieve_job::Column::State, Expr::value(JobState::Available.as_str()))
+            .col_expr(retrieve_job::Column::NotBefore, Expr::value(now))
+            .col_expr(retrieve_job::Column::Attempt, Expr::value(0))
+            .col_expr(retrieve_job::Column::FinishedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(retrieve_job::Column::UpdatedAt, Expr::value(now))
+            .filter(retrieve_job::Column::Id.eq(job_id))
+            .filter(retrieve_job::Column::State.ne(JobState::Running.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| StoreError::query("retry job now", e))?;
+        if result.rows_affected == 1 {
+            self.notify_work(&self.db).await?;
+            self.wake_local();
+        }
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Operator's cancel of one unfinished job (a running one learns it at its next
+    /// progress update).
+    pub async fn cancel_job(&self, job_id: i64) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let mut open = JobState::OPEN.to_vec();
+        open.push(JobState::Running);
+        let result = retrieve_job::Entity::update_many()
+            .col_expr(retrieve_job::Column::State, Expr::value(JobState::Cancelled.as_str()))
+            .col_expr(retrieve_job::Column::UpdatedAt, Expr::value(now))
+            .col_expr(retrieve_job::Column::FinishedAt, Expr::value(now))
+            .filter(retrieve_job::Column::Id.eq(job_id))
+            .filter(state_in(&open))
+            .exec(&self.db)
+            .await
+            .map_err(|e| StoreError::query("cancel job", e))?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Newest jobs first, optionally of one state.
+    pub async fn list_jobs(&self, state: Option<JobState>, limit: u64) -> Result<Vec<retrieve_job::Model>, StoreError> {
+        let mut query = retrieve_job::Entity::find().order_by_desc(retrieve_job::Column::Id).limit(limit);
+        if let Some(state) = state {
+            query = query.filter(retrieve_job::Column::State.eq(state.as_str()));
+        }
+        query.all(&self.db).await.map_err(|e| StoreError::query("list jobs", e))
+    }
+
     pub async fn job(&self, id: i64) -> Result<Option<retrieve_job::Model>, StoreError> {
         retrieve_job::Entity::find_by_id(id).one(&self.db).await.map_err(|e| StoreError::query("get job", e))
     }
@@ -744,7 +845,18 @@ async fn owned_running(
         .map_err(|e| StoreError::query("load job", e))
 }
 
-async fn release_slot(txn: &DatabaseTransaction, job_id: i64) -> Result<(), StoreError> {
+/// Frees the job's slot, unless another worker has claimed the job again since (after a
+/// rescue): that slot is the new claim's.
+async fn release_slot(txn: &DatabaseTransaction, job_id: i64, worker: &str) -> Result<(), StoreError> {
+    let reclaimed = retrieve_job::Entity::find_by_id(job_id)
+        .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
+        .filter(retrieve_job::Column::Worker.ne(worker))
+        .one(txn)
+        .await
+        .map_err(|e| StoreError::query("release slot", e))?;
+    if reclaimed.is_some() {
+        return Ok(());
+    }
     archive_slot::Entity::update_many()
         .col_expr(archive_slot::Column::JobId, Expr::value(Option::<i64>::None))
         .col_expr(archive_slot::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))

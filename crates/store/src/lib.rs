@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod entity;
 mod error;
 mod exams;
+pub mod housekeeping;
 mod jobs;
 pub mod migration;
 mod signal;
@@ -55,7 +56,7 @@ impl Store {
         options
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(Duration::from_secs(10));
         if is_sqlite {
             // One connection: SQLite has a single writer, and one connection makes every
             // transaction (claims included) serial without SQLITE_BUSY retries.

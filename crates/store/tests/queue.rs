@@ -293,10 +293,18 @@ async fn rescuer_returns_expired_leases(db: TestDb) {
     assert_eq!(again[0].id, j.id);
     assert_eq!(again[0].attempt, 2);
     assert!(!s.update_progress(j.id, "dead-worker", Counts::default(), LEASE).await.unwrap(), "the old worker lost it");
+    // the old worker waking up and finishing must not free the new claim's slot
+    let late = Finish { state: JobState::Completed, counts: Counts::default(), last_status: Some(0), error: None };
+    assert!(!s.finish_job(j.id, "dead-worker", &late).await.unwrap());
+    let retry = s.retry_job(j.id, "dead-worker", "late", None, Counts::default(), &RetryPolicy { initial: Duration::ZERO, factor: 1.0, max: Duration::ZERO, jitter: 0.0 }).await.unwrap();
+    assert_eq!(retry, RetryOutcome::NotOwned);
+    let e2 = s.insert_exam(&exam("e2")).await.unwrap().id();
+    s.enqueue_jobs(&[job(e2, "6.2", "a", 1, 5)]).await.unwrap();
+    assert!(s.claim_jobs("w3", &archives(&["a"]), 1, LEASE).await.unwrap().is_empty(), "the cap of 1 still holds");
     // an exam stuck in planning is released too
     s.claim_exams("planner", 10, Duration::from_millis(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(s.rescue_expired().await.unwrap().exams_released, 1);
+    assert_eq!(s.rescue_expired().await.unwrap().exams_released, 2, "e and e2 were stuck in planning");
 }
 
 async fn purge_removes_old_finished_rows(db: TestDb) {
@@ -356,3 +364,53 @@ async fn migrations_are_idempotent(db: TestDb) {
 }
 
 use sea_orm::ConnectionTrait;
+
+/// The cron loop runs the rescuer on its schedule and stops on shutdown.
+#[tokio::test]
+async fn housekeeping_rescues_on_its_cron_schedule() {
+    use std::str::FromStr;
+    let db = TestDb::sqlite();
+    let s = store(&db).await;
+    s.sync_archive_slots(&[("a".into(), 1)]).await.unwrap();
+    let e = s.insert_exam(&exam("e")).await.unwrap().id();
+    s.enqueue_jobs(&[job(e, "9.1", "a", 1, 5)]).await.unwrap();
+    let j = s.claim_jobs("gone", &archives(&["a"]), 1, Duration::from_millis(1)).await.unwrap().remove(0);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let hk = priorfetch_store::housekeeping::Housekeeping {
+        rescue: cron::Schedule::from_str("* * * * * *").unwrap(), // every second
+        purge: cron::Schedule::from_str("0 0 0 1 1 * 2099").unwrap(),
+        retention: Duration::from_secs(3600),
+    };
+    let task = tokio::spawn(hk.run(s.clone(), rx));
+    let mut state = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = s.job(j.id).await.unwrap().unwrap().state;
+        if state == "retryable" {
+            break;
+        }
+    }
+    assert_eq!(state, "retryable");
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), task).await.expect("stops on shutdown").unwrap();
+}
+
+#[tokio::test]
+async fn operator_retry_and_cancel() {
+    let db = TestDb::sqlite();
+    let s = store(&db).await;
+    s.sync_archive_slots(&[("a".into(), 1)]).await.unwrap();
+    let e = s.insert_exam(&exam("e")).await.unwrap().id();
+    s.enqueue_jobs(&[job(e, "10.1", "a", 1, 5), job(e, "10.2", "a", 1, 5)]).await.unwrap();
+    let j = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().remove(0);
+    assert!(!s.retry_now(j.id).await.unwrap(), "a running job is not reset");
+    let failed = Finish { state: JobState::Failed, counts: Counts::default(), last_status: Some(0xA801), error: Some("unknown move destination".into()) };
+    s.finish_job(j.id, "w", &failed).await.unwrap();
+    assert!(s.retry_now(j.id).await.unwrap());
+    let again = s.job(j.id).await.unwrap().unwrap();
+    assert_eq!((again.state.as_str(), again.attempt), ("available", 0));
+    let other = s.list_jobs(Some(JobState::Available), 10).await.unwrap();
+    assert_eq!(other.len(), 2);
+    assert!(s.cancel_job(other[0].id).await.unwrap());
+    assert!(!s.cancel_job(other[0].id).await.unwrap(), "already cancelled");
+}

@@ -1,1 +1,83 @@
-fn main() {}
+//! `priorfetch`: one binary, many roles. Each subcommand lives in `cmd/`; the logic
+//! lives in the library crates. Exit codes: 0 success, 1 runtime failure, 2 usage or
+//! configuration error (with the offending key named).
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "priorfetch", version, about = "Pre-fetch prior imaging studies before scheduled exams")]
+struct Cli {
+    /// Configuration file layered over the embedded defaults (then PRIORFETCH__SECTION__KEY).
+    #[arg(long, global = true, default_value = "config/priorfetch.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: cmd::config::ConfigCommand,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Inspect and steer retrieve jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: cmd::jobs::JobsCommand,
+    },
+}
+
+/// A failure with its exit code: 2 for configuration, 1 for everything else.
+pub enum Failure {
+    Config(priorfetch_config::ConfigError),
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Config { command } => cmd::config::run(&cli.config, command).await,
+            Command::Migrate => cmd::migrate::run(&cli.config).await,
+            Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(Failure::Config(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The process-wide Prometheus registry. Crates define their metrics in their own
+//! `metrics.rs` and register them here once (`register`), so `/metrics` shows all.
+
+use prometheus::core::Collector;
+use prometheus::{Encoder, Registry, TextEncoder};
+use std::sync::OnceLock;
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+pub fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(Registry::new)
+}
+
+/// Registers a collector; registering the same metric twice (a second service in the
+/// same process) is not an error.
+pub fn register<C: Collector + Clone + 'static>(collector: &C) {
+    match registry().register(Box::new(collector.clone())) {
+        Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+        Err(e) => tracing::error!(error = %e, "metric registration failed"),
+    }
+}
+
+/// The text exposition format of everything registered.
+pub fn render() -> String {
+    let mut buffer = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&registry().gather(), &mut buffer) {
+        return format!("# encoding failed: {e}\n");
+    }
+    String::from_utf8(buffer).unwrap_or_default()
+}
