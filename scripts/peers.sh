@@ -43,7 +43,8 @@ wait_port() { # host port tenths-of-a-second
 }
 
 ensure_build_tools() {
-  apt_install cmake pkg-config build-essential
+  # rdkafka's bundled librdkafka (cmake-build) compiles against these headers
+  apt_install cmake pkg-config build-essential libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev
 }
 
 ensure_postgres() {

@@ -1,1 +1,49 @@
-//! Decoding of scheduled-exam events (JSON and HL7 v2). Work in progress.
+//! Decoding of scheduled-exam events: the JSON event of ARCHITECTURE.md and raw HL7 v2
+//! (ORM^O01, OMI^O23, SIU^S12..S15), detected by a leading `MSH|`. Pure code, no I/O.
+//!
+//! Layout:
+//! - `event.rs`: [`ExamEvent`] and its parts; `Debug` redacts PHI.
+//! - `error.rs`: [`DecodeError`], each naming the field and the reason.
+//! - `json.rs`: the JSON event.
+//! - `hl7/`: `message.rs` (delimiters, segments, escapes), `timestamp.rs` (DTM with zones),
+//!   `mapping.rs` (message types to events; [`Hl7FieldMap`] holds the site-specific positions).
+//!
+//! Nothing here panics on input: every byte sequence yields an event or an error.
+
+mod error;
+mod event;
+mod hl7;
+mod json;
+
+pub use error::DecodeError;
+pub use event::{EventKind, ExamEvent, Format, Patient, Priority, Procedure, short_hash};
+pub use hl7::mapping::{FieldPath, Hl7FieldMap};
+
+/// How to decode: the source name goes into HL7 event keys (MSH-10 is unique only per
+/// sending system and channel), the field map into HL7 mapping.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeOptions {
+    pub source: String,
+    pub hl7: Hl7FieldMap,
+}
+
+/// Decodes one message payload.
+pub fn decode(payload: &[u8], options: &DecodeOptions) -> Result<ExamEvent, DecodeError> {
+    let text = std::str::from_utf8(payload).map_err(|e| DecodeError::Encoding(e.valid_up_to()))?;
+    let body = strip_framing(text);
+    if body.starts_with("MSH") {
+        hl7::decode(body, options)
+    } else if body.starts_with('{') {
+        json::decode(body)
+    } else if body.is_empty() {
+        Err(DecodeError::Empty)
+    } else {
+        Err(DecodeError::UnknownFormat)
+    }
+}
+
+/// Strips a UTF-8 BOM, MLLP framing (0x0B ... 0x1C 0x0D) and surrounding white space.
+fn strip_framing(text: &str) -> &str {
+    let t = text.trim_start_matches('\u{feff}').trim_start_matches(['\u{0b}', ' ', '\t', '\r', '\n']);
+    t.trim_end_matches(['\u{1c}', '\r', '\n', ' ', '\t'])
+}

@@ -169,6 +169,92 @@ impl Store {
         Ok(())
     }
 
+    /// Exams of a patient's order, for update and cancel events (matched by accession
+    /// number, or by study instance UID when the order has no accession).
+    pub async fn find_exams_for_order(
+        &self,
+        patient_id: &str,
+        accession_number: Option<&str>,
+        study_instance_uid: Option<&str>,
+    ) -> Result<Vec<exam::Model>, StoreError> {
+        let mut query = exam::Entity::find().filter(exam::Column::PatientId.eq(patient_id));
+        query = match (accession_number, study_instance_uid) {
+            (Some(acc), _) => query.filter(exam::Column::AccessionNumber.eq(acc)),
+            (None, Some(uid)) => query.filter(exam::Column::StudyInstanceUid.eq(uid)),
+            (None, None) => return Ok(Vec::new()),
+        };
+        query.order_by_asc(exam::Column::Id).all(&self.db).await.map_err(|e| StoreError::query("find exams", e))
+    }
+
+    /// Applies an `exam.updated` event: new schedule and order details. A planned exam
+    /// goes back to `received` so the planner re-plans it (its queued jobs are cancelled;
+    /// re-planning enqueues what the new details call for).
+    pub async fn update_exam(&self, id: i64, changes: &NewExam) -> Result<(), StoreError> {
+        let op = "update exam";
+        let now = Utc::now();
+        let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        let Some(current) = exam::Entity::find_by_id(id).one(&txn).await.map_err(|e| StoreError::query(op, e))? else {
+            return Ok(());
+        };
+        let replan = matches!(current.status.as_str(), "planned" | "fetching");
+        let mut update = exam::Entity::update_many()
+            .col_expr(exam::Column::ScheduledAt, Expr::value(changes.scheduled_at.or(current.scheduled_at)))
+            .col_expr(exam::Column::Modality, Expr::value(changes.modality.clone().or(current.modality)))
+            .col_expr(exam::Column::BodyPart, Expr::value(changes.body_part.clone().or(current.body_part)))
+            .col_expr(exam::Column::ProcedureCode, Expr::value(changes.procedure_code.clone().or(current.procedure_code)))
+            .col_expr(exam::Column::ProcedureText, Expr::value(changes.procedure_text.clone().or(current.procedure_text)))
+            .col_expr(exam::Column::Priority, Expr::value(changes.priority.clone()))
+            .col_expr(exam::Column::UpdatedAt, Expr::value(now))
+            .filter(exam::Column::Id.eq(id));
+        if replan {
+            update = update.col_expr(exam::Column::Status, Expr::value(ExamStatus::Received.as_str()));
+        }
+        update.exec(&txn).await.map_err(|e| StoreError::query(op, e))?;
+        if replan {
+            crate::entity::retrieve_job::Entity::update_many()
+                .col_expr(crate::entity::retrieve_job::Column::State, Expr::value("cancelled"))
+                .col_expr(crate::entity::retrieve_job::Column::FinishedAt, Expr::value(now))
+                .col_expr(crate::entity::retrieve_job::Column::UpdatedAt, Expr::value(now))
+                .filter(crate::entity::retrieve_job::Column::ExamId.eq(id))
+                .filter(crate::entity::retrieve_job::Column::State.is_in(["scheduled", "available", "retryable"]))
+                .exec(&txn)
+                .await
+                .map_err(|e| StoreError::query(op, e))?;
+            self.notify_work(&txn).await?;
+        }
+        txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+        if replan {
+            self.wake_local();
+        }
+        Ok(())
+    }
+
+    /// Applies an `exam.cancelled` event: the exam and all its unfinished jobs end as
+    /// cancelled. Returns the jobs that were running (their movers send C-CANCEL).
+    pub async fn cancel_exam(&self, id: i64) -> Result<Vec<i64>, StoreError> {
+        exam::Entity::update_many()
+            .col_expr(exam::Column::Status, Expr::value(ExamStatus::Cancelled.as_str()))
+            .col_expr(exam::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(exam::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(|e| StoreError::query("cancel exam", e))?;
+        self.cancel_exam_jobs(id).await
+    }
+
+    pub async fn count_exams(&self) -> Result<u64, StoreError> {
+        use sea_orm::PaginatorTrait;
+        exam::Entity::find().count(&self.db).await.map_err(|e| StoreError::query("count exams", e))
+    }
+
+    pub async fn dead_letters(&self) -> Result<Vec<dead_letter::Model>, StoreError> {
+        dead_letter::Entity::find()
+            .order_by_asc(dead_letter::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|e| StoreError::query("list dead letters", e))
+    }
+
     /// Claims up to `limit` received exams for planning, with a lease; on Postgres in one
     /// `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)` statement.
     pub async fn claim_exams(&self, worker: &str, limit: u32, lease: Duration) -> Result<Vec<exam::Model>, StoreError> {

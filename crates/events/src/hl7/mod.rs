@@ -1,0 +1,133 @@
+//! HL7 v2 orders and schedules to exam events.
+
+pub(crate) mod mapping;
+mod message;
+mod timestamp;
+
+use crate::error::DecodeError;
+use crate::event::{EventKind, ExamEvent, Format, Patient, Priority, Procedure};
+use crate::{DecodeOptions, json::check_uid};
+use mapping::{Hl7FieldMap, require};
+use message::Message;
+
+pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, DecodeError> {
+    let message = Message::parse(text)?;
+    let map = &options.hl7;
+    let offset = map.offset().ok_or_else(|| DecodeError::bad("default_utc_offset", "bad offset in the HL7 field map"))?;
+
+    let msh9 = message.field("MSH", 9).ok_or_else(|| DecodeError::TruncatedHl7("MSH ends before MSH-9".into()))?;
+    let msh9 = message.repetitions(msh9).into_iter().next().unwrap_or_default();
+    let code = message.component(msh9, 1, 1).unwrap_or_default();
+    let trigger = message.component(msh9, 2, 1).unwrap_or_default();
+    let message_type = format!("{code}^{trigger}");
+    let control_id = message.field("MSH", 10).and_then(|f| message.component(f, 1, 1));
+    let control_id = require(control_id, "MSH-10")?;
+
+    let kind = match (code.as_str(), trigger.as_str()) {
+        ("ORM", "O01") | ("OMI", "O23") => {
+            let orc = message.segment("ORC").ok_or_else(|| DecodeError::TruncatedHl7("no ORC segment".into()))?;
+            let control = orc.fields.get(1).and_then(|f| message.component(f, 1, 1)).unwrap_or_default();
+            match control.as_str() {
+                "NW" => EventKind::Scheduled,
+                "XO" | "SC" | "RP" => EventKind::Updated,
+                "CA" | "OC" | "DC" | "CR" => EventKind::Cancelled,
+                "" => return Err(DecodeError::missing("ORC-1")),
+                other => return Err(DecodeError::bad("ORC-1", format!("order control '{other}' is not NW, XO, SC, CA, OC or DC"))),
+            }
+        }
+        ("SIU", "S12") => EventKind::Scheduled,
+        ("SIU", "S13") | ("SIU", "S14") => EventKind::Updated,
+        ("SIU", "S15") => EventKind::Cancelled,
+        _ => return Err(DecodeError::UnsupportedMessage(message_type)),
+    };
+    if !message.has("PID") {
+        return Err(DecodeError::TruncatedHl7("no PID segment".into()));
+    }
+    if code != "SIU" && !message.has("OBR") && !message.has("IPC") {
+        return Err(DecodeError::TruncatedHl7("no OBR segment".into()));
+    }
+    if code == "SIU" && !message.has("SCH") {
+        return Err(DecodeError::TruncatedHl7("no SCH segment".into()));
+    }
+
+    let patient = patient(&message, map)?;
+    let accession_number = Hl7FieldMap::first(&map.accession, &message).map(|(v, _)| v);
+    let study_instance_uid = match Hl7FieldMap::first(&map.study_instance_uid, &message) {
+        Some((uid, at)) => {
+            check_uid(&uid, &at)?;
+            Some(uid)
+        }
+        None => None,
+    };
+    if accession_number.is_none() && study_instance_uid.is_none() {
+        let positions: Vec<String> = map.accession.iter().map(|p| p.to_string()).collect();
+        return Err(DecodeError::MissingField(format!("accession number ({})", positions.join(", "))));
+    }
+    let scheduled_at = match Hl7FieldMap::first(&map.scheduled_at, &message) {
+        Some((value, at)) => Some(timestamp::parse_dtm(&value, offset).ok_or(DecodeError::BadDate { field: at, value })?),
+        None if kind == EventKind::Cancelled => None,
+        None => {
+            let positions: Vec<String> = map.scheduled_at.iter().map(|p| p.to_string()).collect();
+            return Err(DecodeError::MissingField(format!("scheduled time ({})", positions.join(", "))));
+        }
+    };
+    let priority = match Hl7FieldMap::first(&map.priority, &message).map(|(v, _)| v.to_ascii_uppercase()) {
+        Some(p) if p == "S" || p == "STAT" => Priority::Stat,
+        Some(p) if p == "A" || p == "ASAP" || p == "U" || p == "URGENT" => Priority::Urgent,
+        _ => Priority::Routine,
+    };
+    let code_value = Hl7FieldMap::first(&map.procedure_code, &message).map(|(v, _)| v);
+    let text_value = Hl7FieldMap::first(&map.procedure_text, &message).map(|(v, _)| v);
+    let procedure =
+        (code_value.is_some() || text_value.is_some()).then_some(Procedure { code: code_value, text: text_value });
+    let modality = Hl7FieldMap::first(&map.modality, &message)
+        .map(|(v, _)| v.to_ascii_uppercase())
+        .filter(|m| m.len() <= 16);
+    Ok(ExamEvent {
+        event_key: format!("hl7:{}:{}", options.source, control_id),
+        kind,
+        patient,
+        accession_number,
+        study_instance_uid,
+        scheduled_at,
+        priority,
+        modality,
+        body_part: Hl7FieldMap::first(&map.body_part, &message).map(|(v, _)| v.to_ascii_uppercase()),
+        procedure,
+        format: Format::Hl7,
+        message_type,
+    })
+}
+
+fn patient(message: &Message<'_>, map: &Hl7FieldMap) -> Result<Patient, DecodeError> {
+    let pid3 = message.field("PID", 3).unwrap_or_default();
+    let identifiers: Vec<(String, Option<String>)> = message
+        .repetitions(pid3)
+        .into_iter()
+        .filter_map(|rep| message.component(rep, 1, 1).map(|id| (id, message.component(rep, 4, 1))))
+        .collect();
+    let chosen = map
+        .preferred_issuer
+        .as_deref()
+        .and_then(|want| identifiers.iter().find(|(_, issuer)| issuer.as_deref() == Some(want)))
+        .or(identifiers.first())
+        .cloned();
+    let (id, issuer) = chosen.ok_or_else(|| DecodeError::missing("PID-3"))?;
+    let name = message.field("PID", 5).and_then(|f| {
+        let rep = message.repetitions(f).into_iter().next()?;
+        let family = message.component(rep, 1, 1)?;
+        Some(match message.component(rep, 2, 1) {
+            Some(given) => format!("{family}^{given}"),
+            None => family,
+        })
+    });
+    let birth_date = match message.field("PID", 7).and_then(|f| message.component(f, 1, 1)) {
+        Some(value) => Some(
+            timestamp::parse_dtm(&value, chrono::FixedOffset::east_opt(0).expect("zero offset"))
+                .map(|t| t.date_naive())
+                .ok_or(DecodeError::BadDate { field: "PID-7".into(), value })?,
+        ),
+        None => None,
+    };
+    Ok(Patient { id, issuer, name, birth_date })
+}

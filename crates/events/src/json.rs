@@ -1,0 +1,119 @@
+//! The JSON event (ARCHITECTURE.md). Unknown fields are tolerated: interface engines add
+//! their own.
+
+use crate::error::DecodeError;
+use crate::event::{EventKind, ExamEvent, Format, Patient, Priority, Procedure};
+use chrono::{DateTime, NaiveDate};
+use serde_json::{Map, Value};
+
+pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::BadJson(e.to_string()))?;
+    let Value::Object(root) = value else { return Err(DecodeError::BadJson("top level is not an object".into())) };
+
+    let event_id = required_str(&root, "event_id", "event_id")?;
+    if event_id.len() > 200 {
+        return Err(DecodeError::bad("event_id", "longer than 200 characters"));
+    }
+    let kind = match required_str(&root, "type", "type")? {
+        "exam.scheduled" => EventKind::Scheduled,
+        "exam.updated" => EventKind::Updated,
+        "exam.cancelled" => EventKind::Cancelled,
+        other => {
+            return Err(DecodeError::bad("type", format!("unknown type '{}' (exam.scheduled, exam.updated, exam.cancelled)", other.chars().take(40).collect::<String>())));
+        }
+    };
+    let patient = match root.get("patient") {
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(DecodeError::bad("patient", "must be an object")),
+        None => return Err(DecodeError::missing("patient")),
+    };
+    let patient = Patient {
+        id: required_str(patient, "id", "patient.id")?.to_string(),
+        issuer: optional_str(patient, "issuer", "patient.issuer")?,
+        name: optional_str(patient, "name", "patient.name")?,
+        birth_date: optional_str(patient, "birth_date", "patient.birth_date")?
+            .map(|d| {
+                NaiveDate::parse_from_str(&d, "%Y%m%d")
+                    .or_else(|_| NaiveDate::parse_from_str(&d, "%Y-%m-%d"))
+                    .map_err(|_| DecodeError::BadDate { field: "patient.birth_date".into(), value: d.clone() })
+            })
+            .transpose()?,
+    };
+    let accession_number = optional_str(&root, "accession_number", "accession_number")?;
+    let study_instance_uid = optional_str(&root, "study_instance_uid", "study_instance_uid")?;
+    if let Some(uid) = &study_instance_uid {
+        check_uid(uid, "study_instance_uid")?;
+    }
+    if accession_number.is_none() && study_instance_uid.is_none() {
+        return Err(DecodeError::missing("accession_number"));
+    }
+    let scheduled_at = match optional_str(&root, "scheduled_at", "scheduled_at")? {
+        Some(s) => Some(
+            DateTime::parse_from_rfc3339(&s).map_err(|_| DecodeError::BadDate { field: "scheduled_at".into(), value: s })?,
+        ),
+        None if kind == EventKind::Cancelled => None,
+        None => return Err(DecodeError::missing("scheduled_at")),
+    };
+    let priority = match optional_str(&root, "priority", "priority")?.map(|p| p.to_ascii_lowercase()) {
+        None => Priority::Routine,
+        Some(p) => match p.as_str() {
+            "routine" => Priority::Routine,
+            "urgent" | "asap" => Priority::Urgent,
+            "stat" => Priority::Stat,
+            _ => return Err(DecodeError::bad("priority", "must be routine, urgent or stat")),
+        },
+    };
+    let modality = optional_str(&root, "modality", "modality")?;
+    if let Some(m) = &modality
+        && !(1..=16).contains(&m.len())
+    {
+        return Err(DecodeError::bad("modality", "must be 1 to 16 characters"));
+    }
+    let procedure = match root.get("procedure") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(p)) => Some(Procedure {
+            code: optional_str(p, "code", "procedure.code")?,
+            text: optional_str(p, "text", "procedure.text")?,
+        }),
+        Some(_) => return Err(DecodeError::bad("procedure", "must be an object")),
+    };
+    Ok(ExamEvent {
+        event_key: format!("json:{event_id}"),
+        kind,
+        patient,
+        accession_number,
+        study_instance_uid,
+        scheduled_at,
+        priority,
+        modality: modality.map(|m| m.to_ascii_uppercase()),
+        body_part: optional_str(&root, "body_part", "body_part")?.map(|b| b.to_ascii_uppercase()),
+        procedure,
+        format: Format::Json,
+        message_type: kind.as_str().to_string(),
+    })
+}
+
+fn required_str<'a>(object: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a str, DecodeError> {
+    match object.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim()),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(DecodeError::missing(path)),
+        Some(_) => Err(DecodeError::bad(path, "must be a string")),
+    }
+}
+
+fn optional_str(object: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, DecodeError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(_) => Err(DecodeError::bad(path, "must be a string")),
+    }
+}
+
+/// DICOM UID: digits and dots, at most 64 characters, no empty component.
+pub(crate) fn check_uid(uid: &str, field: &str) -> Result<(), DecodeError> {
+    let ok = uid.len() <= 64
+        && !uid.is_empty()
+        && uid.split('.').all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()));
+    if ok { Ok(()) } else { Err(DecodeError::bad(field, "not a DICOM UID (digits and dots, at most 64 characters)")) }
+}

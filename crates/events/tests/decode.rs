@@ -1,0 +1,240 @@
+//! Decoding tests: realistic messages of several vendor styles, every mapped field
+//! asserted; JSON rules; PHI kept out of Debug; no input panics the decoder.
+
+use priorfetch_events::{DecodeError, DecodeOptions, EventKind, FieldPath, Format, Hl7FieldMap, Priority, decode};
+use proptest::prelude::*;
+
+fn opts() -> DecodeOptions {
+    DecodeOptions { source: "rabbitmq".into(), hl7: Hl7FieldMap::default() }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn epic_style_orm_with_tq1_escapes_and_repeated_identifiers() {
+    let e = decode(&fixture("epic_orm_o01.hl7"), &opts()).unwrap();
+    assert_eq!(e.event_key, "hl7:rabbitmq:EPIC-000123");
+    assert_eq!(e.kind, EventKind::Scheduled);
+    assert_eq!(e.message_type, "ORM^O01");
+    assert_eq!(e.format, Format::Hl7);
+    assert_eq!(e.patient.id, "E1234567");
+    assert_eq!(e.patient.issuer.as_deref(), Some("EPI"));
+    assert_eq!(e.patient.name.as_deref(), Some("O^BRIEN^MARY"), "\\S\\ is the component separator");
+    assert_eq!(e.patient.birth_date.unwrap().to_string(), "1958-02-14");
+    assert_eq!(e.accession_number.as_deref(), Some("ACC55501"));
+    assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-24T14:00:00-05:00");
+    assert_eq!(e.priority, Priority::Stat);
+    assert_eq!(e.modality.as_deref(), Some("CT"));
+    let p = e.procedure.unwrap();
+    assert_eq!(p.code.as_deref(), Some("IMG123"));
+    assert_eq!(p.text.as_deref(), Some("CT CHEST W/O CONTRAST & ANGIO"));
+    // another assigning authority preferred by configuration
+    let mut o = opts();
+    o.hl7.preferred_issuer = Some("SSA".into());
+    let e = decode(&fixture("epic_orm_o01.hl7"), &o).unwrap();
+    assert_eq!((e.patient.id.as_str(), e.patient.issuer.as_deref()), ("998877", Some("SSA")));
+}
+
+#[test]
+fn cerner_style_update_with_custom_delimiters_and_newlines() {
+    let e = decode(&fixture("cerner_orm_xo.hl7"), &opts()).unwrap();
+    assert_eq!(e.kind, EventKind::Updated);
+    assert_eq!(e.event_key, "hl7:rabbitmq:CRN-9981");
+    assert_eq!(e.patient.id, "MRN-42");
+    assert_eq!(e.accession_number.as_deref(), Some("FIL-1"), "no OBR-18: filler order number");
+    assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-25T08:00:00+00:00", "ORC-7.4, site offset");
+    assert_eq!(e.modality.as_deref(), Some("CR"));
+    assert_eq!(e.procedure.unwrap().code.as_deref(), Some("71020"));
+    let mut o = opts();
+    o.hl7.default_utc_offset = "+01:00".into();
+    let e = decode(&fixture("cerner_orm_xo.hl7"), &o).unwrap();
+    assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-25T08:00:00+01:00");
+}
+
+#[test]
+fn agfa_style_omi_with_ipc_study_uid_in_mllp_frame() {
+    let e = decode(&fixture("agfa_omi_o23.hl7"), &opts()).unwrap();
+    assert_eq!(e.message_type, "OMI^O23");
+    assert_eq!(e.accession_number.as_deref(), Some("AGF-ACC-9"));
+    assert_eq!(e.study_instance_uid.as_deref(), Some("1.2.276.0.7230010.3.1.2.8323329.1234.1"));
+    assert_eq!(e.modality.as_deref(), Some("MR"));
+    assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-26T08:30:00+01:00");
+    assert_eq!(e.procedure.unwrap().text.as_deref(), Some("MR knee left"));
+}
+
+#[test]
+fn siu_schedule_update_and_cancel() {
+    let s12 = fixture("sched_siu_s12.hl7");
+    let e = decode(&s12, &opts()).unwrap();
+    assert_eq!(e.kind, EventKind::Scheduled);
+    assert_eq!(e.accession_number.as_deref(), Some("APT-9001"));
+    assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-27T10:00:00+00:00");
+    assert_eq!(e.procedure.as_ref().unwrap().code.as_deref(), Some("USABD"));
+    let text = String::from_utf8(s12).unwrap();
+    for (trigger, kind) in [("S13", EventKind::Updated), ("S14", EventKind::Updated), ("S15", EventKind::Cancelled)] {
+        let msg = text.replace("SIU^S12", &format!("SIU^{trigger}"));
+        assert_eq!(decode(msg.as_bytes(), &opts()).unwrap().kind, kind, "{trigger}");
+    }
+    // a cancel needs no scheduled time
+    let cancel = text.replace("SIU^S12", "SIU^S15").replace("^^30^20261127100000+0000^20261127103000+0000", "");
+    let cancel = cancel.replace("|20261127100000+0000\n", "|\n");
+    assert_eq!(decode(cancel.as_bytes(), &opts()).unwrap().scheduled_at, None);
+}
+
+#[test]
+fn orm_cancel_by_order_control() {
+    let text = String::from_utf8(fixture("epic_orm_o01.hl7")).unwrap().replace("ORC|NW|", "ORC|CA|");
+    assert_eq!(decode(text.as_bytes(), &opts()).unwrap().kind, EventKind::Cancelled);
+}
+
+#[test]
+fn hl7_rejections_name_the_field() {
+    let base = String::from_utf8(fixture("epic_orm_o01.hl7")).unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (base.replace("|EPIC-000123|", "||"), "MSH-10"),
+        (base.replace("E1234567^^^EPI^MR~998877^^^SSA^SS", ""), "PID-3"),
+        (base.replace("ORM^O01^ORM_O01", "ADT^A01"), "MSH-9: unsupported message type ADT^A01"),
+        (base.replace("20261124140000-0500|20261124143000", "2026133|20261124143000"), "TQ1-7: bad date/time '2026133'"),
+        (base[..60].to_string(), "truncated HL7"),
+        (base.replace("ORC|NW|", "ORC|ZZ|"), "ORC-1"),
+        ("MSH|^~\\&|A".into(), "MSH-9"),
+    ];
+    for (msg, expected) in cases {
+        let err = decode(msg.as_bytes(), &opts()).unwrap_err();
+        assert!(err.to_string().contains(expected), "expected '{expected}' in '{err}'");
+    }
+}
+
+#[test]
+fn field_paths_parse_and_reject() {
+    assert_eq!(FieldPath::parse("OBR-4.2").unwrap().to_string(), "OBR-4.2");
+    assert_eq!(FieldPath::parse("PID-3").unwrap().component, 1);
+    for bad in ["OBR", "obr-4", "OBR-0", "OBR-4.x", "OBRX-1", "OBR-1.2.3.4"] {
+        assert!(FieldPath::parse(bad).is_err(), "{bad}");
+    }
+    let mut map = Hl7FieldMap::default();
+    map.default_utc_offset = "CET".into();
+    assert!(map.validate().is_err());
+}
+
+fn json(v: serde_json::Value) -> Result<priorfetch_events::ExamEvent, DecodeError> {
+    decode(v.to_string().as_bytes(), &opts())
+}
+
+fn valid_json() -> serde_json::Value {
+    serde_json::json!({ "event_id": "ris-7781-1", "type": "exam.scheduled",
+      "patient": { "id": "MRN123", "issuer": "HOSP", "name": "DOE^JANE", "birth_date": "19700101" },
+      "accession_number": "ACC991", "study_instance_uid": "1.2.3.4",
+      "scheduled_at": "2026-11-23T09:30:00+01:00", "priority": "routine",
+      "modality": "CT", "body_part": "CHEST", "procedure": { "code": "CTCHEST", "text": "CT chest" },
+      "x-engine-extra": { "anything": [1, 2] } })
+}
+
+#[test]
+fn json_event_of_the_contract() {
+    let e = json(valid_json()).unwrap();
+    assert_eq!(e.event_key, "json:ris-7781-1");
+    assert_eq!(e.patient.id, "MRN123");
+    assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-23T09:30:00+01:00");
+    assert_eq!(e.body_part.as_deref(), Some("CHEST"));
+    assert_eq!(e.priority, Priority::Routine);
+    let mut stat = valid_json();
+    stat["priority"] = "STAT".into();
+    assert_eq!(json(stat).unwrap().priority, Priority::Stat);
+}
+
+#[test]
+fn json_rejections_name_the_field() {
+    let remove = |path: &[&str]| {
+        let mut v = valid_json();
+        let mut target = &mut v;
+        for p in &path[..path.len() - 1] {
+            target = &mut target[*p];
+        }
+        target.as_object_mut().unwrap().remove(path[path.len() - 1]);
+        v
+    };
+    assert_eq!(json(remove(&["event_id"])).unwrap_err(), DecodeError::MissingField("event_id".into()));
+    assert_eq!(json(remove(&["patient", "id"])).unwrap_err(), DecodeError::MissingField("patient.id".into()));
+    assert_eq!(json(remove(&["scheduled_at"])).unwrap_err(), DecodeError::MissingField("scheduled_at".into()));
+    let mut v = remove(&["accession_number"]);
+    v.as_object_mut().unwrap().remove("study_instance_uid");
+    assert_eq!(json(v).unwrap_err().field(), Some("accession_number"));
+    let mut v = valid_json();
+    v["scheduled_at"] = "2026-13-45T29:30:00+01:00".into();
+    assert_eq!(json(v).unwrap_err().reason_code(), "bad_date");
+    let mut v = valid_json();
+    v["patient"]["birth_date"] = "19701301".into();
+    assert_eq!(json(v).unwrap_err().field(), Some("patient.birth_date"));
+    let mut v = valid_json();
+    v["study_instance_uid"] = "1.2.abc".into();
+    assert_eq!(json(v).unwrap_err().field(), Some("study_instance_uid"));
+    let mut v = valid_json();
+    v["type"] = "exam.deleted".into();
+    assert_eq!(json(v).unwrap_err().field(), Some("type"));
+    assert_eq!(decode(b"{\"event_id\": ", &opts()).unwrap_err().reason_code(), "bad_json");
+    assert_eq!(decode(&[0xff, 0xfe, b'{'], &opts()).unwrap_err().reason_code(), "bad_encoding");
+    assert_eq!(decode(b"   ", &opts()).unwrap_err().reason_code(), "empty");
+    // a cancel needs no time
+    let mut v = remove(&["scheduled_at"]);
+    v["type"] = "exam.cancelled".into();
+    assert_eq!(json(v).unwrap().kind, EventKind::Cancelled);
+}
+
+#[test]
+fn debug_output_has_no_phi() {
+    for e in [json(valid_json()).unwrap(), decode(&fixture("epic_orm_o01.hl7"), &opts()).unwrap()] {
+        let shown = format!("{e:?} {}", e.redacted_summary());
+        for phi in ["MRN123", "DOE", "JANE", "1970", "E1234567", "BRIEN", "MARY", "1958", "ACC991", "ACC55501"] {
+            assert!(!shown.contains(phi), "{phi} in {shown}");
+        }
+    }
+}
+
+fn fixtures() -> Vec<Vec<u8>> {
+    let mut all: Vec<Vec<u8>> = ["epic_orm_o01.hl7", "cerner_orm_xo.hl7", "agfa_omi_o23.hl7", "sched_siu_s12.hl7"]
+        .iter()
+        .map(|f| fixture(f))
+        .collect();
+    all.push(valid_json().to_string().into_bytes());
+    all
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decode(&bytes, &opts());
+        let mut hl7 = b"MSH|^~\\&|".to_vec();
+        hl7.extend_from_slice(&bytes);
+        let _ = decode(&hl7, &opts());
+    }
+
+    #[test]
+    fn mutated_fixtures_never_panic(which in 0usize..5, cut in any::<prop::sample::Index>(),
+                                    flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+                                    swap in any::<bool>()) {
+        let mut msg = fixtures()[which].clone();
+        for (at, byte) in flips {
+            let i = at.index(msg.len());
+            msg[i] = byte;
+        }
+        if swap {
+            msg = String::from_utf8_lossy(&msg).replace('^', "|").replace('~', "\\").into_bytes();
+        }
+        let end = cut.index(msg.len() + 1);
+        let _ = decode(&msg[..end], &opts());
+        let _ = decode(&msg, &opts());
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(id in ".{0,20}", t in ".{0,16}", pid in proptest::option::of(".{0,10}"),
+                                   when in ".{0,30}", n in any::<i64>()) {
+        let v = serde_json::json!({ "event_id": id, "type": t, "patient": { "id": pid, "birth_date": when },
+            "scheduled_at": when, "accession_number": n, "priority": t });
+        let _ = decode(v.to_string().as_bytes(), &opts());
+    }
+}

@@ -1,0 +1,27 @@
+//! The listener's metrics.
+
+use prometheus::{IntCounterVec, Opts};
+use std::sync::LazyLock;
+
+/// `priorfetch_events_total{source, outcome}`: outcome is accepted, duplicate, updated,
+/// cancelled, unmatched (an update/cancel for an unknown order) or invalid.
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let counter = IntCounterVec::new(
+        Opts::new("priorfetch_events_total", "Scheduled-exam events by source and outcome"),
+        &["source", "outcome"],
+    )
+    .expect("valid metric");
+    priorfetch_telemetry::metrics::register(&counter);
+    counter
+});
+
+/// `priorfetch_dead_letters_total{source, reason}`.
+pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let counter = IntCounterVec::new(
+        Opts::new("priorfetch_dead_letters_total", "Invalid messages sent to the dead-letter queue/topic, by reason"),
+        &["source", "reason"],
+    )
+    .expect("valid metric");
+    priorfetch_telemetry::metrics::register(&counter);
+    counter
+});

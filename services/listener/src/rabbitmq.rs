@@ -1,0 +1,149 @@
+//! RabbitMQ source (lapin): durable queue and dead-letter queue declared at start,
+//! QoS prefetch, deliveries batched, acknowledged (multiple) only after the batch is
+//! committed; invalid payloads published to the dead-letter queue (with publisher
+//! confirms) before their ack. A lost connection (broker restart) is retried with
+//! backoff: unacknowledged deliveries come back, and the idempotent insert absorbs them.
+
+use crate::intake::{Intake, Verdict};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use priorfetch_config::{RabbitmqConfig, redact_url};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Batching: at most `max` deliveries, and no more than `wait` after the first.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max: usize,
+    pub wait: Duration,
+}
+
+pub struct RabbitSource {
+    pub config: RabbitmqConfig,
+    pub intake: Intake,
+    pub batching: Batching,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker ended the consumer (queue deleted or connection closed)")]
+    ConsumerEnded,
+    #[error("dead-letter publish not confirmed by the broker")]
+    NotConfirmed,
+}
+
+impl RabbitSource {
+    /// Consumes until `shutdown` turns true; reconnects with backoff (200 ms doubling to 30 s).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.session(&mut shutdown).await {
+                Ok(()) => return, // clean shutdown
+                Err(e) => tracing::warn!(
+                    url = %redact_url(&self.config.url), error = %e, retry_in = ?delay,
+                    "rabbitmq session ended; reconnecting"
+                ),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn session(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), SessionError> {
+        let connection = Connection::connect(&self.config.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        declare_queues(&channel, &self.config).await?;
+        channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.config.queue.as_str().into(),
+                "priorfetch-listener".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %self.config.queue, prefetch = self.config.prefetch, "consuming from rabbitmq");
+        loop {
+            // First delivery of a batch, or shutdown.
+            let first = tokio::select! {
+                next = consumer.next() => next,
+                _ = shutdown.changed() => {
+                    let _ = connection.close(200, "shutdown".into()).await;
+                    return Ok(());
+                }
+            };
+            let Some(first) = first else { return Err(SessionError::ConsumerEnded) };
+            let mut batch = vec![first?];
+            let deadline = tokio::time::Instant::now() + self.batching.wait;
+            while batch.len() < self.batching.max {
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(Some(delivery)) => batch.push(delivery?),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
+            let payloads: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+            let verdicts = match self.intake.process(&payloads).await {
+                Ok(v) => v,
+                Err(e) => {
+                    // Nothing committed for sure: hand the batch back and slow down.
+                    tracing::warn!(error = %e, batch = batch.len(), "database unavailable; requeueing batch");
+                    channel
+                        .basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true })
+                        .await?;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for (delivery, verdict) in batch.iter().zip(&verdicts) {
+                if let Verdict::Invalid { code, reason } = verdict {
+                    publish_dead_letter(&channel, &self.config.dead_letter_queue, &delivery.data, code, reason).await?;
+                }
+            }
+            channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+        }
+    }
+}
+
+/// Declares the queue and its dead-letter queue (both durable). Idempotent.
+pub async fn declare_queues(channel: &Channel, config: &RabbitmqConfig) -> Result<(), lapin::Error> {
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(config.dead_letter_queue.as_str().into(), durable, FieldTable::default()).await?;
+    channel.queue_declare(config.queue.as_str().into(), durable, FieldTable::default()).await?;
+    Ok(())
+}
+
+async fn publish_dead_letter(
+    channel: &Channel,
+    queue: &str,
+    payload: &[u8],
+    code: &str,
+    reason: &str,
+) -> Result<(), SessionError> {
+    let mut headers = FieldTable::default();
+    headers.insert(ShortString::from("x-priorfetch-reason"), AMQPValue::LongString(reason.into()));
+    headers.insert(ShortString::from("x-priorfetch-code"), AMQPValue::LongString(code.into()));
+    let properties = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
+    let confirm = channel
+        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), payload, properties)
+        .await?
+        .await?;
+    if confirm.is_nack() {
+        return Err(SessionError::NotConfirmed);
+    }
+    Ok(())
+}
