@@ -59,6 +59,9 @@ pub struct IntakeConfig {
     pub source: IntakeSource,
     pub rabbitmq: RabbitmqConfig,
     pub kafka: KafkaConfig,
+    /// Site-specific HL7 v2 field positions (defaults fit common RIS styles).
+    #[serde(default)]
+    pub hl7: priorfetch_events::Hl7FieldMap,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -22,6 +22,10 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     if config.database.max_connections == 0 {
         issue("database.max_connections".into(), "must be at least 1");
     }
+    if let Err(why) = config.intake.hl7.validate() {
+        let (field, message) = why.split_once(": ").unwrap_or(("default_utc_offset", why.as_str()));
+        issue(format!("intake.hl7.{field}"), message);
+    }
     if config.intake.rabbitmq.prefetch == 0 {
         issue("intake.rabbitmq.prefetch".into(), "must be at least 1");
     }

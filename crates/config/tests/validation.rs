@@ -103,3 +103,13 @@ fn file_and_garbage_inputs_do_not_panic() {
     let err = Config::load(Sources { file: Some(&missing), ..Default::default() }).unwrap_err();
     assert_eq!(err.issues[0].key, "--config");
 }
+
+#[test]
+fn hl7_field_positions_are_configurable_and_checked() {
+    let config = load("[intake.hl7]\naccession = ['OBR-3']\ndefault_utc_offset = '+01:00'\n").unwrap();
+    assert_eq!(config.intake.hl7.accession[0].to_string(), "OBR-3");
+    let issues = load("[intake.hl7]\naccession = ['OBR3']\n").unwrap_err();
+    assert!(issues[0].starts_with("intake.hl7.accession"), "{issues:?}");
+    let issues = load("[intake.hl7]\ndefault_utc_offset = 'CET'\n").unwrap_err();
+    assert!(issues[0].starts_with("intake.hl7.default_utc_offset:"), "{issues:?}");
+}

@@ -114,16 +114,24 @@ impl Store {
                 .into_iter()
                 .map(|m| (m.id, m.event_key))
                 .collect();
-            let keys: Vec<&str> = chunk.iter().map(|e| e.event_key.as_str()).collect();
-            let existing: Vec<(i64, String)> = exam::Entity::find()
-                .select_only()
-                .column(exam::Column::Id)
-                .column(exam::Column::EventKey)
-                .filter(exam::Column::EventKey.is_in(keys))
-                .into_tuple()
-                .all(&txn)
-                .await
-                .map_err(|e| StoreError::query(op, e))?;
+            // Only keys that were not inserted need a look-up (duplicates: redeliveries).
+            let returned: std::collections::HashSet<&str> = inserted.iter().map(|(_, k)| k.as_str()).collect();
+            let missing: Vec<&str> =
+                chunk.iter().map(|e| e.event_key.as_str()).filter(|k| !returned.contains(k)).collect();
+            let mut existing: Vec<(i64, String)> = if missing.is_empty() {
+                Vec::new()
+            } else {
+                exam::Entity::find()
+                    .select_only()
+                    .column(exam::Column::Id)
+                    .column(exam::Column::EventKey)
+                    .filter(exam::Column::EventKey.is_in(missing))
+                    .into_tuple()
+                    .all(&txn)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?
+            };
+            existing.extend(inserted.iter().cloned());
             let new: std::collections::HashSet<&str> = inserted.iter().map(|(_, k)| k.as_str()).collect();
             let ids: std::collections::HashMap<&str, i64> = existing.iter().map(|(id, k)| (k.as_str(), *id)).collect();
             // A key repeated inside one batch is new the first time, a duplicate after.

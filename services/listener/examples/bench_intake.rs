@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         url: std::env::var("PRIORFETCH_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
         queue: format!("pf-bench-{id}"),
         dead_letter_queue: format!("pf-bench-{id}.dead"),
-        prefetch: 1000,
+        prefetch: 2000, // twice the batch: the next batch streams in while one commits
     };
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
@@ -84,6 +84,16 @@ async fn main() -> anyhow::Result<()> {
     let (_db2, store) = fresh_store().await?;
     let brokers = std::env::var("PRIORFETCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let topic = format!("pf-bench-{id}");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+    let dead_topic = format!("{topic}.dead");
+    let topics = [
+        rdkafka::admin::NewTopic::new(&topic, 4, rdkafka::admin::TopicReplication::Fixed(1)),
+        rdkafka::admin::NewTopic::new(&dead_topic, 1, rdkafka::admin::TopicReplication::Fixed(1)),
+    ];
+    for r in admin.create_topics(&topics, &rdkafka::admin::AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+    }
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create()?;
     let mut sends = Vec::with_capacity(n);
     for i in 0..n {

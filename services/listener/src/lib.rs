@@ -31,7 +31,7 @@ pub fn decode_options(config: &Config) -> DecodeOptions {
         IntakeSource::Rabbitmq => "rabbitmq",
         IntakeSource::Kafka => "kafka",
     };
-    DecodeOptions { source: source.to_string(), hl7: Default::default() }
+    DecodeOptions { source: source.to_string(), hl7: config.intake.hl7.clone() }
 }
 
 /// Runs the configured bus source until `shutdown` (the HTTP source is served by the
@@ -48,7 +48,8 @@ pub async fn run(config: &Config, store: Store, shutdown: watch::Receiver<bool>)
             let source = rabbitmq::RabbitSource {
                 config: config.intake.rabbitmq.clone(),
                 intake,
-                batching: Batching { max: config.intake.rabbitmq.prefetch as usize, ..DEFAULT_BATCHING },
+                // Half the prefetch: the next batch streams in while one commits.
+                batching: Batching { max: (config.intake.rabbitmq.prefetch as usize / 2).max(1), ..DEFAULT_BATCHING },
             };
             source.run(shutdown).await;
             Ok(())

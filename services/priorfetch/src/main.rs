@@ -27,6 +27,8 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Run the listener: the configured intake source (and `POST /api/events`) into `exams`.
+    Listener,
     /// Inspect and steer retrieve jobs.
     Jobs {
         #[command(subcommand)]
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Config { command } => cmd::config::run(&cli.config, command).await,
             Command::Migrate => cmd::migrate::run(&cli.config).await,
+            Command::Listener => cmd::listener::run(&cli.config).await,
             Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
         }
     });

@@ -4,7 +4,7 @@
 
 use super::message::Message;
 use crate::error::DecodeError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 
 /// `SEG-F[.C[.S]]`, e.g. `OBR-18`, `OBR-4.2`, `PID-3.4.1`. Parsed once, at config load.
@@ -45,6 +45,12 @@ impl FieldPath {
     }
 }
 
+impl Serialize for FieldPath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 impl TryFrom<String> for FieldPath {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -72,7 +78,7 @@ impl fmt::Debug for FieldPath {
 }
 
 /// Site-specific HL7 positions (`[intake.hl7]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Hl7FieldMap {
     pub accession: Vec<FieldPath>,
@@ -85,6 +91,7 @@ pub struct Hl7FieldMap {
     pub priority: Vec<FieldPath>,
     /// PID-3 repetition to use when several identifiers are sent: the one whose
     /// assigning authority (CX.4) is this; else the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub preferred_issuer: Option<String>,
     /// Offset of timestamps sent without one, e.g. "+01:00".
     pub default_utc_offset: String,

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod jobs;
+pub mod listener;
 pub mod migrate;
 
 use crate::Failure;
@@ -44,4 +45,54 @@ pub async fn connect(config: &Config) -> Result<priorfetch_store::Store, Failure
         .await
         .map_err(|e| anyhow::anyhow!("{e} (database.url = {})", priorfetch_config::redact_url(&db.url)))?;
     Ok(store)
+}
+
+/// A watch that turns true on SIGTERM or Ctrl-C: services take it as their `shutdown`.
+pub fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    let _ = tx.send(true);
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Readiness for the admin server: the database answers.
+pub fn ready_check(store: &priorfetch_store::Store) -> priorfetch_telemetry::admin::ReadyCheck {
+    let store = store.clone();
+    std::sync::Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// Housekeeping (rescuer, purge) on the configured cron schedules.
+pub fn housekeeping(config: &Config) -> Result<priorfetch_store::housekeeping::Housekeeping, Failure> {
+    use std::str::FromStr;
+    // Both expressions were validated at load; parse errors here would be a bug.
+    let parse = |expr: &str| cron::Schedule::from_str(expr).map_err(|e| Failure::Runtime(anyhow::anyhow!("cron '{expr}': {e}")));
+    Ok(priorfetch_store::housekeeping::Housekeeping {
+        rescue: parse(&config.queue.rescue_schedule)?,
+        purge: parse(&config.queue.purge_schedule)?,
+        retention: config.queue.retention,
+    })
 }

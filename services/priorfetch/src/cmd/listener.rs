@@ -1,0 +1,36 @@
+//! `priorfetch listener`: the intake source, the admin server with `POST /api/events`,
+//! and queue housekeeping, until SIGTERM.
+
+use crate::Failure;
+use priorfetch_listener::{Intake, decode_options, http};
+use priorfetch_telemetry::admin;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub async fn run(path: &Path) -> Result<ExitCode, Failure> {
+    let config = super::load_config(path)?;
+    let _logs = super::init_logs(&config);
+    let store = super::connect(&config).await?;
+    let shutdown = super::shutdown_signal();
+
+    let mut http_options = decode_options(&config);
+    http_options.source = "http".into();
+    let routes = http::routes(Intake::new(store.clone(), http_options));
+    let listen = config.service.admin_listen.parse().map_err(|e| anyhow::anyhow!("service.admin_listen: {e}"))?;
+    let mut admin_stop = shutdown.clone();
+    let (addr, admin_task) = admin::serve(listen, admin::router(super::ready_check(&store), routes), async move {
+        let _ = admin_stop.wait_for(|stop| *stop).await;
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%addr, source = ?config.intake.source, "listener started");
+
+    let housekeeping = tokio::spawn(super::housekeeping(&config)?.run(store.clone(), shutdown.clone()));
+    priorfetch_listener::run(&config, store, shutdown.clone()).await?;
+    // the source returned: either shutdown, or a fatal setup error above
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), housekeeping).await;
+    tracing::info!("listener stopped");
+    Ok(ExitCode::SUCCESS)
+}
