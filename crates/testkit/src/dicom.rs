@@ -1,1 +1,307 @@
-//! Real DICOM peers as child processes (Orthanc, dcmqrscp, storescp). Work in progress.
+//! Real DICOM peers as child processes, and synthetic studies to load into them.
+//!
+//! - [`write_study`]: a deterministic multi-series study as Part-10 files (real pixel data).
+//! - [`Orthanc`]: an Orthanc instance with its own JSON config and storage in a temp dir,
+//!   `DicomCheckCalledAet` on, our AE and the destinations in `DicomModalities`, optional
+//!   `LimitFindResults`.
+//! - [`Dcmqrscp`]: DCMTK's Q/R SCP (fork mode) with a host table of move destinations.
+//! - [`Storescp`]: DCMTK's storage SCP as a move destination.
+//! - [`store_files`]: load files into a peer with DCMTK `storescu`.
+//!
+//! Every process is killed when its guard drops. Binaries come from PATH (Orthanc also
+//! from `PRIORFETCH_ORTHANC_BIN`); a missing one fails the test with the fix.
+//! `TCP_NODELAY=1` is set for DCMTK and Orthanc (Nagle otherwise slows them 30x).
+
+use crate::ports::free_port;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+pub const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+
+/// A study to generate.
+#[derive(Debug, Clone)]
+pub struct StudySpec {
+    pub patient_id: String,
+    pub patient_name: String,
+    pub study_uid: String,
+    pub accession: String,
+    pub study_date: String,
+    pub description: String,
+    pub modality: String,
+    pub body_part: String,
+    pub series: usize,
+    pub instances_per_series: usize,
+    pub rows: u16,
+    pub columns: u16,
+}
+
+impl StudySpec {
+    pub fn small(patient_id: &str, n: u32) -> StudySpec {
+        StudySpec {
+            patient_id: patient_id.into(),
+            patient_name: format!("TEST^{patient_id}"),
+            study_uid: format!("1.2.826.0.1.3680043.10.543.{n}"),
+            accession: format!("ACC{n}"),
+            study_date: format!("20{:02}0{}15", 10 + n % 15, 1 + n % 9),
+            description: format!("STUDY {n}"),
+            modality: if n % 2 == 0 { "CT".into() } else { "MR".into() },
+            body_part: "CHEST".into(),
+            series: 2,
+            instances_per_series: 3,
+            rows: 64,
+            columns: 64,
+        }
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.series * self.instances_per_series
+    }
+}
+
+fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
+    obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+}
+
+/// Writes the study as Part-10 files (Explicit VR LE) into `dir`; returns their paths.
+/// Pixel values are deterministic from the instance position.
+pub fn write_study(dir: &Path, spec: &StudySpec) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).expect("study dir");
+    let sop_class = if spec.modality == "MR" { MR_IMAGE_STORAGE } else { CT_IMAGE_STORAGE };
+    let mut paths = Vec::new();
+    for s in 0..spec.series {
+        let series_uid = format!("{}.{}", spec.study_uid, s + 1);
+        for i in 0..spec.instances_per_series {
+            let sop_uid = format!("{series_uid}.{}", i + 1);
+            let mut obj = InMemDicomObject::new_empty();
+            put(&mut obj, Tag(0x0008, 0x0016), VR::UI, sop_class);
+            put(&mut obj, Tag(0x0008, 0x0018), VR::UI, &sop_uid);
+            put(&mut obj, Tag(0x0008, 0x0020), VR::DA, &spec.study_date);
+            put(&mut obj, Tag(0x0008, 0x0030), VR::TM, "101500");
+            put(&mut obj, Tag(0x0008, 0x0050), VR::SH, &spec.accession);
+            put(&mut obj, Tag(0x0008, 0x0060), VR::CS, &spec.modality);
+            put(&mut obj, Tag(0x0008, 0x1030), VR::LO, &spec.description);
+            put(&mut obj, Tag(0x0010, 0x0010), VR::PN, &spec.patient_name);
+            put(&mut obj, Tag(0x0010, 0x0020), VR::LO, &spec.patient_id);
+            put(&mut obj, Tag(0x0010, 0x0030), VR::DA, "19700101");
+            put(&mut obj, Tag(0x0010, 0x0040), VR::CS, "O");
+            put(&mut obj, Tag(0x0018, 0x0015), VR::CS, &spec.body_part);
+            put(&mut obj, Tag(0x0020, 0x000D), VR::UI, &spec.study_uid);
+            put(&mut obj, Tag(0x0020, 0x000E), VR::UI, &series_uid);
+            put(&mut obj, Tag(0x0020, 0x0010), VR::SH, "1");
+            obj.put(DataElement::new(Tag(0x0020, 0x0011), VR::IS, PrimitiveValue::from((s + 1).to_string())));
+            obj.put(DataElement::new(Tag(0x0020, 0x0013), VR::IS, PrimitiveValue::from((i + 1).to_string())));
+            obj.put(DataElement::new(Tag(0x0028, 0x0002), VR::US, PrimitiveValue::from(1u16)));
+            put(&mut obj, Tag(0x0028, 0x0004), VR::CS, "MONOCHROME2");
+            obj.put(DataElement::new(Tag(0x0028, 0x0010), VR::US, PrimitiveValue::from(spec.rows)));
+            obj.put(DataElement::new(Tag(0x0028, 0x0011), VR::US, PrimitiveValue::from(spec.columns)));
+            obj.put(DataElement::new(Tag(0x0028, 0x0100), VR::US, PrimitiveValue::from(16u16)));
+            obj.put(DataElement::new(Tag(0x0028, 0x0101), VR::US, PrimitiveValue::from(12u16)));
+            obj.put(DataElement::new(Tag(0x0028, 0x0102), VR::US, PrimitiveValue::from(11u16)));
+            obj.put(DataElement::new(Tag(0x0028, 0x0103), VR::US, PrimitiveValue::from(0u16)));
+            let n = spec.rows as usize * spec.columns as usize;
+            let seed = (s * 1000 + i) as u32;
+            let pixels: Vec<u8> = (0..n as u32)
+                .flat_map(|p| (((p.wrapping_mul(2654435761).wrapping_add(seed * 7919)) >> 20) as u16 & 0x0FFF).to_le_bytes())
+                .collect();
+            obj.put(DataElement::new(Tag(0x7FE0, 0x0010), VR::OW, PrimitiveValue::from(pixels)));
+            let file = obj
+                .with_meta(
+                    FileMetaTableBuilder::new()
+                        .transfer_syntax("1.2.840.10008.1.2.1")
+                        .media_storage_sop_class_uid(sop_class)
+                        .media_storage_sop_instance_uid(sop_uid.as_str()),
+                )
+                .expect("meta");
+            let path = dir.join(format!("{sop_uid}.dcm"));
+            file.write_to_file(&path).expect("write dicom file");
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+fn require_binary(name: &str) -> String {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        panic!("'{name}' not found: run the tests through scripts/test, which installs DCMTK and Orthanc");
+    }
+    name.to_string()
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited at start-up ({status})");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not listen on {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the child on drop.
+pub struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A move destination known to an archive.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub ae: String,
+    pub port: u16,
+}
+
+pub struct Orthanc {
+    pub ae: String,
+    pub port: u16,
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+    _guard: Guard,
+}
+
+impl Orthanc {
+    /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
+    pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
+        let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
+        let bin = require_binary(&bin);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (port, http_port) = (free_port(), free_port());
+        let mut modalities = serde_json::Map::new();
+        modalities.insert(
+            "priorfetch".into(),
+            serde_json::json!({ "AET": our_ae, "Host": "127.0.0.1", "Port": 104,
+                "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true }),
+        );
+        for (i, d) in destinations.iter().enumerate() {
+            modalities.insert(format!("dest{i}"), serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port }));
+        }
+        let config = serde_json::json!({
+            "Name": format!("pf-test-{ae}"),
+            "StorageDirectory": dir.path().join("storage"),
+            "IndexDirectory": dir.path().join("index"),
+            "DicomAet": ae, "DicomPort": port, "HttpPort": http_port, "HttpServerEnabled": true,
+            "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
+            "DicomCheckCalledAet": true, "DicomCheckModalityHost": false,
+            "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true,
+            "DicomModalities": modalities,
+            "LimitFindResults": limit_find_results.unwrap_or(0),
+            "StorageCompression": false, "Plugins": [],
+            "DicomScpTimeout": 30, "StableAge": 1
+        });
+        let config_path = dir.path().join("orthanc.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
+        let mut child = Command::new(bin)
+            .arg(&config_path)
+            .env("TCP_NODELAY", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start Orthanc");
+        wait_port(port, &mut child, "Orthanc");
+        wait_port(http_port, &mut child, "Orthanc HTTP");
+        Orthanc { ae: ae.into(), port, http_port, dir, _guard: Guard(child) }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("orthanc.log")).unwrap_or_default()
+    }
+}
+
+pub struct Dcmqrscp {
+    pub ae: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _guard: Guard,
+}
+
+impl Dcmqrscp {
+    /// Starts dcmqrscp in fork mode (its `-s` single-process mode crashes after the first
+    /// association) with `destinations` in its host table.
+    pub fn start(ae: &str, our_ae: &str, destinations: &[Destination]) -> Dcmqrscp {
+        let bin = require_binary("dcmqrscp");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = dir.path().join("db");
+        std::fs::create_dir_all(&storage).unwrap();
+        let port = free_port();
+        let mut hosts = format!("priorfetch = ({our_ae}, 127.0.0.1, 104)\nloader = (STORESCU, 127.0.0.1, 104)\n");
+        for (i, d) in destinations.iter().enumerate() {
+            hosts.push_str(&format!("dest{i} = ({}, 127.0.0.1, {})\n", d.ae, d.port));
+        }
+        let config = format!(
+            "NetworkTCPPort = {port}\nMaxPDUSize = 65536\nMaxAssociations = 16\n\
+             HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n\
+             AETable BEGIN\n{ae} {} RW (1000, 2048mb) ANY\nAETable END\n",
+            storage.display()
+        );
+        let config_path = dir.path().join("dcmqrscp.cfg");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("dcmqrscp.log")).unwrap();
+        let mut child = Command::new(bin)
+            .args(["-c", config_path.to_str().unwrap()])
+            .env("TCP_NODELAY", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dcmqrscp");
+        wait_port(port, &mut child, "dcmqrscp");
+        Dcmqrscp { ae: ae.into(), port, dir, _guard: Guard(child) }
+    }
+}
+
+pub struct Storescp {
+    pub ae: String,
+    pub port: u16,
+    pub out: tempfile::TempDir,
+    _guard: Guard,
+}
+
+impl Storescp {
+    pub fn start(ae: &str) -> Storescp {
+        let bin = require_binary("storescp");
+        let out = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut child = Command::new(bin)
+            .args(["-aet", ae, "--output-directory", out.path().to_str().unwrap(), "--accept-all", &port.to_string()])
+            .env("TCP_NODELAY", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start storescp");
+        wait_port(port, &mut child, "storescp");
+        Storescp { ae: ae.into(), port, out, _guard: Guard(child) }
+    }
+
+    pub fn destination(&self) -> Destination {
+        Destination { ae: self.ae.clone(), port: self.port }
+    }
+
+    /// Files received so far.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+/// Loads files into a peer with DCMTK `storescu` (calling AE STORESCU).
+pub fn store_files(called_ae: &str, port: u16, dir: &Path) {
+    let bin = require_binary("storescu");
+    let out = Command::new(bin)
+        .args(["-aet", "STORESCU", "-aec", called_ae, "+sd", "+r", "127.0.0.1", &port.to_string(), dir.to_str().unwrap()])
+        .env("TCP_NODELAY", "1")
+        .output()
+        .expect("run storescu");
+    assert!(out.status.success(), "storescu into {called_ae} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
