@@ -22,6 +22,16 @@ async fn main() -> anyhow::Result<()> {
     let db = priorfetch_testkit::db::TestDb::postgres().await;
     let store = Store::connect(&db.url, "", 4).await?;
     store.migrate().await?;
+    // BENCH_ASYNC_COMMIT=1: commits do not wait for the WAL flush, to show how much of a
+    // claim is the disk's fsync rather than the query.
+    let async_commit = std::env::var("BENCH_ASYNC_COMMIT").is_ok_and(|v| v == "1");
+    let name = db.url.rsplit('/').next().unwrap_or_default().to_string();
+    if async_commit {
+        store.connection().execute_unprepared(&format!("ALTER DATABASE {name} SET synchronous_commit = off")).await?;
+    }
+    if let Ok(mode) = std::env::var("BENCH_PLAN_CACHE_MODE") {
+        store.connection().execute_unprepared(&format!("ALTER DATABASE {name} SET plan_cache_mode = {mode}")).await?;
+    }
     let archives: Vec<String> = (0..ARCHIVES).map(|i| format!("archive-{i}")).collect();
     store.sync_archive_slots(&archives.iter().map(|a| (a.clone(), CAP)).collect::<Vec<_>>()).await?;
 
@@ -43,7 +53,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     conn.execute_unprepared("ANALYZE retrieve_jobs").await?;
     println!("bench-claim: {rows} open jobs over {ARCHIVES} archives (cap {CAP} each) loaded in {:.1} s", started.elapsed().as_secs_f64());
-    println!("bench-claim: {workers} claimers, each its own connection pool; {per_run} jobs claimed+finished per run");
+    println!(
+        "bench-claim: {workers} claimers, each its own connection pool; {per_run} jobs claimed+finished per run; synchronous_commit={}",
+        if async_commit { "off" } else { "on" }
+    );
 
     for batch in [1u32, 10] {
         let mut tasks = Vec::new();
