@@ -29,6 +29,12 @@ enum Command {
     Migrate,
     /// Run the listener: the configured intake source (and `POST /api/events`) into `exams`.
     Listener,
+    /// C-ECHO an archive (a configured name, or AET@host:port).
+    Echo(cmd::dicom::EchoArgs),
+    /// Ad-hoc C-FIND; prints a table, or JSON lines with --json.
+    Find(cmd::dicom::FindArgs),
+    /// Ad-hoc C-MOVE of a study, with progress and final sub-operation counts.
+    Retrieve(cmd::dicom::RetrieveArgs),
     /// Inspect and steer retrieve jobs.
     Jobs {
         #[command(subcommand)]
@@ -70,6 +76,9 @@ fn main() -> ExitCode {
             Command::Migrate => cmd::migrate::run(&cli.config).await,
             Command::Listener => cmd::listener::run(&cli.config).await,
             Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
+            Command::Echo(args) => cmd::dicom::echo(&cli.config, args).await,
+            Command::Find(args) => cmd::dicom::find(&cli.config, args).await,
+            Command::Retrieve(args) => cmd::dicom::retrieve(&cli.config, args).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod config;
+pub mod dicom;
 pub mod jobs;
 pub mod listener;
 pub mod migrate;

@@ -1,0 +1,225 @@
+//! `priorfetch echo | find | retrieve`: ad-hoc DICOM tools for interface engineers.
+//! ARCHIVE is a configured archive name or `AET@host:port`.
+
+use crate::Failure;
+use clap::Args;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+use priorfetch_config::Config;
+use priorfetch_dimse::scu::query_contexts;
+use priorfetch_dimse::{AeTitle, Association, DimseError, Peer, QueryModel, ScuOptions, identifier};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct EchoArgs {
+    /// Configured archive name, or AET@host:port.
+    archive: String,
+}
+
+#[derive(Args)]
+pub struct FindArgs {
+    archive: String,
+    /// PATIENT, STUDY, SERIES or IMAGE.
+    #[arg(long, default_value = "study")]
+    level: String,
+    /// Query key: `Keyword=value` to match, `Keyword` to return (e.g. -k PatientID=MRN1 -k StudyDate).
+    #[arg(short = 'k', long = "key")]
+    keys: Vec<String>,
+    /// Patient Root instead of Study Root.
+    #[arg(long)]
+    patient_root: bool,
+    /// Send C-CANCEL after this many matches.
+    #[arg(long)]
+    max: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RetrieveArgs {
+    archive: String,
+    /// StudyInstanceUID to retrieve.
+    #[arg(long)]
+    study: String,
+    /// Move destination AE (default: the archive's configured move_destination, else destination.ae_title).
+    #[arg(long)]
+    dest: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn resolve(config: &Config, archive: &str) -> Result<(Peer, Option<String>), Failure> {
+    if let Some(a) = config.archive(archive) {
+        let port = u16::try_from(a.port).map_err(|_| anyhow::anyhow!("archives: bad port {}", a.port))?;
+        let peer = Peer::new(&a.ae_title, &a.host, port).map_err(|e| anyhow::anyhow!("archive {archive}: {e}"))?;
+        return Ok((peer, a.move_destination.clone()));
+    }
+    match Peer::parse(archive) {
+        Ok(peer) => Ok((peer, None)),
+        Err(e) => Err(usage(format!("'{archive}' is neither a configured archive nor AET@host:port ({e})"))),
+    }
+}
+
+fn usage(message: String) -> Failure {
+    Failure::Config(priorfetch_config::ConfigError {
+        issues: vec![priorfetch_config::ConfigIssue { key: "arguments".into(), message }],
+    })
+}
+
+fn scu_options(config: &Config) -> Result<ScuOptions, Failure> {
+    let ae = AeTitle::parse(&config.service.ae_title).map_err(|e| usage(format!("service.ae_title: {e}")))?;
+    Ok(ScuOptions::new(ae))
+}
+
+fn report(error: &DimseError) -> ExitCode {
+    eprintln!("error: {error}\nhint: {}", error.hint());
+    ExitCode::from(1)
+}
+
+pub async fn echo(path: &Path, args: EchoArgs) -> Result<ExitCode, Failure> {
+    let config = super::load_config(path)?;
+    let (peer, _) = resolve(&config, &args.archive)?;
+    match priorfetch_dimse::echo(&peer, &scu_options(&config)?).await {
+        Ok(elapsed) => {
+            println!("{peer}: C-ECHO ok in {} ms", elapsed.as_millis());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(report(&e)),
+    }
+}
+
+/// `Keyword[=value]` to (tag, VR, value).
+fn parse_key(key: &str) -> Result<(Tag, VR, String, String), Failure> {
+    let (name, value) = key.split_once('=').unwrap_or((key, ""));
+    let entry = StandardDataDictionary
+        .by_expr(name.trim())
+        .ok_or_else(|| usage(format!("-k {key}: unknown attribute '{name}'")))?;
+    let vr = match entry.vr() {
+        VirtualVr::Exact(vr) => vr,
+        _ => VR::LO,
+    };
+    Ok((entry.tag(), vr, value.to_string(), entry.alias().to_string()))
+}
+
+pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
+    let config = super::load_config(path)?;
+    let (peer, _) = resolve(&config, &args.archive)?;
+    let level = args.level.to_ascii_uppercase();
+    if !["PATIENT", "STUDY", "SERIES", "IMAGE"].contains(&level.as_str()) {
+        return Err(usage(format!("--level {}: must be patient, study, series or image", args.level)));
+    }
+    let keys: Vec<(Tag, VR, String, String)> = args.keys.iter().map(|k| parse_key(k)).collect::<Result<_, _>>()?;
+    let query = identifier(&level, &keys.iter().map(|(t, vr, v, _)| (*t, *vr, v.as_str())).collect::<Vec<_>>());
+    let model = if args.patient_root { QueryModel::PatientRoot } else { QueryModel::StudyRoot };
+    let mut assoc = match Association::connect(&peer, &scu_options(&config)?, &query_contexts(model)).await {
+        Ok(a) => a,
+        Err(e) => return Ok(report(&e)),
+    };
+    let columns: Vec<(Tag, String)> = keys.iter().map(|(t, _, _, name)| (*t, name.clone())).collect();
+    if !args.json {
+        println!("{}", columns.iter().map(|(_, n)| format!("{n:<24}")).collect::<String>().trim_end());
+    }
+    let json = args.json;
+    let result = assoc
+        .find(model, &query, args.max, |m| {
+            let values: Vec<String> = columns
+                .iter()
+                .map(|(tag, _)| {
+                    m.element_opt(*tag)
+                        .ok()
+                        .flatten()
+                        .and_then(|e| e.to_str().ok())
+                        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            if json {
+                let obj: serde_json::Map<String, serde_json::Value> =
+                    columns.iter().zip(&values).map(|((_, n), v)| (n.clone(), v.clone().into())).collect();
+                println!("{}", serde_json::Value::Object(obj));
+            } else {
+                println!("{}", values.iter().map(|v| format!("{v:<24}")).collect::<String>().trim_end());
+            }
+            ControlFlow::Continue(())
+        })
+        .await;
+    assoc.release().await;
+    match result {
+        Ok(outcome) => {
+            eprintln!(
+                "{} match(es){}{}",
+                outcome.matches,
+                if outcome.truncated { "; the archive stopped at its match limit (0xFE00): the list is incomplete" } else { "" },
+                if outcome.cancelled_by_us { "; cancelled after --max" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(report(&e)),
+    }
+}
+
+pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failure> {
+    let config = super::load_config(path)?;
+    let (peer, configured_dest) = resolve(&config, &args.archive)?;
+    let dest = args.dest.or(configured_dest).unwrap_or_else(|| config.destination.ae_title.clone());
+    let dest = AeTitle::parse(&dest).map_err(|e| usage(format!("--dest: {e}")))?;
+    let model = QueryModel::StudyRoot;
+    let query = identifier("STUDY", &[(Tag(0x0020, 0x000D), VR::UI, args.study.as_str())]);
+    let mut assoc = match Association::connect(&peer, &scu_options(&config)?, &query_contexts(model)).await {
+        Ok(a) => a,
+        Err(e) => return Ok(report(&e)),
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let result = assoc
+        .retrieve_move(
+            model,
+            &query,
+            &dest,
+            |p| {
+                let done = (p.completed + p.failed + p.warning) as u64;
+                bar.set_length(done + p.remaining.unwrap_or(0) as u64);
+                bar.set_position(done);
+                bar.set_message(format!("failed {} warning {}", p.failed, p.warning));
+            },
+            None,
+        )
+        .await;
+    assoc.release().await;
+    bar.finish_and_clear();
+    match result {
+        Ok(o) => {
+            let summary = serde_json::json!({
+                "archive": peer.to_string(), "destination": dest.to_string(), "status": format!("0x{:04X}", o.status),
+                "completed": o.counts.completed, "failed": o.counts.failed, "warning": o.counts.warning,
+                "failed_instances": o.failed_instances, "seconds": o.elapsed.as_secs_f64(),
+            });
+            if args.json {
+                println!("{summary}");
+            } else {
+                println!(
+                    "C-MOVE to {dest}: status 0x{:04X}, completed {}, failed {}, warning {} in {:.1} s",
+                    o.status, o.counts.completed, o.counts.failed, o.counts.warning, o.elapsed.as_secs_f64()
+                );
+            }
+            if o.status == 0 && o.counts.completed == 0 {
+                eprintln!(
+                    "warning: the archive reported success but moved nothing: check the study UID, and that \
+                     the archive's AE table maps {dest} to the right host:port"
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(if o.counts.failed > 0 || o.status != 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Err(e) => Ok(report(&e)),
+    }
+}
