@@ -147,34 +147,56 @@ impl Association {
         Ok(())
     }
 
-    /// Receives the next whole message.
+    /// Receives the next whole message (data set in memory: identifiers, responses).
     pub async fn receive(&mut self) -> Result<Message, DimseError> {
-        let mut command_bytes: Vec<u8> = Vec::new();
-        let mut context_id: Option<u8>;
-        let command = loop {
-            let fragment = self.next_fragment().await?;
-            if fragment.value_type != PDataValueType::Command {
-                return Err(DimseError::Protocol("data fragment where a command was expected".into()));
-            }
-            context_id = Some(fragment.presentation_context_id);
-            command_bytes.extend_from_slice(&fragment.data);
-            if fragment.is_last {
-                break Command::decode(&command_bytes)?;
-            }
-        };
-        let context_id = context_id.unwrap_or_default();
+        let (context_id, command) = self.receive_command().await?;
         if !command.has_data_set() {
             return Ok(Message { context_id, command, data: None });
         }
         let mut data = Vec::new();
+        self.receive_data(|chunk| {
+            data.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(Message { context_id, command, data: Some(data) })
+    }
+
+    /// Receives the next command; its data set, if it has one, must then be read with
+    /// [`Association::receive_data`].
+    pub async fn receive_command(&mut self) -> Result<(u8, Command), DimseError> {
+        let mut command_bytes: Vec<u8> = Vec::new();
+        loop {
+            let fragment = self.next_fragment().await?;
+            if fragment.value_type != PDataValueType::Command {
+                return Err(DimseError::Protocol("data fragment where a command was expected".into()));
+            }
+            command_bytes.extend_from_slice(&fragment.data);
+            if command_bytes.len() > 64 * 1024 {
+                return Err(DimseError::Protocol("command set larger than 64 KiB".into()));
+            }
+            if fragment.is_last {
+                return Ok((fragment.presentation_context_id, Command::decode(&command_bytes)?));
+            }
+        }
+    }
+
+    /// Streams the data set that follows a command to `on_chunk`, fragment by fragment, so
+    /// a large instance never has to sit in memory whole.
+    pub async fn receive_data(
+        &mut self,
+        mut on_chunk: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, DimseError> {
+        let mut total = 0u64;
         loop {
             let fragment = self.next_fragment().await?;
             if fragment.value_type != PDataValueType::Data {
                 return Err(DimseError::Protocol("command fragment inside a data set".into()));
             }
-            data.extend_from_slice(&fragment.data);
+            total += fragment.data.len() as u64;
+            on_chunk(&fragment.data).map_err(|e| DimseError::Io(format!("writing received data: {e}")))?;
             if fragment.is_last {
-                return Ok(Message { context_id, command, data: Some(data) });
+                return Ok(total);
             }
         }
     }

@@ -7,6 +7,8 @@
 //!   (P-DATA reassembly), message IDs, timeouts, release/abort.
 //! - `scu.rs`: C-ECHO, C-FIND (streamed matches, C-CANCEL), C-MOVE (progress, counts,
 //!   failed instance list, C-CANCEL).
+//! - `get.rs`: C-GET with storage sub-operations streamed to a sink (`DirSink`: Part-10
+//!   files, temp name then rename).
 //! - `error.rs`: typed failures, retryable or permanent, each with a hint that says the fix.
 //!
 //! Nothing read from the network can panic this crate: malformed input is an error.
@@ -14,6 +16,7 @@
 pub mod association;
 pub mod command;
 pub mod error;
+pub mod get;
 pub mod peer;
 pub mod scu;
 

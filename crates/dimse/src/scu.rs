@@ -89,10 +89,37 @@ pub fn identifier(level: &str, keys: &[(Tag, VR, &str)]) -> InMemDicomObject {
 }
 
 fn encode_identifier(obj: &InMemDicomObject, ts_uid: &str) -> Result<Vec<u8>, DimseError> {
-    let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| DimseError::Encode(format!("unknown transfer syntax {ts_uid}")))?;
     let mut out = Vec::new();
-    obj.write_dataset_with_ts(&mut out, ts).map_err(|e| DimseError::Encode(e.to_string()))?;
+    encode_identifier_into(obj, ts_uid, &mut out)?;
     Ok(out)
+}
+
+pub(crate) fn encode_identifier_into(obj: &InMemDicomObject, ts_uid: &str, out: &mut Vec<u8>) -> Result<(), DimseError> {
+    let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| DimseError::Encode(format!("unknown transfer syntax {ts_uid}")))?;
+    obj.write_dataset_with_ts(out, ts).map_err(|e| DimseError::Encode(e.to_string()))
+}
+
+/// (0008,0058) Failed SOP Instance UID List of a final C-MOVE/C-GET response identifier.
+pub(crate) fn failed_instance_list(data: &[u8], ts_uid: &str) -> Vec<String> {
+    decode_data_set(data, ts_uid)
+        .ok()
+        .and_then(|obj| {
+            obj.element_opt(crate::command::tags::FAILED_SOP_INSTANCE_UID_LIST)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.trim_end_matches('\0').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub(crate) async fn send_cancel(assoc: &mut Association, pc: u8, message_id: u16) -> Result<(), DimseError> {
+    let mut cancel = Command::new(field::C_CANCEL_RQ);
+    cancel.put_u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, message_id);
+    assoc.send(pc, &cancel, None).await
 }
 
 pub(crate) fn decode_data_set(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, DimseError> {
@@ -179,9 +206,7 @@ impl Association {
     }
 
     async fn cancel(&mut self, pc: u8, message_id: u16) -> Result<(), DimseError> {
-        let mut cancel = Command::new(field::C_CANCEL_RQ);
-        cancel.put_u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, message_id);
-        self.send(pc, &cancel, None).await
+        send_cancel(self, pc, message_id).await
     }
 
     /// C-MOVE of the instances the identifier selects to `destination`. Pending responses
@@ -229,16 +254,7 @@ impl Association {
                 on_progress(&counts);
                 continue;
             }
-            let failed_instances = match msg.data {
-                Some(data) => decode_data_set(&data, &ts)
-                    .ok()
-                    .and_then(|obj| obj.element_opt(crate::command::tags::FAILED_SOP_INSTANCE_UID_LIST).ok().flatten().and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec())))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|s| s.trim_end_matches('\0').to_string())
-                    .collect(),
-                None => Vec::new(),
-            };
+            let failed_instances = msg.data.map(|d| failed_instance_list(&d, &ts)).unwrap_or_default();
             let outcome = RetrieveOutcome { status, counts, failed_instances, cancelled: status == 0xFE00, elapsed: started.elapsed() };
             return match status {
                 0x0000 | 0xB000..=0xBFFF | 0x0001 | 0xFE00 => Ok(outcome),
@@ -255,7 +271,7 @@ impl Association {
     }
 }
 
-async fn wait_true(signal: &mut Option<watch::Receiver<bool>>) {
+pub(crate) async fn wait_true(signal: &mut Option<watch::Receiver<bool>>) {
     match signal {
         Some(rx) => {
             if rx.wait_for(|v| *v).await.is_err() {
