@@ -1,20 +1,35 @@
-use std::fmt;
-
 /// Why a payload was rejected. Each names the field (a JSON path like `patient.id`, or an
 /// HL7 position like `PID-3.1`) and the reason; [`DecodeError::reason_code`] is a short
 /// stable slug for metrics and dead-letter headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Every variant is permanent: redelivering the same bytes gives the same error, so the
+/// listener dead-letters instead of retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Not UTF-8 (byte offset of the first bad byte).
+    #[error("payload is not UTF-8 (bad byte at offset {0})")]
     Encoding(usize),
+    #[error("empty payload")]
     Empty,
     /// Neither `{` (JSON) nor `MSH` (HL7).
+    #[error("payload is neither a JSON event nor HL7 v2 (no leading '{{' or 'MSH|')")]
     UnknownFormat,
+    /// Not parseable as JSON at all (serde_json's message carries line and column).
+    #[error("bad JSON: {0}")]
     BadJson(String),
-    MissingField(String),
+    /// `what` says in words what was expected there (`patient id`, `message control id`).
+    #[error("{field}: {what} missing")]
+    MissingField { field: String, what: String },
+    #[error("{field}: {reason}")]
     BadValue { field: String, reason: String },
-    BadDate { field: String, value: String },
+    /// `what` is `date` or `timestamp`; the value is clipped so it cannot flood a header.
+    #[error("{field}: bad {what} '{}'", clip(.value))]
+    BadDate { field: String, what: &'static str, value: String },
+    /// A segment the message type needs is absent (or the message ends too early).
+    #[error("truncated HL7: {0}")]
     TruncatedHl7(String),
+    /// MSH-9 names a message this decoder does not map.
+    #[error("MSH-9: unsupported message type {} (ORM^O01, OMI^O23, SIU^S12-S15 are)", clip(.0))]
     UnsupportedMessage(String),
 }
 
@@ -25,7 +40,7 @@ impl DecodeError {
             DecodeError::Empty => "empty",
             DecodeError::UnknownFormat => "unknown_format",
             DecodeError::BadJson(_) => "bad_json",
-            DecodeError::MissingField(_) => "missing_field",
+            DecodeError::MissingField { .. } => "missing_field",
             DecodeError::BadValue { .. } => "bad_value",
             DecodeError::BadDate { .. } => "bad_date",
             DecodeError::TruncatedHl7(_) => "truncated_hl7",
@@ -35,15 +50,23 @@ impl DecodeError {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            DecodeError::MissingField(f) => Some(f),
+            DecodeError::MissingField { field, .. } => Some(field),
             DecodeError::BadValue { field, .. } | DecodeError::BadDate { field, .. } => Some(field),
             DecodeError::UnsupportedMessage(_) => Some("MSH-9"),
             _ => None,
         }
     }
 
-    pub(crate) fn missing(field: impl Into<String>) -> Self {
-        DecodeError::MissingField(field.into())
+    pub(crate) fn missing(field: impl Into<String>, what: impl Into<String>) -> Self {
+        DecodeError::MissingField { field: field.into(), what: what.into() }
+    }
+
+    pub(crate) fn bad_date(field: impl Into<String>, value: impl Into<String>) -> Self {
+        DecodeError::BadDate { field: field.into(), what: "date", value: value.into() }
+    }
+
+    pub(crate) fn bad_timestamp(field: impl Into<String>, value: impl Into<String>) -> Self {
+        DecodeError::BadDate { field: field.into(), what: "timestamp", value: value.into() }
     }
 
     pub(crate) fn bad(field: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -60,22 +83,3 @@ fn clip(s: &str) -> String {
     out
 }
 
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DecodeError::Encoding(at) => write!(f, "payload is not UTF-8 (bad byte at offset {at})"),
-            DecodeError::Empty => write!(f, "empty payload"),
-            DecodeError::UnknownFormat => write!(f, "payload is neither a JSON event nor HL7 v2 (no leading '{{' or 'MSH|')"),
-            DecodeError::BadJson(why) => write!(f, "bad JSON: {why}"),
-            DecodeError::MissingField(field) => write!(f, "{field}: required field missing or empty"),
-            DecodeError::BadValue { field, reason } => write!(f, "{field}: {reason}"),
-            DecodeError::BadDate { field, value } => write!(f, "{field}: bad date/time '{}'", clip(value)),
-            DecodeError::TruncatedHl7(why) => write!(f, "truncated HL7: {why}"),
-            DecodeError::UnsupportedMessage(kind) => {
-                write!(f, "MSH-9: unsupported message type {} (ORM^O01, OMI^O23, SIU^S12-S15 are)", clip(kind))
-            }
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}

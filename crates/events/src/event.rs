@@ -104,10 +104,13 @@ impl fmt::Debug for ExamEvent {
 }
 
 impl ExamEvent {
-    /// A one-line summary safe for info-level logs: no patient data, identifiers hashed.
+    /// A one-line summary safe for info-level logs: no patient data, the accession hashed
+    /// (it identifies a patient's exam). The event key is kept: it is the producer's event
+    /// id or MSH-10 control id, and operators need it to find the message upstream.
     pub fn redacted_summary(&self) -> String {
         format!(
-            "{} {} accession#{} modality={} priority={}",
+            "{} {} {} accession#{} modality={} priority={}",
+            self.event_key,
             self.message_type,
             self.kind.as_str(),
             self.accession_number.as_deref().map(short_hash).unwrap_or_else(|| "-".into()),

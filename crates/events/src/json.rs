@@ -10,11 +10,11 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
     let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::BadJson(e.to_string()))?;
     let Value::Object(root) = value else { return Err(DecodeError::BadJson("top level is not an object".into())) };
 
-    let event_id = required_str(&root, "event_id", "event_id")?;
+    let event_id = required_str(&root, "event_id", "event_id", "event id")?;
     if event_id.len() > 200 {
         return Err(DecodeError::bad("event_id", "longer than 200 characters"));
     }
-    let kind = match required_str(&root, "type", "type")? {
+    let kind = match required_str(&root, "type", "type", "event type")? {
         "exam.scheduled" => EventKind::Scheduled,
         "exam.updated" => EventKind::Updated,
         "exam.cancelled" => EventKind::Cancelled,
@@ -25,17 +25,17 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
     let patient = match root.get("patient") {
         Some(Value::Object(p)) => p,
         Some(_) => return Err(DecodeError::bad("patient", "must be an object")),
-        None => return Err(DecodeError::missing("patient")),
+        None => return Err(DecodeError::missing("patient", "patient object")),
     };
     let patient = Patient {
-        id: required_str(patient, "id", "patient.id")?.to_string(),
+        id: required_str(patient, "id", "patient.id", "patient id")?.to_string(),
         issuer: optional_str(patient, "issuer", "patient.issuer")?,
         name: optional_str(patient, "name", "patient.name")?,
         birth_date: optional_str(patient, "birth_date", "patient.birth_date")?
             .map(|d| {
                 NaiveDate::parse_from_str(&d, "%Y%m%d")
                     .or_else(|_| NaiveDate::parse_from_str(&d, "%Y-%m-%d"))
-                    .map_err(|_| DecodeError::BadDate { field: "patient.birth_date".into(), value: d.clone() })
+                    .map_err(|_| DecodeError::bad_date("patient.birth_date", d.clone()))
             })
             .transpose()?,
     };
@@ -45,14 +45,14 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
         check_uid(uid, "study_instance_uid")?;
     }
     if accession_number.is_none() && study_instance_uid.is_none() {
-        return Err(DecodeError::missing("accession_number"));
+        return Err(DecodeError::missing("accession_number", "accession_number or study_instance_uid"));
     }
     let scheduled_at = match optional_str(&root, "scheduled_at", "scheduled_at")? {
         Some(s) => Some(
-            DateTime::parse_from_rfc3339(&s).map_err(|_| DecodeError::BadDate { field: "scheduled_at".into(), value: s })?,
+            DateTime::parse_from_rfc3339(&s).map_err(|_| DecodeError::bad_timestamp("scheduled_at", s))?,
         ),
         None if kind == EventKind::Cancelled => None,
-        None => return Err(DecodeError::missing("scheduled_at")),
+        None => return Err(DecodeError::missing("scheduled_at", "scheduled time (RFC 3339 with offset)")),
     };
     let priority = match optional_str(&root, "priority", "priority")?.map(|p| p.to_ascii_lowercase()) {
         None => Priority::Routine,
@@ -63,11 +63,13 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
             _ => return Err(DecodeError::bad("priority", "must be routine, urgent or stat")),
         },
     };
-    let modality = optional_str(&root, "modality", "modality")?;
+    // DICOM CS (0008,0060): upper case, digits, space, underscore, at most 16. Lower case
+    // is folded rather than rejected: "ct" is unambiguous and engines do send it.
+    let modality = optional_str(&root, "modality", "modality")?.map(|m| m.to_ascii_uppercase());
     if let Some(m) = &modality
-        && !(1..=16).contains(&m.len())
+        && !(m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b' '))
     {
-        return Err(DecodeError::bad("modality", "must be 1 to 16 characters"));
+        return Err(DecodeError::bad("modality", "must be 1 to 16 characters A-Z, 0-9, '_' or space (e.g. CT)"));
     }
     let procedure = match root.get("procedure") {
         None | Some(Value::Null) => None,
@@ -85,7 +87,7 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
         study_instance_uid,
         scheduled_at,
         priority,
-        modality: modality.map(|m| m.to_ascii_uppercase()),
+        modality,
         body_part: optional_str(&root, "body_part", "body_part")?.map(|b| b.to_ascii_uppercase()),
         procedure,
         format: Format::Json,
@@ -93,10 +95,11 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
     })
 }
 
-fn required_str<'a>(object: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a str, DecodeError> {
+/// A non-empty string; `what` names it in words for the error.
+fn required_str<'a>(object: &'a Map<String, Value>, key: &str, path: &str, what: &str) -> Result<&'a str, DecodeError> {
     match object.get(key) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim()),
-        Some(Value::String(_)) | None | Some(Value::Null) => Err(DecodeError::missing(path)),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(DecodeError::missing(path, what)),
         Some(_) => Err(DecodeError::bad(path, "must be a string")),
     }
 }

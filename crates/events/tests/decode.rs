@@ -43,25 +43,48 @@ fn cerner_style_update_with_custom_delimiters_and_newlines() {
     assert_eq!(e.kind, EventKind::Updated);
     assert_eq!(e.event_key, "hl7:rabbitmq:CRN-9981");
     assert_eq!(e.patient.id, "MRN-42");
-    assert_eq!(e.accession_number.as_deref(), Some("FIL-1"), "no OBR-18: filler order number");
+    assert_eq!(e.message_type, "ORM^O01");
+    assert_eq!(e.format, Format::Hl7);
+    assert_eq!(e.patient.issuer.as_deref(), Some("CMC"));
+    assert_eq!(e.patient.name.as_deref(), Some("SMITH^JOHN"));
+    assert_eq!(e.patient.birth_date.unwrap().to_string(), "1970-01-01");
+    assert_eq!(e.accession_number.as_deref(), Some("CRN-ACC-314"), "OBR-18 before the filler order number");
+    assert_eq!(e.study_instance_uid, None);
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-25T08:00:00+00:00", "ORC-7.4, site offset");
+    assert_eq!(e.priority, Priority::Routine);
     assert_eq!(e.modality.as_deref(), Some("CR"));
-    assert_eq!(e.procedure.unwrap().code.as_deref(), Some("71020"));
+    assert_eq!(e.body_part, None, "no body part position by default");
+    let p = e.procedure.unwrap();
+    assert_eq!((p.code.as_deref(), p.text.as_deref()), (Some("71020"), Some("XR CHEST 2V")));
     let mut o = opts();
     o.hl7.default_utc_offset = "+01:00".into();
+    o.hl7.body_part = vec![FieldPath::parse("OBR-15").unwrap()];
     let e = decode(&fixture("cerner_orm_xo.hl7"), &o).unwrap();
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-25T08:00:00+01:00");
+    assert_eq!(e.body_part.as_deref(), Some("CHEST"));
+    // a site whose RIS keeps the accession in the filler order number
+    o.hl7.accession = vec![FieldPath::parse("ORC-3").unwrap()];
+    assert_eq!(decode(&fixture("cerner_orm_xo.hl7"), &o).unwrap().accession_number.as_deref(), Some("FIL-1"));
 }
 
 #[test]
 fn agfa_style_omi_with_ipc_study_uid_in_mllp_frame() {
     let e = decode(&fixture("agfa_omi_o23.hl7"), &opts()).unwrap();
     assert_eq!(e.message_type, "OMI^O23");
+    assert_eq!(e.event_key, "hl7:rabbitmq:AGFA-77");
+    assert_eq!(e.kind, EventKind::Scheduled);
+    assert_eq!(e.patient.id, "P778");
+    assert_eq!(e.patient.issuer.as_deref(), Some("AGFAHOSP"));
+    assert_eq!(e.patient.name.as_deref(), Some("MUELLER^HANS"));
+    assert_eq!(e.patient.birth_date.unwrap().to_string(), "1944-12-31");
+    assert_eq!(e.priority, Priority::Routine);
+    assert_eq!(e.body_part, None);
     assert_eq!(e.accession_number.as_deref(), Some("AGF-ACC-9"));
     assert_eq!(e.study_instance_uid.as_deref(), Some("1.2.276.0.7230010.3.1.2.8323329.1234.1"));
     assert_eq!(e.modality.as_deref(), Some("MR"));
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-26T08:30:00+01:00");
-    assert_eq!(e.procedure.unwrap().text.as_deref(), Some("MR knee left"));
+    let p = e.procedure.unwrap();
+    assert_eq!((p.code.as_deref(), p.text.as_deref()), (Some("MRKNEE"), Some("MR knee left")));
 }
 
 #[test]
@@ -69,6 +92,14 @@ fn siu_schedule_update_and_cancel() {
     let s12 = fixture("sched_siu_s12.hl7");
     let e = decode(&s12, &opts()).unwrap();
     assert_eq!(e.kind, EventKind::Scheduled);
+    assert_eq!(e.event_key, "hl7:rabbitmq:SIU-501");
+    assert_eq!(e.message_type, "SIU^S12");
+    assert_eq!(e.patient.id, "SIU-PAT-1");
+    assert_eq!(e.patient.issuer.as_deref(), Some("CLINIC"));
+    assert_eq!(e.patient.name.as_deref(), Some("LEE^ANN"));
+    assert_eq!(e.patient.birth_date.unwrap().to_string(), "1990-05-05");
+    assert_eq!(e.priority, Priority::Routine, "SCH-7 ROUTINE");
+    assert_eq!((e.modality.as_deref(), e.body_part.as_deref(), e.study_instance_uid.as_deref()), (None, None, None));
     assert_eq!(e.accession_number.as_deref(), Some("APT-9001"));
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-27T10:00:00+00:00");
     assert_eq!(e.procedure.as_ref().unwrap().code.as_deref(), Some("USABD"));
@@ -84,6 +115,40 @@ fn siu_schedule_update_and_cancel() {
 }
 
 #[test]
+fn siu_reschedule_and_cancel_fixtures_mllp_framed() {
+    let e = decode(&fixture("sched_siu_s14.hl7"), &opts()).unwrap();
+    assert_eq!(e.kind, EventKind::Updated);
+    assert_eq!(e.message_type, "SIU^S14");
+    assert_eq!(e.event_key, "hl7:rabbitmq:SIU-502");
+    assert_eq!(e.patient.id, "SIU-PAT-1");
+    assert_eq!(e.accession_number.as_deref(), Some("APT-9001"));
+    assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-28T14:15:00+00:00", "SCH-11.4 without offset");
+    assert_eq!(e.priority, Priority::Stat, "SCH-11.6 S");
+    let p = e.procedure.unwrap();
+    assert_eq!((p.code.as_deref(), p.text.as_deref()), (Some("USABD"), Some("US abdomen")));
+    let e = decode(&fixture("sched_siu_s15.hl7"), &opts()).unwrap();
+    assert_eq!(e.kind, EventKind::Cancelled);
+    assert_eq!(e.event_key, "hl7:rabbitmq:SIU-503");
+    assert_eq!(e.accession_number.as_deref(), Some("APT-9001"));
+    assert_eq!(e.scheduled_at, None);
+    assert_eq!(e.priority, Priority::Routine);
+}
+
+#[test]
+fn escape_sequences_decode() {
+    // \X..\ hex, \E\ escape, \.br\ line break, \F\ \R\ field and repetition separators
+    let msg = r"MSH|^~\&|A|B|C|D|20261122||ORM^O01|ESC-1|P|2.5
+PID|1||ID1||M\XC39C\LLER^J\F\\R\\E\\.br\X
+ORC|NW|P1
+OBR|1|P1|F1|C1^A\R\B||||||||||||||ACC1||||||CT|||^^^202611251000
+"
+    .replace('\n', "\r");
+    let e = decode(msg.as_bytes(), &opts()).unwrap();
+    assert_eq!(e.patient.name.as_deref(), Some("M\u{dc}LLER^J|~\\\nX"));
+    assert_eq!(e.procedure.unwrap().text.as_deref(), Some("A~B"));
+}
+
+#[test]
 fn orm_cancel_by_order_control() {
     let text = String::from_utf8(fixture("epic_orm_o01.hl7")).unwrap().replace("ORC|NW|", "ORC|CA|");
     assert_eq!(decode(text.as_bytes(), &opts()).unwrap().kind, EventKind::Cancelled);
@@ -93,10 +158,11 @@ fn orm_cancel_by_order_control() {
 fn hl7_rejections_name_the_field() {
     let base = String::from_utf8(fixture("epic_orm_o01.hl7")).unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (base.replace("|EPIC-000123|", "||"), "MSH-10"),
-        (base.replace("E1234567^^^EPI^MR~998877^^^SSA^SS", ""), "PID-3"),
+        (base.replace("|EPIC-000123|", "||"), "MSH-10: message control id missing"),
+        (base.replace("E1234567^^^EPI^MR~998877^^^SSA^SS", ""), "PID-3: patient id missing"),
+        (base.replace("\rPID|", "\rZZZ|"), "truncated HL7: no PID segment"),
         (base.replace("ORM^O01^ORM_O01", "ADT^A01"), "MSH-9: unsupported message type ADT^A01"),
-        (base.replace("20261124140000-0500|20261124143000", "2026133|20261124143000"), "TQ1-7: bad date/time '2026133'"),
+        (base.replace("20261124140000-0500|20261124143000", "2026133|20261124143000"), "TQ1-7: bad timestamp '2026133'"),
         (base[..60].to_string(), "truncated HL7"),
         (base.replace("ORC|NW|", "ORC|ZZ|"), "ORC-1"),
         ("MSH|^~\\&|A".into(), "MSH-9"),
@@ -114,8 +180,7 @@ fn field_paths_parse_and_reject() {
     for bad in ["OBR", "obr-4", "OBR-0", "OBR-4.x", "OBRX-1", "OBR-1.2.3.4"] {
         assert!(FieldPath::parse(bad).is_err(), "{bad}");
     }
-    let mut map = Hl7FieldMap::default();
-    map.default_utc_offset = "CET".into();
+    let map = Hl7FieldMap { default_utc_offset: "CET".into(), ..Hl7FieldMap::default() };
     assert!(map.validate().is_err());
 }
 
@@ -156,9 +221,29 @@ fn json_rejections_name_the_field() {
         target.as_object_mut().unwrap().remove(path[path.len() - 1]);
         v
     };
-    assert_eq!(json(remove(&["event_id"])).unwrap_err(), DecodeError::MissingField("event_id".into()));
-    assert_eq!(json(remove(&["patient", "id"])).unwrap_err(), DecodeError::MissingField("patient.id".into()));
-    assert_eq!(json(remove(&["scheduled_at"])).unwrap_err(), DecodeError::MissingField("scheduled_at".into()));
+    for path in [&["event_id"][..], &["type"], &["patient"], &["patient", "id"], &["scheduled_at"]] {
+        let err = json(remove(path)).unwrap_err();
+        assert_eq!((err.reason_code(), err.field()), ("missing_field", Some(path.join(".").as_str())), "{err}");
+    }
+    let mut v = valid_json();
+    v["patient"]["id"] = " ".into();
+    assert_eq!(json(v).unwrap_err().to_string(), "patient.id: patient id missing");
+    let mut v = valid_json();
+    v["modality"] = "C T/X".into();
+    assert_eq!(json(v).unwrap_err().field(), Some("modality"));
+    let mut v = valid_json();
+    v["modality"] = "mr".into();
+    assert_eq!(json(v).unwrap().modality.as_deref(), Some("MR"));
+    let mut v = valid_json();
+    v["study_instance_uid"] = format!("1.{}", "2".repeat(63)).into();
+    assert_eq!(json(v).unwrap_err().field(), Some("study_instance_uid"), "longer than 64");
+    let mut v = valid_json();
+    v["scheduled_at"] = "2026-11-23T09:30:00".into();
+    assert_eq!(json(v).unwrap_err().to_string(), "scheduled_at: bad timestamp '2026-11-23T09:30:00'", "offset required");
+    let mut v = remove(&["accession_number"]);
+    assert_eq!(json(v.clone()).unwrap().study_instance_uid.as_deref(), Some("1.2.3.4"), "UID alone suffices");
+    v["patient"]["birth_date"] = "1970-02-30".into();
+    assert_eq!(json(v).unwrap_err().reason_code(), "bad_date");
     let mut v = remove(&["accession_number"]);
     v.as_object_mut().unwrap().remove("study_instance_uid");
     assert_eq!(json(v).unwrap_err().field(), Some("accession_number"));
@@ -194,13 +279,36 @@ fn debug_output_has_no_phi() {
 }
 
 fn fixtures() -> Vec<Vec<u8>> {
-    let mut all: Vec<Vec<u8>> = ["epic_orm_o01.hl7", "cerner_orm_xo.hl7", "agfa_omi_o23.hl7", "sched_siu_s12.hl7"]
+    let mut all: Vec<Vec<u8>> = ["epic_orm_o01.hl7", "cerner_orm_xo.hl7", "agfa_omi_o23.hl7", "sched_siu_s12.hl7", "sched_siu_s14.hl7", "sched_siu_s15.hl7"]
         .iter()
         .map(|f| fixture(f))
         .collect();
     all.push(valid_json().to_string().into_bytes());
     all
 }
+
+/// Any JSON value, nested a few levels: what a confused producer could put anywhere.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        ".{0,24}".prop_map(Value::String),
+        "[0-9.]{0,70}".prop_map(Value::String),
+        "20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(".{0,12}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+const JSON_KEYS: [&str; 11] = ["event_id", "type", "patient", "accession_number", "study_instance_uid", "scheduled_at",
+    "priority", "modality", "body_part", "procedure", "extra"];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
@@ -214,7 +322,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_fixtures_never_panic(which in 0usize..5, cut in any::<prop::sample::Index>(),
+    fn mutated_fixtures_never_panic(which in 0usize..7, cut in any::<prop::sample::Index>(),
                                     flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
                                     swap in any::<bool>()) {
         let mut msg = fixtures()[which].clone();
@@ -228,6 +336,21 @@ proptest! {
         let end = cut.index(msg.len() + 1);
         let _ = decode(&msg[..end], &opts());
         let _ = decode(&msg, &opts());
+    }
+
+    #[test]
+    fn arbitrary_json_values_never_panic(root in any_json(), replacements in proptest::collection::vec((0usize..11, any_json()), 0..4),
+                                         patient_field in proptest::option::of(("(id|issuer|name|birth_date)", any_json()))) {
+        let _ = decode(root.to_string().as_bytes(), &opts());
+        // the valid event with some fields replaced by arbitrary values
+        let mut v = valid_json();
+        for (key, value) in replacements {
+            v[JSON_KEYS[key]] = value;
+        }
+        if let (Some((key, value)), Some(patient)) = (patient_field, v.get_mut("patient").and_then(|p| p.as_object_mut())) {
+            patient.insert(key, value);
+        }
+        let _ = decode(v.to_string().as_bytes(), &opts());
     }
 
     #[test]

@@ -102,12 +102,12 @@ impl Default for Hl7FieldMap {
         Hl7FieldMap {
             accession: FieldPath::paths(&["IPC-1", "OBR-18", "OBR-3", "ORC-3", "SCH-2"]),
             study_instance_uid: FieldPath::paths(&["IPC-3", "ZDS-1"]),
-            scheduled_at: FieldPath::paths(&["TQ1-7", "ORC-7.4", "OBR-27.4", "OBR-36", "SCH-11.4", "AIS-4"]),
+            scheduled_at: FieldPath::paths(&["TQ1-7", "ORC-7.4", "OBR-27.4", "OBR-36", "SCH-11.4", "AIS-4", "AIL-6"]),
             modality: FieldPath::paths(&["IPC-5", "OBR-24"]),
             body_part: Vec::new(),
             procedure_code: FieldPath::paths(&["OBR-4.1", "AIS-3.1"]),
             procedure_text: FieldPath::paths(&["OBR-4.2", "AIS-3.2"]),
-            priority: FieldPath::paths(&["TQ1-9", "ORC-7.6", "OBR-27.6", "OBR-5", "SCH-11.6"]),
+            priority: FieldPath::paths(&["TQ1-9", "ORC-7.6", "OBR-27.6", "OBR-5", "SCH-11.6", "SCH-7"]),
             preferred_issuer: None,
             default_utc_offset: "+00:00".into(),
         }
@@ -132,6 +132,6 @@ impl Hl7FieldMap {
     }
 }
 
-pub(crate) fn require(value: Option<String>, field: &str) -> Result<String, DecodeError> {
-    value.ok_or_else(|| DecodeError::missing(field))
+pub(crate) fn require(value: Option<String>, field: &str, what: &str) -> Result<String, DecodeError> {
+    value.ok_or_else(|| DecodeError::missing(field, what))
 }

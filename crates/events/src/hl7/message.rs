@@ -37,7 +37,7 @@ impl<'a> Message<'a> {
         }
         let encoding: Vec<char> = chars.take_while(|c| *c != field && *c != '\r' && *c != '\n').collect();
         if encoding.len() < 2 || encoding.len() > 5 {
-            return Err(DecodeError::bad("MSH-2", "encoding characters must be 2 to 4 characters (e.g. ^~\\&)"));
+            return Err(DecodeError::bad("MSH-2", "encoding characters must be 2 to 5 characters (e.g. ^~\\&)"));
         }
         let mut distinct = encoding.clone();
         distinct.push(field);

@@ -21,7 +21,7 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
     let trigger = message.component(msh9, 2, 1).unwrap_or_default();
     let message_type = format!("{code}^{trigger}");
     let control_id = message.field("MSH", 10).and_then(|f| message.component(f, 1, 1));
-    let control_id = require(control_id, "MSH-10")?;
+    let control_id = require(control_id, "MSH-10", "message control id")?;
 
     let kind = match (code.as_str(), trigger.as_str()) {
         ("ORM", "O01") | ("OMI", "O23") => {
@@ -31,7 +31,7 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
                 "NW" => EventKind::Scheduled,
                 "XO" | "SC" | "RP" => EventKind::Updated,
                 "CA" | "OC" | "DC" | "CR" => EventKind::Cancelled,
-                "" => return Err(DecodeError::missing("ORC-1")),
+                "" => return Err(DecodeError::missing("ORC-1", "order control")),
                 other => return Err(DecodeError::bad("ORC-1", format!("order control '{other}' is not NW, XO, SC, CA, OC or DC"))),
             }
         }
@@ -50,7 +50,7 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
         return Err(DecodeError::TruncatedHl7("no SCH segment".into()));
     }
 
-    let patient = patient(&message, map)?;
+    let patient = patient(&message, map, offset)?;
     let accession_number = Hl7FieldMap::first(&map.accession, &message).map(|(v, _)| v);
     let study_instance_uid = match Hl7FieldMap::first(&map.study_instance_uid, &message) {
         Some((uid, at)) => {
@@ -61,14 +61,14 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
     };
     if accession_number.is_none() && study_instance_uid.is_none() {
         let positions: Vec<String> = map.accession.iter().map(|p| p.to_string()).collect();
-        return Err(DecodeError::MissingField(format!("accession number ({})", positions.join(", "))));
+        return Err(DecodeError::missing(positions.join(", "), "accession number and study instance uid"));
     }
     let scheduled_at = match Hl7FieldMap::first(&map.scheduled_at, &message) {
-        Some((value, at)) => Some(timestamp::parse_dtm(&value, offset).ok_or(DecodeError::BadDate { field: at, value })?),
+        Some((value, at)) => Some(timestamp::parse_dtm(&value, offset).ok_or_else(|| DecodeError::bad_timestamp(at, value))?),
         None if kind == EventKind::Cancelled => None,
         None => {
             let positions: Vec<String> = map.scheduled_at.iter().map(|p| p.to_string()).collect();
-            return Err(DecodeError::MissingField(format!("scheduled time ({})", positions.join(", "))));
+            return Err(DecodeError::missing(positions.join(", "), "scheduled time"));
         }
     };
     let priority = match Hl7FieldMap::first(&map.priority, &message).map(|(v, _)| v.to_ascii_uppercase()) {
@@ -99,7 +99,7 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
     })
 }
 
-fn patient(message: &Message<'_>, map: &Hl7FieldMap) -> Result<Patient, DecodeError> {
+fn patient(message: &Message<'_>, map: &Hl7FieldMap, offset: chrono::FixedOffset) -> Result<Patient, DecodeError> {
     let pid3 = message.field("PID", 3).unwrap_or_default();
     let identifiers: Vec<(String, Option<String>)> = message
         .repetitions(pid3)
@@ -112,7 +112,7 @@ fn patient(message: &Message<'_>, map: &Hl7FieldMap) -> Result<Patient, DecodeEr
         .and_then(|want| identifiers.iter().find(|(_, issuer)| issuer.as_deref() == Some(want)))
         .or(identifiers.first())
         .cloned();
-    let (id, issuer) = chosen.ok_or_else(|| DecodeError::missing("PID-3"))?;
+    let (id, issuer) = chosen.ok_or_else(|| DecodeError::missing("PID-3", "patient id"))?;
     let name = message.field("PID", 5).and_then(|f| {
         let rep = message.repetitions(f).into_iter().next()?;
         let family = message.component(rep, 1, 1)?;
@@ -123,9 +123,10 @@ fn patient(message: &Message<'_>, map: &Hl7FieldMap) -> Result<Patient, DecodeEr
     });
     let birth_date = match message.field("PID", 7).and_then(|f| message.component(f, 1, 1)) {
         Some(value) => Some(
-            timestamp::parse_dtm(&value, chrono::FixedOffset::east_opt(0).expect("zero offset"))
+            // Only the date part matters; the offset cannot move it, any will do.
+            timestamp::parse_dtm(&value, offset)
                 .map(|t| t.date_naive())
-                .ok_or(DecodeError::BadDate { field: "PID-7".into(), value })?,
+                .ok_or_else(|| DecodeError::bad_date("PID-7", value))?,
         ),
         None => None,
     };
