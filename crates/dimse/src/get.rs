@@ -71,7 +71,7 @@ impl DirSink {
     }
 }
 
-fn safe_file_name(uid: &str) -> String {
+pub(crate) fn safe_file_name(uid: &str) -> String {
     uid.chars().filter(|c| c.is_ascii_digit() || *c == '.').take(64).collect()
 }
 
@@ -116,7 +116,7 @@ impl Association {
         &mut self,
         model: QueryModel,
         query: &InMemDicomObject,
-        sink: &mut dyn StoreSink,
+        sink: &mut (dyn StoreSink + Send),
         mut on_progress: impl FnMut(&SubOperations),
         mut cancel: Option<watch::Receiver<bool>>,
     ) -> Result<RetrieveOutcome, DimseError> {

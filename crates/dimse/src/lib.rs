@@ -9,18 +9,32 @@
 //!   failed instance list, C-CANCEL).
 //! - `get.rs`: C-GET with storage sub-operations streamed to a sink (`DirSink`: Part-10
 //!   files, temp name then rename).
+//! - `client.rs`: one tokio task owns an association and serves requests from a channel;
+//!   matches and progress stream back, C-CANCEL can be sent mid-operation.
+//! - `scp/store.rs`: the C-STORE SCP (allow-list, association cap, files streamed to disk
+//!   atomically, each instance reported with its C-MOVE originator).
+//! - `storage_classes.rs`: every standard storage SOP class (what the SCP accepts).
+//! - `dataset_guard.rs`: a linear check that a received data set's lengths fit, before
+//!   dicom-object parses it (garbage lengths otherwise make it allocate or spin).
 //! - `error.rs`: typed failures, retryable or permanent, each with a hint that says the fix.
 //!
 //! Nothing read from the network can panic this crate: malformed input is an error.
 
 pub mod association;
+pub mod client;
 pub mod command;
+pub mod dataset_guard;
 pub mod error;
 pub mod get;
 pub mod peer;
+pub mod scp;
 pub mod scu;
+pub mod storage_classes;
 
 pub use association::{Association, ContextRequest, ScuOptions};
+pub use client::{Client, FindStream, RetrieveStream};
+pub use get::{DirSink, StoreSink};
+pub use scp::store::{StoreScpOptions, StoredInstance, run_store_scp};
 pub use error::DimseError;
 pub use peer::{AeTitle, Peer};
 pub use scu::{FindOutcome, QueryModel, RetrieveOutcome, SubOperations, echo, identifier};

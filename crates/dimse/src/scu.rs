@@ -122,8 +122,28 @@ pub(crate) async fn send_cancel(assoc: &mut Association, pc: u8, message_id: u16
     assoc.send(pc, &cancel, None).await
 }
 
+/// Decodes an identifier received from an archive. The general DICOM parser can spin on
+/// some malformed inputs (found by fuzzing the command-set path), so it runs on the
+/// blocking pool under a deadline: a poisoned response fails the operation instead of
+/// hanging it.
+pub async fn decode_identifier(bytes: Vec<u8>, ts_uid: &str) -> Result<InMemDicomObject, DimseError> {
+    decode_data_set_bounded(bytes, ts_uid).await
+}
+
+pub(crate) async fn decode_data_set_bounded(bytes: Vec<u8>, ts_uid: &str) -> Result<InMemDicomObject, DimseError> {
+    let ts_uid = ts_uid.to_string();
+    let task = tokio::task::spawn_blocking(move || decode_data_set(&bytes, &ts_uid));
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(DimseError::Protocol("identifier decoding failed".into())),
+        Err(_) => Err(DimseError::Protocol("identifier could not be decoded within 5 s (malformed data set)".into())),
+    }
+}
+
 pub(crate) fn decode_data_set(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, DimseError> {
     let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| DimseError::Protocol(format!("unknown transfer syntax {ts_uid}")))?;
+    // dicom-object trusts lengths: check the structure first (see dataset_guard.rs).
+    crate::dataset_guard::check(bytes, ts_uid)?;
     InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| DimseError::Protocol(format!("malformed data set: {e}")))
 }
 
@@ -163,6 +183,19 @@ impl Association {
         model: QueryModel,
         query: &InMemDicomObject,
         cancel_after: Option<usize>,
+        on_match: impl FnMut(InMemDicomObject) -> ControlFlow<()>,
+    ) -> Result<FindOutcome, DimseError> {
+        self.find_with_cancel(model, query, cancel_after, None, on_match).await
+    }
+
+    /// [`Association::find`], also sending C-CANCEL when `cancel` turns true (from another
+    /// task, while no match arrives).
+    pub async fn find_with_cancel(
+        &mut self,
+        model: QueryModel,
+        query: &InMemDicomObject,
+        cancel_after: Option<usize>,
+        mut cancel: Option<watch::Receiver<bool>>,
         mut on_match: impl FnMut(InMemDicomObject) -> ControlFlow<()>,
     ) -> Result<FindOutcome, DimseError> {
         let sop = model.find_uid();
@@ -173,7 +206,14 @@ impl Association {
         self.send(pc, &rq, Some(&encode_identifier(query, &ts)?)).await?;
         let mut outcome = FindOutcome { matches: 0, status: 0, cancelled_by_us: false, truncated: false, optional_keys_unsupported: false };
         loop {
-            let msg = self.receive().await?;
+            let msg = tokio::select! {
+                msg = self.receive() => msg?,
+                _ = wait_true(&mut cancel), if !outcome.cancelled_by_us && cancel.is_some() => {
+                    self.cancel(pc, id).await?;
+                    outcome.cancelled_by_us = true;
+                    continue;
+                }
+            };
             if msg.command.command_field() != Some(field::C_FIND_RSP) {
                 return Err(DimseError::Protocol(format!("expected C-FIND-RSP, got command 0x{:04X}", msg.command.command_field().unwrap_or(0))));
             }
@@ -185,7 +225,7 @@ impl Association {
                 }
                 if let Some(data) = msg.data {
                     outcome.matches += 1;
-                    let flow = on_match(decode_data_set(&data, &ts)?);
+                    let flow = on_match(decode_data_set_bounded(data, &ts).await?);
                     if flow.is_break() || cancel_after.is_some_and(|n| outcome.matches >= n) {
                         self.cancel(pc, id).await?;
                         outcome.cancelled_by_us = true;

@@ -23,3 +23,18 @@ proptest! {
         let _ = Command::decode(&bytes[..end]);
     }
 }
+
+/// Identifiers from an archive go through the general parser; whatever the bytes, the
+/// bounded decoder answers (value or error) within its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_identifiers_fail_within_the_deadline() {
+    use rand::RngExt;
+    let mut rng = rand::rng();
+    for _ in 0..300 {
+        let len = rng.random_range(0..200);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
+        let started = std::time::Instant::now();
+        let _ = priorfetch_dimse::scu::decode_identifier(bytes, "1.2.840.10008.1.2.1").await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    }
+}

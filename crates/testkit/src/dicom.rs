@@ -48,7 +48,7 @@ impl StudySpec {
             accession: format!("ACC{n}"),
             study_date: format!("20{:02}0{}15", 10 + n % 15, 1 + n % 9),
             description: format!("STUDY {n}"),
-            modality: if n % 2 == 0 { "CT".into() } else { "MR".into() },
+            modality: if n.is_multiple_of(2) { "CT".into() } else { "MR".into() },
             body_part: "CHEST".into(),
             series: 2,
             instances_per_series: 3,

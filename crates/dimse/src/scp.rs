@@ -1,0 +1,2 @@
+//! Servers: the C-STORE SCP.
+pub mod store;
