@@ -33,8 +33,10 @@ enum Command {
     Echo(cmd::dicom::EchoArgs),
     /// Ad-hoc C-FIND; prints a table, or JSON lines with --json.
     Find(cmd::dicom::FindArgs),
-    /// Ad-hoc C-MOVE of a study, with progress and final sub-operation counts.
+    /// Ad-hoc C-MOVE or C-GET of a study, with progress and final sub-operation counts.
     Retrieve(cmd::dicom::RetrieveArgs),
+    /// Run a C-STORE receiver into a folder.
+    StoreScp(cmd::dicom::StoreScpArgs),
     /// Inspect and steer retrieve jobs.
     Jobs {
         #[command(subcommand)]
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
             Command::Echo(args) => cmd::dicom::echo(&cli.config, args).await,
             Command::Find(args) => cmd::dicom::find(&cli.config, args).await,
             Command::Retrieve(args) => cmd::dicom::retrieve(&cli.config, args).await,
+            Command::StoreScp(args) => cmd::dicom::store_scp(&cli.config, args).await,
         }
     });
     match result {

@@ -38,12 +38,24 @@ pub struct FindArgs {
     json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    Move,
+    Get,
+}
+
 #[derive(Args)]
 pub struct RetrieveArgs {
     archive: String,
     /// StudyInstanceUID to retrieve.
     #[arg(long)]
     study: String,
+    /// C-MOVE to --dest, or C-GET into --out.
+    #[arg(long, value_enum, default_value = "move")]
+    method: Method,
+    /// Folder for C-GET (default: ./retrieved/<study UID>).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
     /// Move destination AE (default: the archive's configured move_destination, else destination.ae_title).
     #[arg(long)]
     dest: Option<String>,
@@ -168,7 +180,11 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
     let dest = AeTitle::parse(&dest).map_err(|e| usage(format!("--dest: {e}")))?;
     let model = QueryModel::StudyRoot;
     let query = identifier("STUDY", &[(Tag(0x0020, 0x000D), VR::UI, args.study.as_str())]);
-    let mut assoc = match Association::connect(&peer, &scu_options(&config)?, &query_contexts(model)).await {
+    let contexts = match args.method {
+        Method::Move => query_contexts(model),
+        Method::Get => priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES),
+    };
+    let mut assoc = match Association::connect(&peer, &scu_options(&config)?, &contexts).await {
         Ok(a) => a,
         Err(e) => return Ok(report(&e)),
     };
@@ -180,26 +196,27 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
     if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let result = assoc
-        .retrieve_move(
-            model,
-            &query,
-            &dest,
-            |p| {
-                let done = (p.completed + p.failed + p.warning) as u64;
-                bar.set_length(done + p.remaining.unwrap_or(0) as u64);
-                bar.set_position(done);
-                bar.set_message(format!("failed {} warning {}", p.failed, p.warning));
-            },
-            None,
-        )
-        .await;
+    let progress = |p: &priorfetch_dimse::SubOperations| {
+        let done = (p.completed + p.failed + p.warning) as u64;
+        bar.set_length(done + p.remaining.unwrap_or(0) as u64);
+        bar.set_position(done);
+        bar.set_message(format!("failed {} warning {}", p.failed, p.warning));
+    };
+    let (result, target) = match args.method {
+        Method::Move => (assoc.retrieve_move(model, &query, &dest, progress, None).await, dest.to_string()),
+        Method::Get => {
+            let out = args.out.clone().unwrap_or_else(|| std::path::PathBuf::from("retrieved").join(&args.study));
+            let mut sink = priorfetch_dimse::DirSink::new(&out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+            (assoc.retrieve_get(model, &query, &mut sink, progress, None).await, out.display().to_string())
+        }
+    };
     assoc.release().await;
     bar.finish_and_clear();
     match result {
         Ok(o) => {
             let summary = serde_json::json!({
-                "archive": peer.to_string(), "destination": dest.to_string(), "status": format!("0x{:04X}", o.status),
+                "archive": peer.to_string(), "method": if args.method == Method::Move { "move" } else { "get" },
+                "destination": target, "status": format!("0x{:04X}", o.status),
                 "completed": o.counts.completed, "failed": o.counts.failed, "warning": o.counts.warning,
                 "failed_instances": o.failed_instances, "seconds": o.elapsed.as_secs_f64(),
             });
@@ -207,8 +224,13 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
                 println!("{summary}");
             } else {
                 println!(
-                    "C-MOVE to {dest}: status 0x{:04X}, completed {}, failed {}, warning {} in {:.1} s",
-                    o.status, o.counts.completed, o.counts.failed, o.counts.warning, o.elapsed.as_secs_f64()
+                    "{} to {target}: status 0x{:04X}, completed {}, failed {}, warning {} in {:.1} s",
+                    if args.method == Method::Move { "C-MOVE" } else { "C-GET" },
+                    o.status,
+                    o.counts.completed,
+                    o.counts.failed,
+                    o.counts.warning,
+                    o.elapsed.as_secs_f64()
                 );
             }
             if o.status == 0 && o.counts.completed == 0 {
@@ -221,5 +243,61 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
             Ok(if o.counts.failed > 0 || o.status != 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Err(e) => Ok(report(&e)),
+    }
+}
+
+#[derive(Args)]
+pub struct StoreScpArgs {
+    /// Port to listen on (all interfaces of --bind).
+    #[arg(long)]
+    port: u16,
+    /// Our AE title (default: service.ae_title).
+    #[arg(long)]
+    ae: Option<String>,
+    /// Folder the instances land in.
+    #[arg(long, default_value = "received")]
+    out: std::path::PathBuf,
+    /// Calling AEs allowed to store (repeatable); none means any.
+    #[arg(long = "allow")]
+    allow: Vec<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    #[arg(long, default_value_t = 8)]
+    max_associations: usize,
+}
+
+pub async fn store_scp(path: &Path, args: StoreScpArgs) -> Result<ExitCode, Failure> {
+    let config = super::load_config(path)?;
+    let _logs = super::init_logs(&config);
+    let ae = AeTitle::parse(args.ae.as_deref().unwrap_or(&config.service.ae_title)).map_err(|e| usage(format!("--ae: {e}")))?;
+    let allowed = args
+        .allow
+        .iter()
+        .map(|a| AeTitle::parse(a).map_err(|e| usage(format!("--allow: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let listener = tokio::net::TcpListener::bind((args.bind.as_str(), args.port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", args.bind, args.port))?;
+    let mut options = priorfetch_dimse::StoreScpOptions::new(ae, &args.out);
+    options.allowed_calling = allowed;
+    options.max_associations = args.max_associations;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let token = tokio_util::sync::CancellationToken::new();
+    let mut shutdown = super::shutdown_signal();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+        stop.cancel();
+    });
+    let server = tokio::spawn(priorfetch_dimse::run_store_scp(listener, options, tx, token));
+    let mut count = 0u64;
+    while let Some(instance) = rx.recv().await {
+        count += 1;
+        println!("{} {} {} bytes from {}", count, instance.path.display(), instance.size, instance.calling_ae);
+    }
+    match server.await {
+        Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+        Ok(Err(e)) => Ok(report(&e)),
+        Err(e) => Err(Failure::Runtime(anyhow::anyhow!("store-scp task failed: {e}"))),
     }
 }
