@@ -20,17 +20,30 @@ apt_install() {
   if [ "$(id -u)" != 0 ]; then
     log "missing Debian packages: ${missing[*]} (run as root or install them)"; return 1
   fi
-  if [ $_apt_updated = 0 ]; then
-    log "apt-get update"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    _apt_updated=1
-  fi
-  log "apt-get install ${missing[*]}"
   # policy-rc.d keeps Debian's maintainer scripts from starting daemons (orthanc)
   # on 0.0.0.0:4242; tests start their own instances on chosen ports.
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # apt fails for passing reasons (a held dpkg lock, stale lists after a mirror
+  # update, a dropped download): wait for the lock, refresh the lists and retry
+  # before giving up, and say which packages could not be installed.
+  local attempt apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+  for attempt in 1 2 3; do
+    if [ $_apt_updated = 0 ] || [ "$attempt" -gt 1 ]; then
+      log "apt-get update"
+      DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update -qq >/dev/null || true
+      _apt_updated=1
+    fi
+    dpkg --configure -a >/dev/null 2>&1 || true
+    log "apt-get install ${missing[*]} (attempt $attempt)"
+    if DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -qq \
+         --no-install-recommends --fix-missing "${missing[@]}" >"$PEERS_RUN/apt.log" 2>&1; then
+      rm -f /usr/sbin/policy-rc.d; return 0
+    fi
+    log "apt-get failed: $(tail -3 "$PEERS_RUN/apt.log" | tr '\n' ' ')"
+    sleep $((attempt * 10))
+  done
   rm -f /usr/sbin/policy-rc.d
+  log "could not install: ${missing[*]}"; return 1
 }
 
 wait_port() { # host port tenths-of-a-second
