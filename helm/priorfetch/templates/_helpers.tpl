@@ -51,12 +51,41 @@ app.kubernetes.io/part-of: priorfetch
 {{- end -}}
 
 {{/*
-The configuration file. Helm reads numbers in values as float64, so toToml writes
-`max_connections = 10.0`, which the typed config rejects for an integer field: whole numbers
-are written back as integers (float fields accept integers).
+The configuration file. Helm reads every number in values as a float64, and toToml writes
+floats as `10.0` (or `1e+06`), which the typed config rejects for an integer field: whole
+numbers are turned back into integers first (float fields such as backoff.factor accept them).
 */}}
 {{- define "priorfetch.configToml" -}}
-{{- regexReplaceAll "(?m)^(\\s*[A-Za-z0-9_-]+ = -?[0-9]+)\\.0$" (toToml .Values.config) "${1}" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $_ := include "priorfetch.wholeNumbersToInt" $config -}}
+{{- toToml $config -}}
+{{- end -}}
+
+{{/* Recursively, in place: whole float64 values of a map and of its lists to int64. */}}
+{{- define "priorfetch.wholeNumbersToInt" -}}
+{{- $map := . -}}
+{{- range $key, $value := $map -}}
+{{- if kindIs "float64" $value -}}
+{{- if and (eq $value (floor $value)) (lt $value 9.0e15) (gt $value -9.0e15) -}}
+{{- $_ := set $map $key (int64 $value) -}}
+{{- end -}}
+{{- else if kindIs "map" $value -}}
+{{- $_ := include "priorfetch.wholeNumbersToInt" $value -}}
+{{- else if kindIs "slice" $value -}}
+{{- $items := list -}}
+{{- range $item := $value -}}
+{{- if and (kindIs "float64" $item) (eq $item (floor $item)) (lt $item 9.0e15) (gt $item -9.0e15) -}}
+{{- $items = append $items (int64 $item) -}}
+{{- else -}}
+{{- if kindIs "map" $item -}}
+{{- $_ := include "priorfetch.wholeNumbersToInt" $item -}}
+{{- end -}}
+{{- $items = append $items $item -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $map $key $items -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Secret data (chart-managed Secret and its copy for the migration hook). */}}
