@@ -7,6 +7,7 @@ Usage: check_deploy.py --priorfetch BIN [--promtool BIN] [--systemd-analyze BIN]
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -170,13 +171,43 @@ def config_check(name: str, docs: list[dict], binary: str, workdir: Path) -> Non
         fail(f"config check ({name})", f"ConfigMaps differ: {sorted(files)} (the migration hook must see the same file)")
     path = workdir / f"{name}.toml"
     path.write_text(next(iter(files.values())))
-    # PRIORFETCH__* of the caller's shell must not mask or fix the rendered file.
+    # PRIORFETCH__* of the caller's shell must not mask or fix the rendered file; the pod's own
+    # PRIORFETCH__* variables (secrets included) must name real keys, as the pods will see them.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRIORFETCH__")}
+    pod_env = container_env(docs, "pf-priorfetch-mover")
+    env.update(pod_env)
     run = subprocess.run(
         [binary, "config", "check", "--config", str(path)], env=env, capture_output=True, text=True, timeout=60
     )
     if run.returncode != 0:
         fail(f"priorfetch config check ({name})", f"exit {run.returncode}: {run.stderr.strip()}\n--- rendered file ---\n{path.read_text()}")
+    for key, value in pod_env.items():
+        secret = re.search(r"sentinel-[a-z]+-[0-9a-f]{4}", value)
+        if secret and secret.group(0) in run.stdout:
+            fail(f"priorfetch config check ({name})", f"prints the secret of {key}")
+
+
+def container_env(docs: list[dict], deployment: str) -> dict[str, str]:
+    """The PRIORFETCH__* environment of a Deployment's container, secrets resolved from the
+    rendered Secret (a stand-in value for a Secret the chart does not render)."""
+    secrets = {
+        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in (d.get("data") or {}).items()}
+        for d in docs
+        if d.get("kind") == "Secret"
+    }
+    pod = next(d for d in docs if d.get("kind") == "Deployment" and d["metadata"]["name"] == deployment)
+    env = {}
+    for var in pod["spec"]["template"]["spec"]["containers"][0].get("env", []):
+        if not var["name"].startswith("PRIORFETCH__"):
+            continue
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref is None:
+            env[var["name"]] = var["value"]
+        elif ref["name"] not in secrets:
+            env[var["name"]] = "amqp://u:stand-in@mq/%2f" if var["name"].endswith("__URL") else "stand-in"
+        elif ref["key"] in secrets[ref["name"]]:
+            env[var["name"]] = secrets[ref["name"]][ref["key"]]
+    return env
 
 
 def check_workloads(name: str, docs: list[dict]) -> None:
@@ -268,7 +299,7 @@ def check_chart(binary: str, workdir: Path) -> None:
             config_check(name, docs, binary, workdir)
         ok(f"helm template + kubernetes-validate --strict ({' and '.join(KUBE_VERSIONS)}): {total} manifests")
         ok("workloads: 3 Deployments with probes, checksum, non-root read-only fs; migrate hook; no secret outside Secrets")
-        ok("priorfetch config check accepts the rendered ConfigMap TOML: " + ", ".join(cases))
+        ok("priorfetch config check accepts the rendered ConfigMap TOML with the pods' PRIORFETCH__* env: " + ", ".join(cases))
 
 
 # --- prometheus, grafana, systemd -------------------------------------------------------
