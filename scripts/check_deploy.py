@@ -258,6 +258,7 @@ def check_schema_rejects(chart: helm.Chart) -> None:
         "config.database.url with a password": {"config": {"database": {"url": "postgres://u:pw@db/pf"}}},
         "config.intake.kafka.password": {"config": {"intake": {"kafka": {"password": "x"}}}},
         "listener.replicas < 0": {"listener": {"replicas": -1}},
+        "a loopback admin_listen": {"config": {"service": {"admin_listen": "127.0.0.1:9464"}}},
         "mover.spool.type": {"mover": {"spool": {"type": "hostPath"}}},
     }
     for what, values in bad.items():
