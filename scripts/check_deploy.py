@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import helm_python as helm
@@ -62,11 +63,15 @@ class CheckFailed(Exception):
 
 
 passed: list[str] = []
+_last = time.monotonic()
 
 
 def ok(what: str) -> None:
+    global _last
+    now = time.monotonic()
     passed.append(what)
-    print(f"check-deploy: ok   {what}")
+    print(f"check-deploy: ok   {what} ({now - _last:.1f} s)")
+    _last = now
 
 
 def fail(what: str, why: str) -> None:
