@@ -77,6 +77,16 @@ impl Config {
         }
         if sources.env {
             figment = figment.merge(Env::prefixed("PRIORFETCH__").split("__"));
+            // Figment parses environment values (`12345` becomes a number, `true` a bool);
+            // a password is whatever characters it has, so those keys are taken raw.
+            for (name, value) in std::env::vars() {
+                if let Some(rest) = name.strip_prefix("PRIORFETCH__")
+                    && rest.ends_with("PASSWORD")
+                {
+                    let key = rest.to_ascii_lowercase().replace("__", ".");
+                    figment = figment.merge(figment::providers::Serialized::default(&key, value));
+                }
+            }
         }
         let config: Config = figment.extract().map_err(|e| ConfigError { issues: figment_issues(e) })?;
         let issues = validate::validate(&config);

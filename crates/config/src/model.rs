@@ -18,6 +18,7 @@ pub struct Config {
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     pub retry: RetryConfig,
+    pub mover: MoverConfig,
     pub queue: QueueConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -242,6 +243,25 @@ pub struct BackoffConfig {
     pub max: Duration,
     /// Fraction of the delay added or removed at random (0.1 = +-10%).
     pub jitter: f64,
+}
+
+/// The mover (an extension of the contract).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoverConfig {
+    /// Retrieves one process runs at once; each archive's `max_associations` still caps
+    /// them across all replicas.
+    pub workers: u32,
+    /// C-GET spool: received instances wait here until the destination confirmed them.
+    pub spool_dir: String,
+    /// Receiving pauses while the spool holds more than this many megabytes.
+    pub spool_limit_mb: u64,
+    /// How often a running retrieve persists its counts and extends its lease.
+    #[serde(with = "crate::duration")]
+    pub progress_interval: Duration,
+    /// Longest wait for any single DIMSE response (pending ones included).
+    #[serde(with = "crate::duration")]
+    pub dimse_timeout: Duration,
 }
 
 /// Job-queue housekeeping (an extension of the contract).

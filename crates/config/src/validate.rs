@@ -119,6 +119,23 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
         issue("retry.backoff.max".into(), "must be >= retry.backoff.initial");
     }
 
+    let mover = &config.mover;
+    if mover.workers == 0 {
+        issue("mover.workers".into(), "must be at least 1");
+    }
+    if mover.spool_limit_mb == 0 {
+        issue("mover.spool_limit_mb".into(), "must be at least 1");
+    }
+    if mover.spool_dir.trim().is_empty() {
+        issue("mover.spool_dir".into(), "must not be empty");
+    }
+    if mover.progress_interval.is_zero() || mover.progress_interval > config.queue.lease / 2 {
+        issue("mover.progress_interval".into(), "must be positive and at most half of queue.lease (it extends the lease)");
+    }
+    if mover.dimse_timeout.as_secs() < 1 {
+        issue("mover.dimse_timeout".into(), "must be at least 1s");
+    }
+
     let queue = &config.queue;
     if queue.lease.as_secs() < 5 {
         issue("queue.lease".into(), "must be at least 5s");

@@ -113,3 +113,23 @@ fn hl7_field_positions_are_configurable_and_checked() {
     let issues = load("[intake.hl7]\ndefault_utc_offset = 'CET'\n").unwrap_err();
     assert!(issues[0].starts_with("intake.hl7.default_utc_offset:"), "{issues:?}");
 }
+
+// nextest runs each test in its own process, so setting the environment here is safe.
+#[test]
+fn passwords_from_the_environment_are_taken_as_raw_strings() {
+    unsafe {
+        std::env::set_var("PRIORFETCH__DATABASE__PASSWORD", "12345");
+        std::env::set_var("PRIORFETCH__INTAKE__KAFKA__PASSWORD", "true");
+    }
+    let config = Config::load(Sources { env: true, ..Default::default() }).expect("numeric-looking passwords load");
+    assert_eq!(config.database.password.expose(), "12345");
+    assert_eq!(config.intake.kafka.password.expose(), "true");
+}
+
+#[test]
+fn mover_settings_are_checked() {
+    let issues = load("[mover]\nworkers = 0\nspool_dir = \" \"\nspool_limit_mb = 0\nprogress_interval = \"10m\"\ndimse_timeout = \"0s\"\n").unwrap_err();
+    for key in ["mover.workers", "mover.spool_dir", "mover.spool_limit_mb", "mover.progress_interval", "mover.dimse_timeout"] {
+        assert!(issues.iter().any(|i| i.starts_with(key)), "{key} not named in {issues:?}");
+    }
+}

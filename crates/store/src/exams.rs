@@ -250,6 +250,16 @@ impl Store {
         self.cancel_exam_jobs(id).await
     }
 
+    /// Newest exams first (`priorfetch demo`, tests, the admin API).
+    pub async fn list_exams(&self, limit: u64) -> Result<Vec<exam::Model>, StoreError> {
+        exam::Entity::find()
+            .order_by_desc(exam::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(|e| StoreError::query("list exams", e))
+    }
+
     pub async fn count_exams(&self) -> Result<u64, StoreError> {
         use sea_orm::PaginatorTrait;
         exam::Entity::find().count(&self.db).await.map_err(|e| StoreError::query("count exams", e))

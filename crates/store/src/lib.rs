@@ -6,6 +6,8 @@
 //! - `exams.rs`: idempotent exam intake, planner claims, dead letters.
 //! - `jobs.rs`: the retrieve-job queue: enqueue, claim under a per-archive cap, progress,
 //!   finish, retry with backoff, cancel, rescue of expired leases, retention purge.
+//! - `retrieval.rs`: the mover's records: instances a retry still needs, the destination's
+//!   count, the exam roll-up.
 //! - `backoff.rs`: the retry policy.
 //! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
 //!
@@ -20,12 +22,14 @@ mod exams;
 pub mod housekeeping;
 mod jobs;
 pub mod migration;
+mod retrieval;
 mod signal;
 
 pub use backoff::RetryPolicy;
 pub use error::StoreError;
 pub use exams::{ExamStatus, Inserted, NewExam};
 pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RetryOutcome};
+pub use retrieval::{ExamRollUp, exam_status_of};
 pub use signal::WorkSignal;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};

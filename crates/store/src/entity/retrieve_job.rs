@@ -39,6 +39,11 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,
+    /// SOP Instance UIDs the next attempt still has to bring (the archive named them in a
+    /// Failed SOP Instance UID List); NULL means the whole study.
+    pub pending_instances: Option<Json>,
+    /// Instances the destination confirmed (C-GET relay leg, or the verification C-FIND).
+    pub received: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

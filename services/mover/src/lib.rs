@@ -1,0 +1,149 @@
+//! The mover: turns retrieve jobs into images at the destination, honestly counted.
+//!
+//! Layout:
+//! - `lib.rs`: the dispatcher: claims due jobs of archives whose retrieve window is open
+//!   (the store enforces each archive's association cap across replicas), runs up to
+//!   `mover.workers` at once, wakes on NOTIFY, hands running jobs back on shutdown.
+//! - `retrieve.rs`: one attempt: C-MOVE or C-GET, progress persisted at a bounded rate
+//!   (extending the lease; a lost lease or a cancelled job sends C-CANCEL), verification.
+//! - `relay.rs`: C-GET into a bounded spool, forwarded to the destination by C-STORE.
+//! - `verify.rs`: how many instances of a study the destination holds.
+//! - `outcome.rs`: the pure judgement: completed only when every instance arrived.
+//! - `window.rs`: retrieve windows from cron schedules.
+//! - `metrics.rs`: the mover's Prometheus metrics.
+
+pub mod metrics;
+pub mod outcome;
+mod relay;
+mod retrieve;
+pub mod verify;
+pub mod window;
+
+pub use retrieve::RunEnd;
+
+use chrono::Utc;
+use priorfetch_config::Config;
+use priorfetch_store::{JobState, RetryPolicy, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+/// What one mover process is called and how often it looks for work without a wake-up.
+#[derive(Debug, Clone)]
+pub struct MoverOptions {
+    /// Written into claimed jobs; unique per process (host and pid by default).
+    pub worker: String,
+    /// Polling fallback when no NOTIFY arrives (scheduled jobs becoming due, windows).
+    pub poll_interval: Duration,
+}
+
+impl Default for MoverOptions {
+    fn default() -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "mover".into());
+        MoverOptions { worker: format!("{host}-{}", std::process::id()), poll_interval: Duration::from_secs(1) }
+    }
+}
+
+/// Shared by the running jobs.
+pub(crate) struct Ctx {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub worker: String,
+    pub policy: RetryPolicy,
+}
+
+pub struct Mover {
+    ctx: Arc<Ctx>,
+    options: MoverOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoverError {
+    #[error("cannot prepare the archive slots: {0}")]
+    Slots(#[source] StoreError),
+}
+
+impl Mover {
+    pub fn new(store: Store, config: Arc<Config>, options: MoverOptions) -> Mover {
+        let b = &config.retry.backoff;
+        let policy = RetryPolicy { initial: b.initial, factor: b.factor, max: b.max, jitter: b.jitter };
+        let worker = options.worker.clone();
+        Mover { ctx: Arc::new(Ctx { store, config, worker, policy }), options }
+    }
+
+    /// Runs until `shutdown` turns true; then stops claiming, gives running retrieves
+    /// `service.shutdown_grace` to finish, and hands the rest back to the queue.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), MoverError> {
+        let ctx = self.ctx.clone();
+        let caps: Vec<(String, u32)> = ctx.config.archives.iter().map(|a| (a.name.clone(), a.max_associations)).collect();
+        ctx.store.sync_archive_slots(&caps).await.map_err(MoverError::Slots)?;
+        let workers = ctx.config.mover.workers.max(1) as usize;
+        let (hand_back, hand_back_rx) = watch::channel(false);
+        let mut running: JoinSet<RunEnd> = JoinSet::new();
+        let mut signal = ctx.store.work_signal().await;
+        let mut gauges = tokio::time::interval(Duration::from_secs(5));
+        info!(worker = %ctx.worker, workers, archives = caps.len(), "mover started");
+
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = workers.saturating_sub(running.len());
+            let mut claimed = 0;
+            if free > 0 {
+                let open = open_archives(&ctx.config);
+                signal.mark_seen();
+                match ctx.store.claim_jobs(&ctx.worker, &open, free as u32, ctx.config.queue.lease).await {
+                    Ok(jobs) => {
+                        claimed = jobs.len();
+                        for job in jobs {
+                            running.spawn(retrieve::run_job(ctx.clone(), job, hand_back_rx.clone()));
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot claim jobs"),
+                }
+            }
+            if claimed > 0 && running.len() < workers {
+                continue; // there may be more due work
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = signal.wait(self.options.poll_interval) => {}
+                _ = gauges.tick() => refresh_job_gauge(&ctx.store).await,
+            }
+        }
+
+        info!(running = running.len(), "mover stopping");
+        let grace = ctx.config.service.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let _ = hand_back.send(true);
+            // Each job sends C-CANCEL and releases itself, bounded inside.
+            let _ = tokio::time::timeout(Duration::from_secs(15), async { while running.join_next().await.is_some() {} }).await;
+            running.abort_all();
+        }
+        info!("mover stopped");
+        Ok(())
+    }
+}
+
+/// Archives that may be retrieved from now (their retrieve window is open).
+fn open_archives(config: &Config) -> Vec<String> {
+    let now = Utc::now();
+    config.archives.iter().filter(|a| window::is_open(&a.retrieve_windows, now)).map(|a| a.name.clone()).collect()
+}
+
+async fn refresh_job_gauge(store: &Store) {
+    if let Ok(counts) = store.job_counts().await {
+        for state in JobState::ALL {
+            let n = counts.iter().find(|(s, _)| s == state.as_str()).map(|(_, n)| *n).unwrap_or(0);
+            metrics::JOBS.with_label_values(&[state.as_str()]).set(n);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The mover's metrics (names from ARCHITECTURE.md "Metrics").
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use priorfetch_telemetry::metrics::register;
+use std::sync::LazyLock;
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(&c);
+    c
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(&g);
+    g
+}
+
+/// `priorfetch_job_attempts_total{archive,method,outcome}`: outcome is completed,
+/// partial, retry, failed, cancelled or handed_back.
+pub static JOB_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("priorfetch_job_attempts_total", "Retrieve attempts by archive, method and outcome", &["archive", "method", "outcome"])
+});
+
+/// `priorfetch_suboperations_total{archive,result}`: completed, failed, warning as the
+/// archive reported them, and relayed / relay_failed for the C-STORE leg of a C-GET.
+pub static SUBOPERATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("priorfetch_suboperations_total", "Retrieve sub-operations by archive and result", &["archive", "result"])
+});
+
+pub static RETRIEVE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new("priorfetch_retrieve_duration_seconds", "Duration of one retrieve attempt")
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0]),
+        &["archive", "method"],
+    )
+    .expect("valid metric");
+    register(&h);
+    h
+});
+
+/// Bytes received from the archive (C-GET; a C-MOVE's bytes never pass through us).
+pub static RETRIEVE_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("priorfetch_retrieve_bytes_total", "Bytes received from archives", &["archive"])
+});
+
+pub static ASSOCIATIONS_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge("priorfetch_associations_active", "Open retrieve associations of this process, by archive", &["archive"])
+});
+
+/// 1 after an association was established, 0 after the archive could not be reached
+/// or refused us.
+pub static ARCHIVE_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge("priorfetch_archive_up", "Whether the archive accepted our last association", &["archive"])
+});
+
+/// `priorfetch_jobs{state}`: the queue by state (refreshed by the mover).
+pub static JOBS: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge("priorfetch_jobs", "Retrieve jobs by state", &["state"]));
+
+/// The SLO: `priorfetch_exams_ready_total{outcome=in_time|late|failed}`.
+pub static EXAMS_READY: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("priorfetch_exams_ready_total", "Exams whose priors all ended, against the scheduled time", &["outcome"])
+});

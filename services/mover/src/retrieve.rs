@@ -1,0 +1,508 @@
+//! One attempt of one job: associate, C-MOVE (or C-GET relayed to the destination),
+//! persist progress at a bounded rate while extending the lease, verify at the
+//! destination, then judge and record the outcome.
+
+use crate::outcome::{self, Attempt, Verdict};
+use crate::{Ctx, metrics, relay};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::tags;
+use priorfetch_config::{ArchiveConfig, RetrieveMethod};
+use priorfetch_dimse::scu::identifier;
+use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, Peer, QueryModel, ScuOptions, SubOperations};
+use priorfetch_events::short_hash;
+use priorfetch_store::entity::retrieve_job;
+use priorfetch_store::{Counts, Finish, JobState, RetryOutcome};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How a job run ended, for the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// The job is finished in this state.
+    Finished(JobState),
+    /// Back in the queue for a later attempt.
+    Retrying,
+    /// Shutdown: handed back untouched.
+    HandedBack,
+    /// Cancelled meanwhile, or the lease was lost to another worker.
+    NotOwned,
+}
+
+/// Identifiers are sent in batches of at most this many SOP Instance UIDs (a long UID
+/// list in one identifier trips some archives' parsers).
+const UIDS_PER_REQUEST: usize = 200;
+
+/// Live progress of the attempt, shared between the retrieve and the persister.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Live {
+    pub counts: SubOperations,
+    /// Instances of earlier requests of this attempt (several series/batches).
+    pub done_before: Counts,
+    /// C-GET relay: instances the destination confirmed.
+    pub relayed: u32,
+}
+
+impl Live {
+    fn total(&self, base: i32) -> Counts {
+        Counts {
+            remaining: self.counts.remaining.map(i32::from),
+            completed: base + self.done_before.completed + self.counts.completed as i32,
+            failed: self.done_before.failed + self.counts.failed as i32,
+            warning: self.done_before.warning + self.counts.warning as i32,
+        }
+    }
+}
+
+/// The result of the network part of an attempt.
+struct Retrieved {
+    status: u16,
+    arrived: u32,
+    failed: u32,
+    failed_instances: Vec<String>,
+    cancelled: bool,
+    bytes: u64,
+}
+
+pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch::Receiver<bool>) -> RunEnd {
+    let Some(archive) = ctx.config.archives.iter().find(|a| a.name == job.archive).cloned() else {
+        let error = format!("archive '{}' is not configured in this process: add it to [[archives]] or retry the job elsewhere", job.archive);
+        return finish(&ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
+    };
+    let method = match archive.retrieve {
+        RetrieveMethod::Move => "move",
+        RetrieveMethod::Get => "get",
+        RetrieveMethod::Wado => {
+            let error = "retrieve = \"wado\" is not implemented in this version: use move or get for this archive".to_string();
+            return finish(&ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
+        }
+    };
+    let study = short_hash(&job.study_instance_uid);
+    let pending: Option<Vec<String>> =
+        job.pending_instances.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()).filter(|p: &Vec<String>| !p.is_empty());
+    // Instances earlier attempts already delivered count towards this attempt's total.
+    let base = match (&pending, job.expected_instances) {
+        (Some(p), Some(expected)) => (expected - p.len() as i32).max(0),
+        _ => 0,
+    };
+    let expected_now = match &pending {
+        Some(p) => Some(p.len() as u32),
+        None => job.expected_instances.map(|e| e.max(0) as u32),
+    };
+    info!(job = job.id, archive = %archive.name, method, study = %study, attempt = job.attempt,
+          scope = if pending.is_some() { "failed instances" } else { "study" }, "retrieve started");
+
+    let live = Arc::new(Mutex::new(Live::default()));
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let started = Instant::now();
+    let labels = [archive.name.as_str(), method];
+    metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).inc();
+    let retrieve = retrieve(&ctx, &archive, &job, pending.as_deref(), live.clone(), cancel_rx);
+    let persist = persist_progress(&ctx, &job, base, live.clone(), cancel_tx, stop);
+    let (result, lost) = run_until_done(retrieve, persist).await;
+    metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).dec();
+    metrics::RETRIEVE_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+
+    match lost {
+        Some(Lost::Shutdown) => {
+            let _ = ctx.store.release_job(job.id, &ctx.worker).await;
+            metrics::JOB_ATTEMPTS.with_label_values(&[labels[0], labels[1], "handed_back"]).inc();
+            info!(job = job.id, archive = %archive.name, "retrieve handed back at shutdown");
+            return RunEnd::HandedBack;
+        }
+        Some(Lost::NotOwned) => {
+            metrics::JOB_ATTEMPTS.with_label_values(&[labels[0], labels[1], "cancelled"]).inc();
+            info!(job = job.id, archive = %archive.name, "retrieve stopped: job cancelled or lease lost");
+            // A cancelled job's worker still frees its slot and rolls the exam up.
+            let _ = ctx.store.finish_job(job.id, &ctx.worker, &Finish { state: JobState::Cancelled, counts: Counts::default(), last_status: None, error: None }).await;
+            roll_up(&ctx, job.exam_id).await;
+            return RunEnd::NotOwned;
+        }
+        None => {}
+    }
+
+    let counts_so_far = live.lock().map(|l| l.total(base)).unwrap_or_default();
+    let verdict = match result {
+        Err(error) => {
+            if matches!(error, DimseError::Connect { .. } | DimseError::Rejected { .. }) {
+                metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(0);
+            }
+            (outcome::judge_error(&error), None, counts_so_far)
+        }
+        Ok(r) => {
+            metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(1);
+            metrics::RETRIEVE_BYTES.with_label_values(&[&archive.name]).inc_by(r.bytes);
+            let verified = if ctx.config.destination.check_existing && r.failed == 0 && r.arrived > 0 {
+                verify(&ctx, &job).await
+            } else {
+                None
+            };
+            if let Some((found, _)) = verified {
+                let _ = ctx.store.set_received(job.id, &ctx.worker, found as i32).await;
+            }
+            let attempt = Attempt {
+                expected: expected_now,
+                arrived: r.arrived,
+                failed: r.failed,
+                status: r.status,
+                failed_instances: r.failed_instances,
+                cancelled_by_archive: r.cancelled,
+                verified,
+                method,
+                destination: archive.move_destination.clone().unwrap_or_else(|| ctx.config.destination.ae_title.clone()),
+            };
+            let counts = Counts { remaining: Some(0), completed: base + r.arrived as i32, failed: r.failed as i32, warning: counts_so_far.warning };
+            (outcome::judge(&attempt), Some(r.status as i32), counts)
+        }
+    };
+    let (verdict, status, counts) = verdict;
+    match verdict {
+        Verdict::Completed => {
+            info!(job = job.id, archive = %archive.name, study = %study, completed = counts.completed,
+                  seconds = started.elapsed().as_secs_f64(), "retrieve completed");
+            let _ = ctx.store.set_pending_instances(job.id, &ctx.worker, None).await;
+            finish(&ctx, &job, JobState::Completed, counts, status, None, "completed").await
+        }
+        Verdict::Permanent { error } => {
+            warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve failed for good");
+            finish(&ctx, &job, JobState::Failed, counts, status, Some(error), "failed").await
+        }
+        Verdict::Partial { error, pending: next } => {
+            warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve partial");
+            // Named failures narrow the next attempt; otherwise it refetches what is left
+            // of the current scope.
+            let scope = match next {
+                Some(failed) => Some(failed),
+                None => pending,
+            };
+            let _ = ctx.store.set_pending_instances(job.id, &ctx.worker, scope.as_deref()).await;
+            retry(&ctx, &job, &error, status, counts, "partial").await
+        }
+        Verdict::Retry { error } => {
+            warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve attempt failed");
+            retry(&ctx, &job, &error, status, counts, "retry").await
+        }
+    }
+}
+
+enum Lost {
+    Shutdown,
+    NotOwned,
+}
+
+/// Drives the retrieve and the progress persister together; the persister stops first
+/// when the retrieve ends, and cancels the retrieve when the job is lost or shutdown
+/// hands it back.
+async fn run_until_done(
+    retrieve: impl std::future::Future<Output = Result<Retrieved, DimseError>>,
+    persist: impl std::future::Future<Output = Lost>,
+) -> (Result<Retrieved, DimseError>, Option<Lost>) {
+    tokio::pin!(retrieve);
+    tokio::pin!(persist);
+    tokio::select! {
+        result = &mut retrieve => (result, None),
+        lost = &mut persist => {
+            // The persister already sent C-CANCEL; let the archive answer, bounded.
+            let result = match tokio::time::timeout(std::time::Duration::from_secs(10), &mut retrieve).await {
+                Ok(result) => result,
+                Err(_) => Err(DimseError::Protocol("no answer to C-CANCEL".into())),
+            };
+            (result, Some(lost))
+        }
+    }
+}
+
+/// Every `progress_interval`: persist counts and extend the lease. Returns (after sending
+/// C-CANCEL) when the job is no longer ours or shutdown wants it back; otherwise runs
+/// until dropped.
+async fn persist_progress(
+    ctx: &Ctx,
+    job: &retrieve_job::Model,
+    base: i32,
+    live: Arc<Mutex<Live>>,
+    cancel: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> Lost {
+    let lease = ctx.config.queue.lease;
+    let mut tick = tokio::time::interval(ctx.config.mover.progress_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => {
+                let _ = cancel.send(true);
+                return Lost::Shutdown;
+            }
+        }
+        let (counts, relayed) = match live.lock() {
+            Ok(l) => (l.total(base), l.relayed),
+            Err(_) => continue,
+        };
+        match ctx.store.update_progress(job.id, &ctx.worker, counts, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = cancel.send(true);
+                return Lost::NotOwned;
+            }
+            // The database is away: keep retrieving; the lease may lapse and another
+            // worker would redo the study, which only costs time.
+            Err(e) => warn!(job = job.id, error = %e, "cannot persist progress"),
+        }
+        if last != Some(relayed) && relayed > 0 {
+            let _ = ctx.store.set_received(job.id, &ctx.worker, relayed as i32).await;
+            last = Some(relayed);
+        }
+    }
+}
+
+pub(crate) fn scu_options(ctx: &Ctx) -> Result<ScuOptions, DimseError> {
+    let ae = AeTitle::parse(&ctx.config.service.ae_title).map_err(|e| DimseError::Encode(format!("service.ae_title: {e}")))?;
+    let mut options = ScuOptions::new(ae);
+    options.dimse_timeout = ctx.config.mover.dimse_timeout;
+    Ok(options)
+}
+
+pub(crate) fn archive_peer(archive: &ArchiveConfig) -> Result<Peer, DimseError> {
+    Peer::new(&archive.ae_title, &archive.host, archive.port as u16)
+        .map_err(|e| DimseError::Encode(format!("archive '{}': {e}", archive.name)))
+}
+
+/// The network part: one association, one request for the study or one per batch of
+/// named instances.
+async fn retrieve(
+    ctx: &Ctx,
+    archive: &ArchiveConfig,
+    job: &retrieve_job::Model,
+    pending: Option<&[String]>,
+    live: Arc<Mutex<Live>>,
+    cancel: watch::Receiver<bool>,
+) -> Result<Retrieved, DimseError> {
+    let peer = archive_peer(archive)?;
+    let options = scu_options(ctx)?;
+    let model = QueryModel::StudyRoot;
+    let identifiers = |assoc: &mut Association| {
+        let study = job.study_instance_uid.clone();
+        let pending = pending.map(|p| p.to_vec());
+        async move {
+            match pending {
+                None => Ok(vec![identifier("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, study.as_str())])]),
+                Some(uids) => instance_identifiers(assoc, &study, &uids).await,
+            }
+        }
+    };
+    match archive.retrieve {
+        RetrieveMethod::Get => {
+            let spool = relay::Spool::for_job(&ctx.config.mover.spool_dir, job.id, ctx.config.mover.spool_limit_mb)?;
+            let mut contexts = vec![ContextRequest::new(model.find_uid())];
+            contexts.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES));
+            let mut assoc = Association::connect(&peer, &options, &contexts).await?;
+            let ids = identifiers(&mut assoc).await?;
+            let result = relay::get_and_relay(ctx, &archive.name, &mut assoc, model, ids, spool, live, cancel).await;
+            assoc.release().await;
+            result.map(|r| Retrieved {
+                status: r.status,
+                arrived: r.relayed,
+                failed: r.failed,
+                failed_instances: r.failed_instances,
+                cancelled: r.cancelled_by_archive,
+                bytes: r.bytes,
+            })
+        }
+        _ => {
+            let destination = archive.move_destination.as_deref().unwrap_or(&ctx.config.destination.ae_title);
+            let destination =
+                AeTitle::parse(destination).map_err(|e| DimseError::Encode(format!("archives.move_destination: {e}")))?;
+            let contexts = [ContextRequest::new(model.find_uid()), ContextRequest::new(model.move_uid())];
+            let mut assoc = Association::connect(&peer, &options, &contexts).await?;
+            let ids = identifiers(&mut assoc).await?;
+            let result = move_all(&mut assoc, model, &ids, &destination, &live, cancel).await;
+            assoc.release().await;
+            result
+        }
+    }
+}
+
+async fn move_all(
+    assoc: &mut Association,
+    model: QueryModel,
+    ids: &[dicom_object::InMemDicomObject],
+    destination: &AeTitle,
+    live: &Arc<Mutex<Live>>,
+    cancel: watch::Receiver<bool>,
+) -> Result<Retrieved, DimseError> {
+    let mut total = Retrieved { status: 0, arrived: 0, failed: 0, failed_instances: Vec::new(), cancelled: false, bytes: 0 };
+    for id in ids {
+        let progress = live.clone();
+        let outcome = assoc
+            .retrieve_move(model, id, destination, |c| {
+                if let Ok(mut l) = progress.lock() {
+                    l.counts = *c;
+                }
+            }, Some(cancel.clone()))
+            .await?;
+        let c = outcome.counts;
+        total.status = if total.status == 0 { outcome.status } else { total.status };
+        total.arrived += (c.completed + c.warning) as u32;
+        total.failed += c.failed as u32;
+        total.failed_instances.extend(outcome.failed_instances);
+        if let Ok(mut l) = live.lock() {
+            l.done_before.completed += c.completed as i32;
+            l.done_before.failed += c.failed as i32;
+            l.done_before.warning += c.warning as i32;
+            l.counts = SubOperations::default();
+        }
+        if outcome.cancelled {
+            total.cancelled = !*cancel.borrow();
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// IMAGE-level identifiers for named instances: Study Root needs each instance's series,
+/// which one C-FIND of the study's instances tells.
+pub(crate) async fn instance_identifiers(
+    assoc: &mut Association,
+    study: &str,
+    uids: &[String],
+) -> Result<Vec<dicom_object::InMemDicomObject>, DimseError> {
+    let wanted: std::collections::HashSet<&str> = uids.iter().map(String::as_str).collect();
+    let mut by_series: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let query = identifier(
+        "IMAGE",
+        &[
+            (tags::STUDY_INSTANCE_UID, VR::UI, study),
+            (tags::SERIES_INSTANCE_UID, VR::UI, ""),
+            (tags::SOP_INSTANCE_UID, VR::UI, ""),
+        ],
+    );
+    assoc
+        .find(QueryModel::StudyRoot, &query, None, |m| {
+            let text = |tag: Tag| m.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').trim().to_string());
+            if let (Some(series), Some(sop)) = (text(tags::SERIES_INSTANCE_UID), text(tags::SOP_INSTANCE_UID))
+                && wanted.contains(sop.as_str())
+            {
+                by_series.entry(series).or_default().push(sop);
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
+    let mut ids = Vec::new();
+    for (series, sops) in &by_series {
+        for batch in sops.chunks(UIDS_PER_REQUEST) {
+            let list = batch.join("\\");
+            ids.push(identifier(
+                "IMAGE",
+                &[
+                    (tags::STUDY_INSTANCE_UID, VR::UI, study),
+                    (tags::SERIES_INSTANCE_UID, VR::UI, series.as_str()),
+                    (tags::SOP_INSTANCE_UID, VR::UI, list.as_str()),
+                ],
+            ));
+        }
+    }
+    if ids.is_empty() {
+        // The archive no longer lists them: fall back to the whole study.
+        ids.push(identifier("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, study)]));
+    }
+    Ok(ids)
+}
+
+/// With `destination.check_existing`: how many instances of the study the destination
+/// holds, next to how many the study has. `None` when the destination cannot say.
+async fn verify(ctx: &Ctx, job: &retrieve_job::Model) -> Option<(u32, u32)> {
+    let expected = job.expected_instances? as u32;
+    let d = &ctx.config.destination;
+    let peer = Peer::new(&d.ae_title, &d.host, d.port as u16).ok()?;
+    let options = scu_options(ctx).ok()?;
+    match crate::verify::count_instances(&peer, &options, &job.study_instance_uid).await {
+        Ok(found) => Some((found, expected)),
+        Err(e) => {
+            warn!(job = job.id, error = %e, hint = %e.hint(), "cannot verify at the destination");
+            None
+        }
+    }
+}
+
+async fn finish(
+    ctx: &Ctx,
+    job: &retrieve_job::Model,
+    state: JobState,
+    counts: Counts,
+    last_status: Option<i32>,
+    error: Option<String>,
+    outcome: &str,
+) -> RunEnd {
+    metrics::JOB_ATTEMPTS.with_label_values(&[job.archive.as_str(), job.method.as_str(), outcome]).inc();
+    count_suboperations(&job.archive, counts);
+    let finish = Finish { state, counts, last_status, error };
+    match ctx.store.finish_job(job.id, &ctx.worker, &finish).await {
+        Ok(true) => {
+            roll_up(ctx, job.exam_id).await;
+            RunEnd::Finished(state)
+        }
+        Ok(false) => RunEnd::NotOwned,
+        Err(e) => {
+            warn!(job = job.id, error = %e, "cannot record the outcome; the lease will expire and the job be retried");
+            RunEnd::NotOwned
+        }
+    }
+}
+
+async fn retry(
+    ctx: &Ctx,
+    job: &retrieve_job::Model,
+    error: &str,
+    last_status: Option<i32>,
+    counts: Counts,
+    outcome: &str,
+) -> RunEnd {
+    metrics::JOB_ATTEMPTS.with_label_values(&[job.archive.as_str(), job.method.as_str(), outcome]).inc();
+    count_suboperations(&job.archive, counts);
+    let error = format!("attempt {}: {error}", job.attempt);
+    match ctx.store.retry_job(job.id, &ctx.worker, &error, last_status, counts, &ctx.policy).await {
+        Ok(RetryOutcome::Retrying { .. }) => RunEnd::Retrying,
+        Ok(RetryOutcome::Exhausted(state)) => {
+            roll_up(ctx, job.exam_id).await;
+            RunEnd::Finished(state)
+        }
+        Ok(RetryOutcome::NotOwned) => RunEnd::NotOwned,
+        Err(e) => {
+            warn!(job = job.id, error = %e, "cannot record the retry; the lease will expire and the job be retried");
+            RunEnd::NotOwned
+        }
+    }
+}
+
+fn count_suboperations(archive: &str, counts: Counts) {
+    for (result, n) in [("completed", counts.completed), ("failed", counts.failed), ("warning", counts.warning)] {
+        if n > 0 {
+            metrics::SUBOPERATIONS.with_label_values(&[archive, result]).inc_by(n as u64);
+        }
+    }
+}
+
+/// After a job ended: the exam's status, and the readiness SLO once its last job ended.
+pub(crate) async fn roll_up(ctx: &Ctx, exam_id: i64) {
+    match ctx.store.roll_up_exam(exam_id).await {
+        Ok(Some(r)) => {
+            let outcome = match r.status {
+                priorfetch_store::ExamStatus::Complete => match r.scheduled_at {
+                    Some(at) if r.ready_at > at => "late",
+                    _ => "in_time",
+                },
+                priorfetch_store::ExamStatus::Cancelled => return,
+                _ => "failed",
+            };
+            metrics::EXAMS_READY.with_label_values(&[outcome]).inc();
+            info!(exam = exam_id, status = r.status.as_str(), outcome, "exam priors ready");
+        }
+        Ok(None) => {}
+        Err(e) => warn!(exam = exam_id, error = %e, "cannot roll the exam up"),
+    }
+}

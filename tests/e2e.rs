@@ -1,0 +1,204 @@
+//! End to end, all real: scheduled-exam events on RabbitMQ -> `priorfetch run` (listener,
+//! planner, mover in one process) -> C-FIND on two Orthanc archives -> C-MOVE from one
+//! and C-GET relayed from the other -> DCMTK storescp. Every expected instance must be at
+//! the destination and the counts in Postgres must match.
+//!
+//! Run through `scripts/test` (it starts Postgres, RabbitMQ, and installs Orthanc/DCMTK).
+
+use chrono::{Duration as ChronoDuration, Utc};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use priorfetch_testkit::dicom::{Destination, Orthanc, Storescp, StudySpec, store_files, write_study};
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn study(patient: &str, n: u32, date: &str) -> StudySpec {
+    let mut s = StudySpec::small(patient, n);
+    s.study_date = date.into();
+    s.modality = "CT".into();
+    s
+}
+
+fn load(ae: &str, port: u16, specs: &[&StudySpec]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for s in specs {
+        write_study(&dir.path().join(&s.study_uid), s);
+    }
+    store_files(ae, port, dir.path());
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_on_rabbitmq_bring_every_expected_prior_to_the_destination() {
+    let db = priorfetch_testkit::db::TestDb::postgres().await;
+    let store = priorfetch_store::Store::connect(&db.url, "", 4).await.unwrap();
+    store.migrate().await.unwrap();
+
+    let dest = Storescp::start("DEST");
+    let north = Orthanc::start("NORTH", "PRIORFETCH", &[Destination { ae: "DEST".into(), port: dest.port }], None);
+    let south = Orthanc::start("SOUTH", "PRIORFETCH", &[], None);
+    // Patient E2E-1: three CT priors within the default 5-year lookback; the newest is on
+    // both archives (fetched once, from NORTH, the preferred one); an MR that the default
+    // rule (same modality) skips; one CT older than the lookback.
+    let a = study("E2E-1", 901, "20250310");
+    let b = study("E2E-1", 902, "20240120");
+    let c = study("E2E-1", 903, "20230605");
+    let mut mr = study("E2E-1", 904, "20250101");
+    mr.modality = "MR".into();
+    let old = study("E2E-1", 905, "20150101");
+    // Patient E2E-2: one prior, only on SOUTH (C-GET, relayed).
+    let d = study("E2E-2", 906, "20260102");
+    let _n = load("NORTH", north.port, &[&a, &b, &mr, &old]);
+    let _s = load("SOUTH", south.port, &[&a, &c, &d]);
+
+    let work = tempfile::tempdir().unwrap();
+    let queue = format!("pf-e2e-{}", uuid::Uuid::new_v4().simple());
+    let admin = priorfetch_testkit::ports::free_port();
+    let config_path = work.path().join("priorfetch.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+[service]
+ae_title = "PRIORFETCH"
+admin_listen = "127.0.0.1:{admin}"
+shutdown_grace = "5s"
+[intake]
+source = "rabbitmq"
+[intake.rabbitmq]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+queue = "{queue}"
+dead_letter_queue = "{queue}.dead"
+prefetch = 50
+[[archives]]
+name = "north"
+ae_title = "NORTH"
+host = "127.0.0.1"
+port = {np}
+priority = 1
+retrieve = "move"
+move_destination = "DEST"
+max_associations = 2
+[[archives]]
+name = "south"
+ae_title = "SOUTH"
+host = "127.0.0.1"
+port = {sp}
+priority = 2
+retrieve = "get"
+max_associations = 2
+[destination]
+ae_title = "DEST"
+host = "127.0.0.1"
+port = {dp}
+check_existing = false
+[mover]
+workers = 4
+spool_dir = "{spool}"
+spool_limit_mb = 64
+progress_interval = "200ms"
+dimse_timeout = "30s"
+"#,
+            np = north.port,
+            sp = south.port,
+            dp = dest.port,
+            spool = work.path().join("spool").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_priorfetch"))
+        .args(["--config", config_path.to_str().unwrap(), "run"])
+        .env("PRIORFETCH__DATABASE__URL", &db.url)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(work.path().join("run.log")).unwrap_or_default();
+
+    // The listener declares the queue; publish once it exists.
+    let amqp = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ at 127.0.0.1:5672: run the tests through scripts/test");
+    let start = Instant::now();
+    loop {
+        let channel = amqp.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
+        if channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await.is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "queue never declared:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let channel = amqp.create_channel().await.unwrap();
+    let scheduled = (Utc::now() + ChronoDuration::hours(2)).to_rfc3339();
+    for (i, patient) in ["E2E-1", "E2E-2"].iter().enumerate() {
+        let event = serde_json::json!({
+            "event_id": format!("e2e-{i}"), "type": "exam.scheduled",
+            "patient": { "id": patient, "name": "DOE^JANE", "birth_date": "19700101" },
+            "accession_number": format!("NEW{i}"), "study_instance_uid": format!("1.2.826.0.1.3680043.10.999.{i}"),
+            "scheduled_at": scheduled, "priority": "routine", "modality": "CT", "body_part": "CHEST"
+        });
+        channel
+            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), event.to_string().as_bytes(), BasicProperties::default().with_delivery_mode(2))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    // Every exam ends; bounded.
+    let start = Instant::now();
+    let exams = loop {
+        let exams = store.list_exams(10).await.unwrap();
+        if exams.len() == 2 && exams.iter().all(|e| ["complete", "partial", "failed"].contains(&e.status.as_str())) {
+            break exams;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("priorfetch run exited ({status}):\n{}", log());
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "exams not done: {exams:?}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let stopped = Instant::now();
+    while child.try_wait().unwrap().is_none() && stopped.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+
+    assert!(exams.iter().all(|e| e.status == "complete"), "{exams:?}\n{}", log());
+    let mut jobs = Vec::new();
+    for e in &exams {
+        jobs.extend(store.jobs_of_exam(e.id).await.unwrap());
+    }
+    let mut fetched: Vec<(String, String)> = jobs.iter().map(|j| (j.study_instance_uid.clone(), j.archive.clone())).collect();
+    fetched.sort();
+    let mut expected = vec![
+        (a.study_uid.clone(), "north".to_string()),
+        (b.study_uid.clone(), "north".to_string()),
+        (c.study_uid.clone(), "south".to_string()),
+        (d.study_uid.clone(), "south".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(fetched, expected, "the expected priors, each once, from the preferred archive");
+    for j in &jobs {
+        assert_eq!((j.state.as_str(), j.completed, j.failed), ("completed", 6, 0), "{j:?}");
+        assert_eq!(j.expected_instances, Some(6));
+    }
+    // At the destination: exactly the instances of the four priors, none missing.
+    let arrived: HashSet<String> = dest
+        .files()
+        .iter()
+        .filter_map(|p| dicom_object::open_file(p).ok())
+        .filter_map(|f| f.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').to_string()))
+        .collect();
+    let wanted: HashSet<String> = [&a, &b, &c, &d]
+        .iter()
+        .flat_map(|s| (1..=s.series).flat_map(move |se| (1..=s.instances_per_series).map(move |i| format!("{}.{se}.{i}", s.study_uid))))
+        .collect();
+    assert_eq!(arrived, wanted, "every expected instance at the destination, nothing else");
+    assert!(!log().contains("DOE^JANE") && !log().contains("E2E-1"), "no PHI in the logs");
+}
