@@ -130,7 +130,11 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
             if matches!(error, DimseError::Connect { .. } | DimseError::Rejected { .. }) {
                 metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(0);
             }
-            (outcome::judge_error(&error), None, counts_so_far)
+            let status = match &error {
+                DimseError::Status { status, .. } => Some(*status as i32),
+                _ => None,
+            };
+            (outcome::judge_error(&error), status, counts_so_far)
         }
         Ok(r) => {
             metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(1);
@@ -285,23 +289,13 @@ async fn retrieve(
     let peer = archive_peer(archive)?;
     let options = scu_options(ctx)?;
     let model = QueryModel::StudyRoot;
-    let identifiers = |assoc: &mut Association| {
-        let study = job.study_instance_uid.clone();
-        let pending = pending.map(|p| p.to_vec());
-        async move {
-            match pending {
-                None => Ok(vec![identifier("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, study.as_str())])]),
-                Some(uids) => instance_identifiers(assoc, &study, &uids).await,
-            }
-        }
-    };
     match archive.retrieve {
         RetrieveMethod::Get => {
             let spool = relay::Spool::for_job(&ctx.config.mover.spool_dir, job.id, ctx.config.mover.spool_limit_mb)?;
             let mut contexts = vec![ContextRequest::new(model.find_uid())];
             contexts.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES));
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
-            let ids = identifiers(&mut assoc).await?;
+            let ids = identifiers(&mut assoc, &job.study_instance_uid, pending).await?;
             let result = relay::get_and_relay(ctx, &archive.name, &mut assoc, model, ids, spool, live, cancel).await;
             assoc.release().await;
             result.map(|r| Retrieved {
@@ -319,7 +313,7 @@ async fn retrieve(
                 AeTitle::parse(destination).map_err(|e| DimseError::Encode(format!("archives.move_destination: {e}")))?;
             let contexts = [ContextRequest::new(model.find_uid()), ContextRequest::new(model.move_uid())];
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
-            let ids = identifiers(&mut assoc).await?;
+            let ids = identifiers(&mut assoc, &job.study_instance_uid, pending).await?;
             let result = move_all(&mut assoc, model, &ids, &destination, &live, cancel).await;
             assoc.release().await;
             result
@@ -362,6 +356,18 @@ async fn move_all(
         }
     }
     Ok(total)
+}
+
+/// The whole study, or the named instances.
+async fn identifiers(
+    assoc: &mut Association,
+    study: &str,
+    pending: Option<&[String]>,
+) -> Result<Vec<dicom_object::InMemDicomObject>, DimseError> {
+    match pending {
+        None => Ok(vec![identifier("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, study)])]),
+        Some(uids) => instance_identifiers(assoc, study, uids).await,
+    }
 }
 
 /// IMAGE-level identifiers for named instances: Study Root needs each instance's series,
