@@ -13,6 +13,9 @@ use std::ops::ControlFlow;
 
 const STUDY_UID: Tag = Tag(0x0020, 0x000D);
 
+/// Query keys: (tag, VR, value).
+type Keys<S> = Vec<(Tag, VR, S)>;
+
 fn studies() -> Vec<StudySpec> {
     let names = ["DOE^JANE", "DOE^JOHN", "ROE^JANE", "DOEX^JIM", "SMITH^ANNA", "DOE^JANE"];
     names
@@ -79,7 +82,7 @@ async fn every_rule_matches_like_dcmqrscp() {
         d.sort();
         d[d.len() / 2].to_string()
     };
-    let cases: Vec<(&str, Vec<(Tag, VR, String)>)> = vec![
+    let cases: Vec<(&str, Keys<String>)> = vec![
         ("universal", vec![(Tag(0x0010, 0x0020), VR::LO, "".into())]),
         ("single value", vec![(Tag(0x0010, 0x0020), VR::LO, "MATCH1".into())]),
         ("single value, no match", vec![(Tag(0x0010, 0x0020), VR::LO, "MATCH".into())]),
@@ -140,7 +143,7 @@ async fn case_rules_and_value_lists_like_orthanc() {
         .await
         .unwrap();
     let expected_ct = specs.iter().filter(|s| s.modality == "CT").count();
-    let cases: Vec<(&str, &str, Vec<(Tag, VR, &str)>, usize)> = vec![
+    let cases: Vec<(&str, &str, Keys<&str>, usize)> = vec![
         ("person name ignores case", "STUDY", vec![(Tag(0x0010, 0x0010), VR::PN, "doe^*")], 3),
         ("other text keeps case", "STUDY", vec![(Tag(0x0008, 0x0050), VR::SH, "acc7*")], 0),
         ("CS list", "SERIES", vec![(Tag(0x0008, 0x0060), VR::CS, "CT\\MR")], specs.len()),
