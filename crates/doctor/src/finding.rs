@@ -21,6 +21,8 @@ pub enum Check {
     MatchCap,
     /// Whether the archive knows `move_destination` (and reaches it, with the move probe).
     MoveDestination,
+    /// For `retrieve = "get"`: one instance fetched by C-GET (and discarded).
+    Get,
     /// Wildcard and case behaviour of PatientID / PatientName matching (informational).
     Matching,
 }
@@ -35,11 +37,12 @@ impl Check {
             Check::Query => "query",
             Check::MatchCap => "match-cap",
             Check::MoveDestination => "move-destination",
+            Check::Get => "get",
             Check::Matching => "matching",
         }
     }
 
-    pub const ALL: [Check; 8] = [
+    pub const ALL: [Check; 9] = [
         Check::Reach,
         Check::Association,
         Check::Contexts,
@@ -47,6 +50,7 @@ impl Check {
         Check::Query,
         Check::MatchCap,
         Check::MoveDestination,
+        Check::Get,
         Check::Matching,
     ];
 }
@@ -161,7 +165,7 @@ impl Report {
     pub fn skip_after(&mut self, after: Check, applies: &[Check], why: &str) {
         for check in Check::ALL.into_iter().filter(|c| *c > after && applies.contains(c)) {
             if !self.findings.iter().any(|f| f.check == check) {
-                self.skip(check, format!("skipped: {why}"));
+                self.skip(check, why);
             }
         }
     }

@@ -11,7 +11,8 @@
 //!    at STUDY and SERIES level ("level mismatch");
 //! 6. match-cap: a broad C-FIND counted (0xFE00 without our C-CANCEL, 0xA7xx, round
 //!    numbers) against `max_matches`;
-//! 7. move-destination: see [`probes::move_destination`] for what Orthanc and dcmqrscp do;
+//! 7. move-destination (`retrieve = "move"`): see `probes::move_destination` for what Orthanc
+//!    and dcmqrscp do; or get (`retrieve = "get"`): one instance by C-GET, discarded;
 //! 8. matching: exact, wildcard and case behaviour of PatientID / PatientName.
 //!
 //! Layout: `finding.rs` (what is reported), `target.rs` (what is diagnosed, settings),
@@ -37,7 +38,11 @@ pub async fn diagnose(archive: &ArchiveConfig, index: usize, ctx: &DoctorContext
         Ok(target) => diagnose_target(&target, ctx).await,
         Err(e) => {
             let mut report = Report::new(&archive.name);
-            report.fail(Check::Reach, format!("cannot diagnose: {e}"), "fix the configuration (priorfetch config check)");
+            report.fail(
+                Check::Reach,
+                format!("cannot diagnose: {e}"),
+                "fix the configuration (priorfetch config check)",
+            );
             report.findings
         }
     }
@@ -50,7 +55,11 @@ pub async fn diagnose_destination(dest: &DestinationConfig, ctx: &DoctorContext)
         Ok(target) => diagnose_target(&target, ctx).await,
         Err(e) => {
             let mut report = Report::new("destination");
-            report.fail(Check::Reach, format!("cannot diagnose: {e}"), "fix the configuration (priorfetch config check)");
+            report.fail(
+                Check::Reach,
+                format!("cannot diagnose: {e}"),
+                "fix the configuration (priorfetch config check)",
+            );
             report.findings
         }
     }
@@ -61,7 +70,7 @@ pub async fn diagnose_target(target: &Target, ctx: &DoctorContext) -> Vec<Findin
     let mut report = Report::new(&target.name);
     let applies = applicable(target);
     if let Target { role: target::Role::Archive { protocol: Protocol::Dicomweb, .. }, .. } = target {
-        report.skip(Check::Reach, "skipped: protocol = \"dicomweb\" archives are not diagnosed yet");
+        report.skip(Check::Reach, "protocol = \"dicomweb\" archives are not diagnosed yet");
         return report.findings;
     }
     if !reach::check(target, ctx.connect_timeout, &mut report).await {
@@ -94,7 +103,8 @@ pub async fn diagnose_target(target: &Target, ctx: &DoctorContext) -> Vec<Findin
                 "retrieve = \"move\" without a move destination",
                 format!("set {}.move_destination to the AE the archive knows for the destination", target.key),
             ),
-            (other, _) => report.skip(Check::MoveDestination, format!("skipped: retrieve = \"{}\"", other.as_str())),
+            (RetrieveMethod::Get, _) => probes::get(target, sample.as_ref(), &mut session, &mut report).await,
+            (RetrieveMethod::Wado, _) => {}
         }
         probes::matching(sample.as_ref(), &mut session, &mut report).await;
     }
@@ -104,10 +114,20 @@ pub async fn diagnose_target(target: &Target, ctx: &DoctorContext) -> Vec<Findin
 
 fn applicable(target: &Target) -> Vec<Check> {
     match &target.role {
-        target::Role::Archive { .. } => Check::ALL.to_vec(),
+        // Only the retrieve check of the configured method applies.
+        target::Role::Archive { retrieve, .. } => Check::ALL
+            .into_iter()
+            .filter(|c| match c {
+                Check::MoveDestination => *retrieve == RetrieveMethod::Move,
+                Check::Get => *retrieve == RetrieveMethod::Get,
+                _ => true,
+            })
+            .collect(),
         target::Role::Destination { check_existing: true } => {
             vec![Check::Reach, Check::Association, Check::Contexts, Check::Echo, Check::Query]
         }
-        target::Role::Destination { check_existing: false } => vec![Check::Reach, Check::Association, Check::Contexts, Check::Echo],
+        target::Role::Destination { check_existing: false } => {
+            vec![Check::Reach, Check::Association, Check::Contexts, Check::Echo]
+        }
     }
 }

@@ -16,6 +16,7 @@ const STUDY_UID: Tag = Tag(0x0020, 0x000D);
 const SERIES_UID: Tag = Tag(0x0020, 0x000E);
 const SOP_UID: Tag = Tag(0x0008, 0x0018);
 const STUDY_DATE: Tag = Tag(0x0008, 0x0020);
+const SOP_CLASS: Tag = Tag(0x0008, 0x0016);
 
 /// Values no archive holds (a PatientID and a UID under our test root).
 const NO_SUCH_PATIENT: &str = "PFDOCTOR-NO-SUCH-PATIENT";
@@ -44,10 +45,13 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> String {
 /// Check 5. False when the archive will not let us query at all (later checks skip).
 pub(crate) async fn query(target: &Target, ctx: &DoctorContext, session: &mut Session, report: &mut Report) -> bool {
     if !session.accepted(STUDY_FIND) {
-        report.skip(Check::Query, "skipped: no Study Root C-FIND context");
+        report.skip(Check::Query, "no Study Root C-FIND context");
         return false;
     }
-    let q = identifier("STUDY", &[(PATIENT_ID, VR::LO, NO_SUCH_PATIENT), (STUDY_UID, VR::UI, ""), (STUDY_DATE, VR::DA, "")]);
+    let q = identifier(
+        "STUDY",
+        &[(PATIENT_ID, VR::LO, NO_SUCH_PATIENT), (STUDY_UID, VR::UI, ""), (STUDY_DATE, VR::DA, "")],
+    );
     let (count, result) = session.find(QueryModel::StudyRoot, &q, Some(10), |_| ControlFlow::Continue(())).await;
     match result {
         Ok(_) if count == 0 => report.ok(Check::Query, "study-level c-find by PatientID answered (0 matches for an unknown patient)"),
@@ -81,7 +85,10 @@ pub(crate) async fn query(target: &Target, ctx: &DoctorContext, session: &mut Se
         return true;
     }
     // Body part needs SERIES level (Orthanc leaves it empty at STUDY level).
-    let q = identifier("SERIES", &[(STUDY_UID, VR::UI, NO_SUCH_STUDY), (SERIES_UID, VR::UI, ""), (Tag(0x0018, 0x0015), VR::CS, "")]);
+    let q = identifier(
+        "SERIES",
+        &[(STUDY_UID, VR::UI, NO_SUCH_STUDY), (SERIES_UID, VR::UI, ""), (Tag(0x0018, 0x0015), VR::CS, "")],
+    );
     let (_, result) = session.find(QueryModel::StudyRoot, &q, Some(10), |_| ControlFlow::Continue(())).await;
     match result {
         Ok(_) => report.ok(Check::Query, "series-level c-find by StudyInstanceUID answered"),
@@ -112,7 +119,11 @@ pub(crate) async fn match_cap(
     let (count, result) = session
         .find(QueryModel::StudyRoot, &q, Some(limit), |m| {
             if sample.is_none() {
-                let s = Sample { study_uid: text(m, STUDY_UID), patient_id: text(m, PATIENT_ID), patient_name: text(m, PATIENT_NAME) };
+                let s = Sample {
+                    study_uid: text(m, STUDY_UID),
+                    patient_id: text(m, PATIENT_ID),
+                    patient_name: text(m, PATIENT_NAME),
+                };
                 if !s.study_uid.is_empty() && !s.patient_id.is_empty() {
                     sample = Some(s);
                 }
@@ -120,15 +131,17 @@ pub(crate) async fn match_cap(
             ControlFlow::Continue(())
         })
         .await;
-    let configured = max_matches.map(|m| format!("{key}.max_matches = {m}")).unwrap_or_else(|| format!("{key}.max_matches is not set"));
+    let configured = max_matches
+        .map(|m| format!("{key}.max_matches = {m}"))
+        .unwrap_or_else(|| format!("{key}.max_matches is not set"));
     let cap_fix = |n: usize| format!("set {key}.max_matches = {n} (queries are then split to stay below it)");
     match result {
         Ok(outcome) if outcome.truncated => {
-            let message = format!("the archive stops at {count} matches: it ended a broad C-FIND with 0xFE00 without our C-CANCEL");
+            let message = format!("archive caps matches at {count}: it ended a broad C-FIND with 0xFE00 after {count} matches without our C-CANCEL");
             if max_matches.is_some_and(|m| m as usize <= count) {
                 report.ok(Check::MatchCap, format!("{message}; {configured} covers it"));
             } else {
-                report.fail(Check::MatchCap, format!("archive caps matches at {count}: {message}; {configured}"), cap_fix(count));
+                report.fail(Check::MatchCap, format!("{message}; {configured}"), cap_fix(count));
             }
         }
         Ok(outcome) if outcome.cancelled_by_us => {
@@ -191,7 +204,7 @@ pub(crate) async fn move_destination(
     let key = &target.key;
     let check = Check::MoveDestination;
     if !session.accepted(STUDY_MOVE) {
-        report.skip(check, "skipped: no Study Root C-MOVE context");
+        report.skip(check, "no Study Root C-MOVE context");
         return;
     }
     let add_fix = format!(
@@ -205,7 +218,11 @@ pub(crate) async fn move_destination(
             return;
         }
         Err(DimseError::Aborted { .. }) => {
-            report.fail(check, "the archive aborted the association on C-MOVE: our AE may not retrieve", calling_ae_fix(target, ctx));
+            report.fail(
+                check,
+                "the archive aborted the association on C-MOVE: our AE may not retrieve",
+                calling_ae_fix(target, ctx),
+            );
             return;
         }
         _ => {}
@@ -231,7 +248,11 @@ pub(crate) async fn move_destination(
         return;
     }
     let Some(instance) = one_instance(session, sample).await else {
-        report.warn(check, format!("'{destination}' not verified: no instance found to probe with"), "check the archive's series/image-level C-FIND");
+        report.warn(
+            check,
+            format!("'{destination}' not verified: no instance found to probe with"),
+            "check the archive's series/image-level C-FIND",
+        );
         return;
     };
     match session.move_to(&instance, destination).await {
@@ -287,6 +308,11 @@ fn describe(result: &Result<priorfetch_dimse::RetrieveOutcome, DimseError>) -> S
 
 /// The identifier of one instance of the sample study (SERIES then IMAGE level).
 async fn one_instance(session: &mut Session, sample: &Sample) -> Option<InMemDicomObject> {
+    one_instance_and_class(session, sample).await.map(|(q, _)| q)
+}
+
+/// [`one_instance`] and the instance's SOP class (empty when the archive omits it).
+async fn one_instance_and_class(session: &mut Session, sample: &Sample) -> Option<(InMemDicomObject, String)> {
     let q = identifier("SERIES", &[(STUDY_UID, VR::UI, sample.study_uid.as_str()), (SERIES_UID, VR::UI, "")]);
     let mut series = String::new();
     let _ = session
@@ -298,24 +324,114 @@ async fn one_instance(session: &mut Session, sample: &Sample) -> Option<InMemDic
     if series.is_empty() {
         return None;
     }
-    let q = identifier("IMAGE", &[(STUDY_UID, VR::UI, sample.study_uid.as_str()), (SERIES_UID, VR::UI, series.as_str()), (SOP_UID, VR::UI, "")]);
-    let mut sop = String::new();
+    let q = identifier(
+        "IMAGE",
+        &[
+            (STUDY_UID, VR::UI, sample.study_uid.as_str()),
+            (SERIES_UID, VR::UI, series.as_str()),
+            (SOP_UID, VR::UI, ""),
+            (SOP_CLASS, VR::UI, ""),
+        ],
+    );
+    let (mut sop, mut class) = (String::new(), String::new());
     let _ = session
         .find(QueryModel::StudyRoot, &q, Some(1), |m| {
             sop = text(m, SOP_UID);
+            class = text(m, SOP_CLASS);
             ControlFlow::Break(())
         })
         .await;
     (!sop.is_empty()).then(|| {
-        identifier("IMAGE", &[(STUDY_UID, VR::UI, sample.study_uid.as_str()), (SERIES_UID, VR::UI, series.as_str()), (SOP_UID, VR::UI, sop.as_str())])
+        let q = identifier(
+            "IMAGE",
+            &[
+                (STUDY_UID, VR::UI, sample.study_uid.as_str()),
+                (SERIES_UID, VR::UI, series.as_str()),
+                (SOP_UID, VR::UI, sop.as_str()),
+            ],
+        );
+        (q, class)
     })
+}
+
+/// Counts what a C-GET delivers and throws the bytes away: the probe stores nothing.
+#[derive(Default)]
+struct Discard {
+    received: usize,
+}
+
+impl priorfetch_dimse::StoreSink for Discard {
+    fn begin(&mut self, _class: &str, _instance: &str, _ts: &str) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+        Ok(Box::new(std::io::sink()))
+    }
+    fn finish(&mut self, _instance: &str, ok: bool) -> std::io::Result<()> {
+        self.received += usize::from(ok);
+        Ok(())
+    }
+}
+
+/// Check 7 for `retrieve = "get"`: C-GET ONE instance the archive holds on an association
+/// that proposes its storage class with our SCP role, discarding it. Proves the archive
+/// takes the role and sends the sub-operation on our association (no destination involved).
+pub(crate) async fn get(target: &Target, sample: Option<&Sample>, session: &mut Session, report: &mut Report) {
+    let (check, key) = (Check::Get, &target.key);
+    if !session.accepted(crate::session::STUDY_GET) {
+        report.skip(check, "no Study Root C-GET context");
+        return;
+    }
+    let Some(sample) = sample else {
+        report.warn(
+            check,
+            "c-get not verified: the archive holds no study to probe with",
+            "rerun doctor once the archive holds a study",
+        );
+        return;
+    };
+    let Some((instance, class)) = one_instance_and_class(session, sample).await else {
+        report.warn(
+            check,
+            "c-get not verified: no instance found to probe with",
+            "check the archive's series/image-level C-FIND",
+        );
+        return;
+    };
+    let classes: Vec<&str> =
+        if class.is_empty() { priorfetch_dimse::get::COMMON_STORAGE_CLASSES.to_vec() } else { vec![class.as_str()] };
+    let contexts = priorfetch_dimse::get::get_contexts(QueryModel::StudyRoot, &classes);
+    let mut assoc = match priorfetch_dimse::Association::connect(&target.peer, session.options(), &contexts).await {
+        Ok(a) => a,
+        Err(e) => {
+            report.fail(check, format!("association for C-GET (with our storage SCP role) failed: {e}"), e.hint());
+            return;
+        }
+    };
+    let mut sink = Discard::default();
+    let result = assoc.retrieve_get(QueryModel::StudyRoot, &instance, &mut sink, |_| {}, None).await;
+    assoc.release().await;
+    let move_fix = format!(
+        "set {key}.retrieve = \"move\" (with {key}.move_destination) if the archive cannot send C-GET sub-operations"
+    );
+    match result {
+        Ok(o) if sink.received > 0 && o.counts.failed == 0 => {
+            report.ok(check, "one instance received by C-GET (discarded): the archive takes our storage SCP role")
+        }
+        Ok(o) => report.fail(
+            check,
+            format!(
+                "c-get of one instance delivered {} (status 0x{:04X}, {} failed): the archive did not send it on our association",
+                sink.received, o.status, o.counts.failed
+            ),
+            format!("the archive may not support SCP role selection for this storage class; {move_fix}"),
+        ),
+        Err(e) => report.fail(check, format!("c-get of one instance failed: {e}"), format!("{}; {move_fix}", e.hint())),
+    }
 }
 
 /// Check 8 (informational): exact, wildcard and case matching on the sample's values.
 pub(crate) async fn matching(sample: Option<&Sample>, session: &mut Session, report: &mut Report) {
     let check = Check::Matching;
     let Some(sample) = sample else {
-        report.skip(check, "skipped: the archive returned no study to test matching with");
+        report.skip(check, "the archive returned no study to test matching with");
         return;
     };
     let mut count = async |key: Tag, vr: VR, value: &str| -> Option<usize> {
@@ -342,7 +458,10 @@ pub(crate) async fn matching(sample: Option<&Sample>, session: &mut Session, rep
             notes.push("PatientID wildcard '*' finds nothing".to_string())
         }
     }
-    let swapped: String = id.chars().map(|c| if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() }).collect();
+    let swapped: String = id
+        .chars()
+        .map(|c| if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() })
+        .collect();
     if swapped != *id {
         let n = count(PATIENT_ID, VR::LO, swapped.as_str()).await.unwrap_or(0);
         notes.push(format!("PatientID is case-{}", if n > 0 { "insensitive" } else { "sensitive" }));
@@ -369,6 +488,10 @@ pub(crate) async fn matching(sample: Option<&Sample>, session: &mut Session, rep
     if wildcards_ok {
         report.ok(check, message);
     } else {
-        report.warn(check, message, "none needed for prefetch (exact PatientID); ad-hoc `priorfetch find` with wildcards will not work here");
+        report.warn(
+            check,
+            message,
+            "none needed for prefetch (exact PatientID); ad-hoc `priorfetch find` with wildcards will not work here",
+        );
     }
 }

@@ -75,7 +75,10 @@ pub(crate) async fn check(target: &Target, timeout: Duration, report: &mut Repor
         Reach::TimedOut => {
             report.fail(
                 Check::Reach,
-                format!("no answer to a TCP connect to {host}:{port} within {} s: packets are dropped", timeout.as_secs()),
+                format!(
+                    "no answer to a TCP connect to {host}:{port} within {} s: packets are dropped",
+                    timeout.as_secs()
+                ),
                 format!("open TCP {port} from this host to {host} in the firewall (or check that {host} is up)"),
             );
             false
@@ -89,7 +92,11 @@ pub(crate) async fn check(target: &Target, timeout: Duration, report: &mut Repor
             false
         }
         Reach::Other(why) => {
-            report.fail(Check::Reach, format!("tcp connect to {host}:{port} failed: {why}"), format!("check {key}.host and {key}.port"));
+            report.fail(
+                Check::Reach,
+                format!("tcp connect to {host}:{port} failed: {why}"),
+                format!("check {key}.host and {key}.port"),
+            );
             false
         }
     }

@@ -3,11 +3,11 @@
 
 use crate::finding::{Check, Report};
 use crate::target::{DoctorContext, Role, Target};
+use dicom_object::InMemDicomObject;
 use priorfetch_config::RetrieveMethod;
 use priorfetch_dimse::command::{Command, field, tags};
 use priorfetch_dimse::scu::{FindOutcome, VERIFICATION};
 use priorfetch_dimse::{Association, ContextRequest, DimseError, QueryModel, ScuOptions};
-use dicom_object::InMemDicomObject;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -65,11 +65,19 @@ impl Session {
     pub async fn after_error(&mut self, e: &DimseError) {
         let broken = matches!(
             e,
-            DimseError::Aborted { .. } | DimseError::Released { .. } | DimseError::Timeout { .. } | DimseError::Io(_) | DimseError::Protocol(_)
+            DimseError::Aborted { .. }
+                | DimseError::Released { .. }
+                | DimseError::Timeout { .. }
+                | DimseError::Io(_)
+                | DimseError::Protocol(_)
         );
         if broken && let Some(assoc) = self.assoc.take() {
             assoc.abort().await;
         }
+    }
+
+    pub fn options(&self) -> &ScuOptions {
+        &self.options
     }
 
     pub fn accepted(&self, uid: &str) -> bool {
@@ -180,7 +188,10 @@ pub(crate) async fn associate(target: &Target, ctx: &DoctorContext, report: &mut
         Ok(()) => {
             report.ok(
                 Check::Association,
-                format!("accepted (called AE '{called}', calling AE '{calling}') in {} ms", started.elapsed().as_millis()),
+                format!(
+                    "accepted (called AE '{called}', calling AE '{calling}') in {} ms",
+                    started.elapsed().as_millis()
+                ),
             );
             return Some(session);
         }
@@ -254,20 +265,26 @@ pub(crate) fn contexts(target: &Target, session: &Session, report: &mut Report) 
     let mut problems: Vec<(String, String)> = Vec::new();
     match &target.role {
         Role::Archive { retrieve, .. } => {
-            let (find, mv, get) = (session.accepted(STUDY_FIND), session.accepted(STUDY_MOVE), session.accepted(STUDY_GET));
+            let (find, mv, get) =
+                (session.accepted(STUDY_FIND), session.accepted(STUDY_MOVE), session.accepted(STUDY_GET));
             if !find && session.accepted(PATIENT_FIND) {
                 problems.push((
                     "level mismatch: the archive offers Patient Root C-FIND only; priorfetch queries Study Root".into(),
                     "enable the Study Root Query/Retrieve information model (FIND) for our AE on the archive".into(),
                 ));
             } else if !find {
-                problems.push(("the archive offers no C-FIND".into(), "enable Study Root C-FIND for our calling AE on the archive".into()));
+                problems.push((
+                    "the archive offers no C-FIND".into(),
+                    "enable Study Root C-FIND for our calling AE on the archive".into(),
+                ));
             }
             match retrieve {
                 RetrieveMethod::Move if !mv => problems.push((
                     "retrieve = \"move\" but the archive did not accept Study Root C-MOVE".into(),
                     if get {
-                        format!("set {key}.retrieve = \"get\" (the archive accepts C-GET), or enable C-MOVE on the archive")
+                        format!(
+                            "set {key}.retrieve = \"get\" (the archive accepts C-GET), or enable C-MOVE on the archive"
+                        )
                     } else {
                         "enable Study Root C-MOVE for our calling AE on the archive".into()
                     },
@@ -304,7 +321,11 @@ pub(crate) fn contexts(target: &Target, session: &Session, report: &mut Report) 
 /// Check 4. False when the peer aborted: our AE is not welcome, nothing later can work.
 pub(crate) async fn echo(target: &Target, ctx: &DoctorContext, session: &mut Session, report: &mut Report) -> bool {
     if !session.accepted(VERIFICATION) {
-        report.warn(Check::Echo, "the peer does not offer Verification (C-ECHO)", "none needed for prefetch; monitoring by C-ECHO will not work");
+        report.warn(
+            Check::Echo,
+            "the peer does not offer Verification (C-ECHO)",
+            "none needed for prefetch; monitoring by C-ECHO will not work",
+        );
         return true;
     }
     match session.echo().await {
@@ -313,7 +334,11 @@ pub(crate) async fn echo(target: &Target, ctx: &DoctorContext, session: &mut Ses
             true
         }
         Err(DimseError::Aborted { .. }) => {
-            report.fail(Check::Echo, "the peer aborted the association on C-ECHO: it does not accept our calling AE", calling_ae_fix(target, ctx));
+            report.fail(
+                Check::Echo,
+                "the peer aborted the association on C-ECHO: it does not accept our calling AE",
+                calling_ae_fix(target, ctx),
+            );
             false
         }
         Err(e) => {

@@ -20,7 +20,9 @@ pub enum Role {
         move_destination: Option<AeTitle>,
         max_matches: Option<u32>,
     },
-    Destination { check_existing: bool },
+    Destination {
+        check_existing: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -36,8 +38,12 @@ pub struct Target {
 impl Target {
     pub fn archive(index: usize, archive: &ArchiveConfig) -> Result<Target, DoctorError> {
         let key = format!("archives[{index}]");
-        let invalid = |field: &str, message: String| DoctorError::InvalidTarget { key: format!("{key}.{field}"), message };
-        let port = u16::try_from(archive.port).ok().filter(|p| *p > 0).ok_or_else(|| invalid("port", "must be 1..=65535".into()))?;
+        let invalid =
+            |field: &str, message: String| DoctorError::InvalidTarget { key: format!("{key}.{field}"), message };
+        let port = u16::try_from(archive.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| invalid("port", "must be 1..=65535".into()))?;
         let peer = Peer::new(&archive.ae_title, &archive.host, port).map_err(|e| invalid("ae_title", e))?;
         let move_destination = match &archive.move_destination {
             Some(ae) => Some(AeTitle::parse(ae).map_err(|e| invalid("move_destination", e))?),
@@ -62,13 +68,22 @@ impl Target {
             name: peer.to_string(),
             key: "archives[]".into(),
             peer,
-            role: Role::Archive { protocol: Protocol::Dimse, retrieve: RetrieveMethod::Move, move_destination, max_matches: None },
+            role: Role::Archive {
+                protocol: Protocol::Dimse,
+                retrieve: RetrieveMethod::Move,
+                move_destination,
+                max_matches: None,
+            },
         }
     }
 
     pub fn destination(dest: &DestinationConfig) -> Result<Target, DoctorError> {
-        let invalid = |field: &str, message: String| DoctorError::InvalidTarget { key: format!("destination.{field}"), message };
-        let port = u16::try_from(dest.port).ok().filter(|p| *p > 0).ok_or_else(|| invalid("port", "must be 1..=65535".into()))?;
+        let invalid =
+            |field: &str, message: String| DoctorError::InvalidTarget { key: format!("destination.{field}"), message };
+        let port = u16::try_from(dest.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| invalid("port", "must be 1..=65535".into()))?;
         let peer = Peer::new(&dest.ae_title, &dest.host, port).map_err(|e| invalid("ae_title", e))?;
         Ok(Target {
             name: "destination".into(),

@@ -3,8 +3,8 @@
 //! as destination, a closed port and a port that accepts TCP but never speaks DICOM.
 
 use priorfetch_config::{ArchiveConfig, DestinationConfig, Protocol, RetrieveMethod};
-use priorfetch_doctor::{Check, DoctorContext, Finding, Severity, diagnose, diagnose_destination};
 use priorfetch_dimse::AeTitle;
+use priorfetch_doctor::{Check, DoctorContext, Finding, Severity, diagnose, diagnose_destination};
 use priorfetch_testkit::dicom::{Dcmqrscp, Orthanc, Storescp, StudySpec, store_files, write_study};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,10 @@ fn no_phi(findings: &[Finding], specs: &[StudySpec]) {
     for f in findings {
         for s in specs {
             let text = format!("{f}");
-            assert!(!text.contains(&s.patient_id) && !text.contains(&s.patient_name) && !text.contains(&s.study_uid), "PHI in: {text}");
+            assert!(
+                !text.contains(&s.patient_id) && !text.contains(&s.patient_name) && !text.contains(&s.study_uid),
+                "PHI in: {text}"
+            );
         }
     }
 }
@@ -75,13 +78,16 @@ async fn healthy_orthanc_is_all_ok_and_the_move_probe_reaches_the_destination() 
     let findings = diagnose(&archive("healthy", "ORTHANC1", orthanc.port, Some("DEST")), 0, &ctx(true)).await;
     let all = show(&findings);
     assert!(findings.iter().all(|f| f.severity == Severity::Ok), "{all}");
-    for check in Check::ALL {
+    for check in Check::ALL.into_iter().filter(|c| *c != Check::Get) {
         assert!(findings.iter().any(|f| f.check == check), "{check} missing:\n{all}");
     }
     assert!(one(&findings, Check::MatchCap, Severity::Ok).message.contains("3 matches, complete"), "{all}");
     let matching = &one(&findings, Check::Matching, Severity::Ok).message;
     // Orthanc: PN case-insensitive (CaseSensitivePN false), PatientID exact-case.
-    assert!(matching.contains("PatientName is case-insensitive") && matching.contains("PatientID is case-sensitive"), "{all}");
+    assert!(
+        matching.contains("PatientName is case-insensitive") && matching.contains("PatientID is case-sensitive"),
+        "{all}"
+    );
     // exactly one instance went to the destination
     let start = Instant::now();
     while dest.files().is_empty() && start.elapsed() < Duration::from_secs(10) {
@@ -93,7 +99,11 @@ async fn healthy_orthanc_is_all_ok_and_the_move_probe_reaches_the_destination() 
     // Without the move probe, Orthanc cannot tell: it checks the study before the destination.
     let findings = diagnose(&archive("healthy", "ORTHANC1", orthanc.port, Some("DEST")), 0, &ctx(false)).await;
     let warn = one(&findings, Check::MoveDestination, Severity::Warn);
-    assert!(warn.message.contains("0xC000") && warn.fix.as_deref().unwrap().contains("--move-probe"), "{}", show(&findings));
+    assert!(
+        warn.message.contains("0xC000") && warn.fix.as_deref().unwrap().contains("--move-probe"),
+        "{}",
+        show(&findings)
+    );
     assert_eq!(dest.files().len(), 1);
 }
 
@@ -106,7 +116,8 @@ async fn orthanc_checking_the_called_ae_rejects_a_wrong_ae_title() {
     let fail = one(&findings, Check::Association, Severity::Fail);
     assert!(fail.message.contains("called AE title not recognized"), "{all}");
     assert!(fail.fix.as_deref().unwrap().contains("archives[3].ae_title"), "{all}");
-    for check in [Check::Contexts, Check::Echo, Check::Query, Check::MatchCap, Check::MoveDestination, Check::Matching] {
+    for check in [Check::Contexts, Check::Echo, Check::Query, Check::MatchCap, Check::MoveDestination, Check::Matching]
+    {
         one(&findings, check, Severity::Skip);
     }
 }
@@ -139,7 +150,9 @@ async fn orthanc_limit_find_results_is_found_as_the_match_cap() {
     let fail = one(&findings, Check::MatchCap, Severity::Fail);
     assert!(fail.message.contains("caps matches at 3"), "{all}");
     assert!(fail.fix.as_deref().unwrap().contains("archives[1].max_matches = 3"), "{all}");
-    one(&findings, Check::MoveDestination, Severity::Skip);
+    assert!(!findings.iter().any(|f| f.check == Check::MoveDestination), "{all}");
+    // retrieve = "get": one instance fetched by C-GET and discarded
+    assert!(one(&findings, Check::Get, Severity::Ok).message.contains("one instance received by C-GET"), "{all}");
 
     config.max_matches = Some(3);
     let findings = diagnose(&config, 1, &ctx(false)).await;
@@ -154,7 +167,10 @@ async fn orthanc_unknown_move_destination_is_named_with_the_fix() {
     let findings = diagnose(&archive("no-dest", "ORTHANC5", orthanc.port, Some("NOWHERE")), 0, &ctx(true)).await;
     let all = show(&findings);
     let fail = one(&findings, Check::MoveDestination, Severity::Fail);
-    assert!(fail.message.contains("does not know move destination 'NOWHERE'") && fail.message.contains("0xC000"), "{all}");
+    assert!(
+        fail.message.contains("does not know move destination 'NOWHERE'") && fail.message.contains("0xC000"),
+        "{all}"
+    );
     assert!(fail.fix.as_deref().unwrap().contains("add NOWHERE=host:port"), "{all}");
 }
 
@@ -169,6 +185,15 @@ async fn dcmqrscp_healthy_and_with_an_unknown_destination() {
     assert!(findings.iter().all(|f| f.severity == Severity::Ok), "{all}");
     // dcmqrscp matches case-sensitively
     assert!(one(&findings, Check::Matching, Severity::Ok).message.contains("PatientName is case-sensitive"), "{all}");
+
+    let mut get = archive("dcmqrscp", "QR1", qr.port, None);
+    get.retrieve = RetrieveMethod::Get;
+    let findings = diagnose(&get, 0, &ctx(false)).await;
+    assert!(
+        one(&findings, Check::Get, Severity::Ok).message.contains("one instance received by C-GET"),
+        "{}",
+        show(&findings)
+    );
 
     let findings = diagnose(&archive("dcmqrscp", "QR1", qr.port, Some("NOWHERE")), 0, &ctx(true)).await;
     let all = show(&findings);
@@ -206,7 +231,12 @@ async fn a_port_that_never_speaks_dicom_times_out_in_bounded_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn destination_checks_echo_and_c_find_when_check_existing() {
     let dest = Storescp::start("DEST");
-    let config = DestinationConfig { ae_title: "DEST".into(), host: "127.0.0.1".into(), port: dest.port.into(), check_existing: true };
+    let config = DestinationConfig {
+        ae_title: "DEST".into(),
+        host: "127.0.0.1".into(),
+        port: dest.port.into(),
+        check_existing: true,
+    };
     let findings = diagnose_destination(&config, &ctx(false)).await;
     let all = show(&findings);
     // storescp offers no C-FIND
@@ -221,7 +251,8 @@ async fn destination_checks_echo_and_c_find_when_check_existing() {
 
     // Orthanc as destination: C-FIND allowed
     let orthanc = Orthanc::start("PACS", "PRIORFETCH", &[], None);
-    let config = DestinationConfig { ae_title: "PACS".into(), port: orthanc.port.into(), check_existing: true, ..config };
+    let config =
+        DestinationConfig { ae_title: "PACS".into(), port: orthanc.port.into(), check_existing: true, ..config };
     let findings = diagnose_destination(&config, &ctx(false)).await;
     assert!(findings.iter().all(|f| f.severity == Severity::Ok), "{}", show(&findings));
     one(&findings, Check::Query, Severity::Ok);

@@ -12,7 +12,11 @@ fn priorfetch(config: &std::path::Path, args: &[&str]) -> (i32, String, String) 
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -66,7 +70,10 @@ check_existing = false
     assert!(line("good", "association").contains(" OK "), "{stdout}");
     assert!(line("good", "match-cap").contains(" OK "), "{stdout}");
     let refused = line("closed", "reach");
-    assert!(refused.contains(" FAIL ") && refused.contains("refused") && refused.contains("— fix: check archives[1].port"), "{stdout}");
+    assert!(
+        refused.contains(" FAIL ") && refused.contains("refused") && refused.contains("— fix: check archives[1].port"),
+        "{stdout}"
+    );
     assert!(line("closed", "echo").contains(" SKIP "), "{stdout}");
     assert!(line("destination", "echo").contains(" OK "), "{stdout}");
 

@@ -68,9 +68,11 @@ pub async fn run(path: &Path, args: DoctorArgs) -> Result<ExitCode, Failure> {
             if let Some(index) = config.archives.iter().position(|a| a.name == name) {
                 all = diagnose(&config.archives[index], index, &ctx).await;
             } else {
-                let peer = Peer::parse(name)
-                    .map_err(|e| usage("arguments", format!("'{name}' is neither a configured archive nor AET@host:port ({e})")))?;
-                let dest = AeTitle::parse(&config.destination.ae_title).map_err(|e| usage("destination.ae_title", e))?;
+                let peer = Peer::parse(name).map_err(|e| {
+                    usage("arguments", format!("'{name}' is neither a configured archive nor AET@host:port ({e})"))
+                })?;
+                let dest =
+                    AeTitle::parse(&config.destination.ae_title).map_err(|e| usage("destination.ae_title", e))?;
                 all = diagnose_target(&Target::ad_hoc(peer, Some(dest)), &ctx).await;
             }
             print(&all, args.json);
