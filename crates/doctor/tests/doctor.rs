@@ -257,3 +257,23 @@ async fn destination_checks_echo_and_c_find_when_check_existing() {
     assert!(findings.iter().all(|f| f.severity == Severity::Ok), "{}", show(&findings));
     one(&findings, Check::Query, Severity::Ok);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn association_rejections_are_decoded_with_their_fix() {
+    use priorfetch_testkit::dicom::Rejector;
+    // (result, source, reason) -> words the message and the fix must contain
+    let cases: [((u8, u8, u8), &str, &str); 4] = [
+        ((1, 1, 3), "permanently: calling AE title not recognized", "add PRIORFETCH (service.ae_title)"),
+        ((1, 1, 7), "called AE title not recognized", "set archives[0].ae_title"),
+        ((2, 3, 2), "transiently: local limit exceeded", "lower archives[0].max_associations"),
+        ((1, 1, 1), "permanently: no reason given", "check that archives[0].ae_title"),
+    ];
+    for ((result, source, reason), message, fix) in cases {
+        let peer = Rejector::start(result, source, reason);
+        let findings = diagnose(&archive("strict", "STRICT", peer.port, Some("DEST")), 0, &ctx(false)).await;
+        let fail = one(&findings, Check::Association, Severity::Fail);
+        assert!(fail.message.contains(message), "{result}/{source}/{reason}: {}", show(&findings));
+        assert!(fail.fix.as_deref().unwrap().contains(fix), "{result}/{source}/{reason}: {}", show(&findings));
+        one(&findings, Check::Echo, Severity::Skip);
+    }
+}
