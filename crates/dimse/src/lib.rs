@@ -13,6 +13,8 @@
 //!   matches and progress stream back, C-CANCEL can be sent mid-operation.
 //! - `scp/store.rs`: the C-STORE SCP (allow-list, association cap, files streamed to disk
 //!   atomically, each instance reported with its C-MOVE originator).
+//! - `store_scu.rs`: C-STORE SCU: Part-10 header reading, storage contexts, store (with
+//!   transcoding between native syntaxes) and pipelined send/collect.
 //! - `storage_classes.rs`: every standard storage SOP class (what the SCP accepts).
 //! - `dataset_guard.rs`: a linear check that a received data set's lengths fit, before
 //!   dicom-object parses it (garbage lengths otherwise make it allocate or spin).
@@ -30,6 +32,7 @@ pub mod peer;
 pub mod scp;
 pub mod scu;
 pub mod storage_classes;
+pub mod store_scu;
 
 pub use association::{Association, ContextRequest, ScuOptions};
 pub use client::{Client, FindStream, RetrieveStream};
@@ -37,4 +40,5 @@ pub use get::{DirSink, StoreSink};
 pub use scp::store::{StoreScpOptions, StoredInstance, run_store_scp};
 pub use error::DimseError;
 pub use peer::{AeTitle, Peer};
+pub use store_scu::{Part10, PendingStore, StoreStatus, StoreStatusKind, storage_contexts};
 pub use scu::{FindOutcome, QueryModel, RetrieveOutcome, SubOperations, echo, identifier};

@@ -77,6 +77,9 @@ pub async fn diagnose_target(target: &Target, ctx: &DoctorContext) -> Vec<Findin
         report.skip_after(Check::Reach, &applies, "no TCP connection");
         return report.findings;
     }
+    // Peers that count TCP connections against their association cap (DCMTK forks one
+    // process per connection) must first see the reach probe's connection close.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let Some(mut session) = session::associate(target, ctx, &mut report).await else {
         report.skip_after(Check::Association, &applies, "no association");
         return report.findings;

@@ -167,6 +167,10 @@ pub(crate) async fn match_cap(
             format!("archive caps matches at {count}: it ended a broad C-FIND with 0x{status:04X} (out of resources) after {count} matches; {configured}"),
             cap_fix(count),
         ),
+        Err(DimseError::Status { status: status @ 0xA700..=0xA7FF, .. }) if max_matches.is_some() => report.ok(
+            Check::MatchCap,
+            format!("the archive refuses a broad C-FIND with 0x{status:04X} (too many matches); {configured}"),
+        ),
         Err(DimseError::Status { status: status @ 0xA700..=0xA7FF, .. }) => report.warn(
             Check::MatchCap,
             format!("the archive refuses a broad C-FIND with 0x{status:04X} (out of resources: too many matches)"),
@@ -398,6 +402,7 @@ pub(crate) async fn get(target: &Target, sample: Option<&Sample>, session: &mut 
     let classes: Vec<&str> =
         if class.is_empty() { priorfetch_dimse::get::COMMON_STORAGE_CLASSES.to_vec() } else { vec![class.as_str()] };
     let contexts = priorfetch_dimse::get::get_contexts(QueryModel::StudyRoot, &classes);
+    session.release_current().await;
     let mut assoc = match priorfetch_dimse::Association::connect(&target.peer, session.options(), &contexts).await {
         Ok(a) => a,
         Err(e) => {

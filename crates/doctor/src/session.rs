@@ -160,6 +160,14 @@ impl Session {
         result
     }
 
+    /// Releases the current association (the next request opens a new one): a probe that
+    /// needs its own association must not hold two against an archive capped at one.
+    pub async fn release_current(&mut self) {
+        if let Some(assoc) = self.assoc.take() {
+            assoc.release().await;
+        }
+    }
+
     pub async fn close(mut self) {
         if let Some(assoc) = self.assoc.take() {
             assoc.release().await;
@@ -183,16 +191,28 @@ pub(crate) async fn associate(target: &Target, ctx: &DoctorContext, report: &mut
     let key = &target.key;
     let (called, calling) = (&target.peer.ae_title, &ctx.calling_ae);
     let started = Instant::now();
-    let connected = session.connect().await.map(|_| ());
+    let mut connected = session.connect().await.map(|_| ());
+    // A transient rejection may be a passing peak: one retry tells "busy now" from
+    // "always refused".
+    let mut first_rejection = None;
+    if let Err(DimseError::Rejected { permanent: false, reason, .. }) = &connected {
+        first_rejection = Some(reason.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        connected = session.connect().await.map(|_| ());
+    }
     let error = match connected {
         Ok(()) => {
-            report.ok(
-                Check::Association,
-                format!(
-                    "accepted (called AE '{called}', calling AE '{calling}') in {} ms",
-                    started.elapsed().as_millis()
+            match first_rejection {
+                Some(reason) => report.warn(
+                    Check::Association,
+                    format!("accepted on the second attempt; the first was rejected transiently ({reason}): the peer is at or near its association limit"),
+                    format!("lower {key}.max_associations, or raise the peer's limit (the sum over all its clients must fit)"),
                 ),
-            );
+                None => report.ok(
+                    Check::Association,
+                    format!("accepted (called AE '{called}', calling AE '{calling}') in {} ms", started.elapsed().as_millis()),
+                ),
+            }
             return Some(session);
         }
         Err(e) => e,

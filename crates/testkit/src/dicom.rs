@@ -267,11 +267,18 @@ pub struct Storescp {
 
 impl Storescp {
     pub fn start(ae: &str) -> Storescp {
+        Storescp::start_with(ae, &["--accept-all"])
+    }
+
+    /// With other network options, e.g. `["+xi"]` (accept only Implicit VR LE).
+    pub fn start_with(ae: &str, options: &[&str]) -> Storescp {
         let bin = require_binary("storescp");
         let out = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut child = Command::new(bin)
-            .args(["-aet", ae, "--output-directory", out.path().to_str().unwrap(), "--accept-all", &port.to_string()])
+            .args(["-aet", ae, "--output-directory", out.path().to_str().unwrap()])
+            .args(options)
+            .arg(port.to_string())
             .env("TCP_NODELAY", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -355,4 +362,50 @@ impl Drop for Rejector {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// What a DCMTK command-line tool did.
+#[derive(Debug, Clone)]
+pub struct ToolRun {
+    pub success: bool,
+    /// stdout and stderr together (DCMTK logs to stderr).
+    pub log: String,
+}
+
+impl ToolRun {
+    /// The last value DCMTK's `-d` output gives for a field: `Completed Suboperations :
+    /// 6` (DIMSE message summaries) or `(0000,1021) US 6 ... # NumberOf...` (dumps).
+    pub fn last_value(&self, label: &str) -> Option<String> {
+        self.log.lines().rev().find_map(|l| {
+            let at = l.find(label)?;
+            let rest = &l[at + label.len()..];
+            if let Some(value) = rest.trim_start().strip_prefix(':') {
+                return value.split_whitespace().next().map(|v| v.trim_end_matches(':').to_string());
+            }
+            // dcmdump style: the label is the keyword after '#'
+            let mut parts = l[..at].split_whitespace();
+            parts.next()?;
+            parts.next()?;
+            parts.next().map(|v| v.trim_matches(['[', ']']).to_string())
+        })
+    }
+}
+
+/// Runs a DCMTK tool (`TCP_NODELAY=1`), killed after `timeout`.
+pub async fn run_tool(tool: &str, args: &[String], timeout: Duration) -> ToolRun {
+    let bin = require_binary(tool);
+    let child = tokio::process::Command::new(bin)
+        .args(args)
+        .env("TCP_NODELAY", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {tool}: {e}"));
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{tool} did not finish within {timeout:?}"))
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ToolRun { success: out.status.success(), log }
 }

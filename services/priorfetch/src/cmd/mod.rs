@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod jobs;
 pub mod listener;
 pub mod migrate;
+pub mod sim;
 
 use crate::Failure;
 use priorfetch_config::{Config, Sources};

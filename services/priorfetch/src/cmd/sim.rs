@@ -1,0 +1,137 @@
+//! `priorfetch sim`: the archive simulator standalone (tests, demos, benchmarks).
+
+use crate::Failure;
+use clap::Args;
+use pacs_sim::{CapBehaviour, DataSource, Faults, MatchCap, RejectReason, Sim, SimConfig, SyntheticSpec};
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct SimArgs {
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 11112)]
+    port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// Our AE title.
+    #[arg(long, default_value = "SIM")]
+    ae: String,
+    /// Serve the Part-10 files under this folder (indexed at start).
+    #[arg(long, conflicts_with = "synthetic")]
+    data: Option<std::path::PathBuf>,
+    /// Generate N patients with prior studies.
+    #[arg(long)]
+    synthetic: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Instances per series (synthetic).
+    #[arg(long, default_value_t = 2)]
+    instances: usize,
+    /// Image rows and columns (synthetic; 16-bit pixels).
+    #[arg(long, default_value_t = 64)]
+    size: u16,
+    /// Move destination AE=host:port (repeatable).
+    #[arg(long = "destination")]
+    destinations: Vec<String>,
+    #[arg(long)]
+    match_cap: Option<usize>,
+    /// refuse | truncate | cancel
+    #[arg(long, default_value = "cancel")]
+    cap_behaviour: String,
+    /// Reject every association: no-reason, calling-ae, called-ae, busy, congestion, local-limit.
+    #[arg(long)]
+    reject: Option<String>,
+    #[arg(long)]
+    max_associations: Option<u32>,
+    /// Delay per response, e.g. 50ms.
+    #[arg(long)]
+    delay: Option<String>,
+    #[arg(long)]
+    abort_after: Option<u32>,
+    #[arg(long, default_value_t = 0.0)]
+    fail_ratio: f64,
+    #[arg(long)]
+    empty_success: bool,
+    #[arg(long)]
+    out_of_resources: bool,
+    /// Retrieve faults apply only to the first N attempts of each study.
+    #[arg(long)]
+    faults_first_attempts: Option<u32>,
+}
+
+fn usage(message: String) -> Failure {
+    Failure::Config(priorfetch_config::ConfigError {
+        issues: vec![priorfetch_config::ConfigIssue { key: "arguments".into(), message }],
+    })
+}
+
+pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
+    let config = super::load_config(path)?;
+    let _logs = super::init_logs(&config);
+    let data = match (&args.data, args.synthetic) {
+        (Some(dir), _) => DataSource::Folder(dir.clone()),
+        (None, Some(patients)) => DataSource::Synthetic(SyntheticSpec {
+            patients,
+            seed: args.seed,
+            instances_per_series: args.instances,
+            rows: args.size,
+            columns: args.size,
+            ..Default::default()
+        }),
+        (None, None) => DataSource::Empty,
+    };
+    let match_cap = match args.match_cap {
+        Some(limit) => {
+            let behaviour = match args.cap_behaviour.as_str() {
+                "refuse" => CapBehaviour::Refuse,
+                "truncate" => CapBehaviour::Truncate,
+                "cancel" => CapBehaviour::Cancel,
+                other => return Err(usage(format!("--cap-behaviour: '{other}' is not refuse, truncate or cancel"))),
+            };
+            Some(MatchCap { limit, behaviour })
+        }
+        None => None,
+    };
+    let reject =
+        args.reject.as_deref().map(RejectReason::parse).transpose().map_err(|e| usage(format!("--reject: {e}")))?;
+    let response_delay =
+        args.delay.as_deref().map(humantime::parse_duration).transpose().map_err(|e| usage(format!("--delay: {e}")))?;
+    if !(0.0..=1.0).contains(&args.fail_ratio) {
+        return Err(usage("--fail-ratio: must be between 0 and 1".into()));
+    }
+    let faults = Faults {
+        match_cap,
+        reject,
+        max_associations: args.max_associations,
+        response_delay,
+        abort_after_suboperations: args.abort_after,
+        failed_suboperation_ratio: args.fail_ratio,
+        empty_success: args.empty_success,
+        out_of_resources: args.out_of_resources,
+        faults_first_attempts: args.faults_first_attempts,
+    };
+    let mut sim_config = SimConfig::new(&args.ae, data).with_faults(faults);
+    sim_config.seed = args.seed;
+    for d in &args.destinations {
+        let parsed = d.split_once('=').and_then(|(ae, addr)| {
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((ae, host, port.parse::<u16>().ok()?))
+        });
+        let Some((ae, host, port)) = parsed else {
+            return Err(usage(format!("--destination: '{d}' is not AE=host:port")));
+        };
+        sim_config = sim_config.with_destination(ae, host, port);
+    }
+    let sim =
+        Sim::start(sim_config, &format!("{}:{}", args.bind, args.port)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("sim {} listening on {} ({} studies)", sim.ae(), sim.address(), sim.index().len());
+    let mut shutdown = super::shutdown_signal();
+    let _ = shutdown.wait_for(|s| *s).await;
+    let stats = sim.stats();
+    sim.shutdown().await;
+    println!(
+        "sim stopped: {} associations, {} finds, {} moves, {} gets, {} instances sent, {} received",
+        stats.associations, stats.finds, stats.moves, stats.gets, stats.stores_sent, stats.stores_received
+    );
+    Ok(ExitCode::SUCCESS)
+}
