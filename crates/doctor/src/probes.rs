@@ -282,13 +282,16 @@ pub(crate) async fn move_destination(
         Err(DimseError::Status { status: status @ 0xC000..=0xCFFF, .. }) => {
             let control = AeTitle::parse(NO_SUCH_AE).expect("valid AE title");
             let baseline = session.move_to(&instance, &control).await;
+            // Orthanc also answers 0xC000 when it knows the AE but cannot connect to its
+            // host:port (measured), so the message names both causes.
             if matches!(baseline, Err(DimseError::Status { status: s, .. }) if s == status) {
                 report.fail(
                     check,
                     format!(
-                        "the archive does not know move destination '{destination}': it answers 0x{status:04X}, exactly as for an AE that does not exist (Orthanc's answer to an unknown destination)"
+                        "the archive does not know move destination '{destination}', or cannot reach the host:port it has for it: \
+                         it answers 0x{status:04X}, exactly as for an AE that does not exist (Orthanc answers both cases so)"
                     ),
-                    add_fix,
+                    format!("{add_fix}; if it is there, check that host:port and that the destination is up"),
                 );
             } else {
                 report.fail(
@@ -298,6 +301,14 @@ pub(crate) async fn move_destination(
                 );
             }
         }
+        Err(DimseError::Status { status: status @ 0xA700..=0xA7FF, .. }) => report.fail(
+            check,
+            format!("the archive knows '{destination}' but could not perform the sub-operation (0x{status:04X})"),
+            format!(
+                "check the host:port the archive's AE table has for {destination}, that the destination is up, \
+                 and that it accepts the archive's calling AE"
+            ),
+        ),
         Err(e) => report.fail(check, format!("c-move of one instance to '{destination}' failed: {e}"), e.hint()),
     }
 }

@@ -224,8 +224,8 @@ async fn a_port_that_never_speaks_dicom_times_out_in_bounded_time() {
     let fail = one(&findings, Check::Association, Severity::Fail);
     assert!(fail.message.contains("no answer to A-ASSOCIATE-RQ"), "{all}");
     assert!(fail.fix.as_deref().unwrap().contains("does not speak DICOM"), "{all}");
-    // connect_timeout + association_timeout bound it
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    // connect_timeout + association_timeout (5 s) bound it; slack for a loaded machine
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,4 +276,14 @@ async fn association_rejections_are_decoded_with_their_fix() {
         assert!(fail.fix.as_deref().unwrap().contains(fix), "{result}/{source}/{reason}: {}", show(&findings));
         one(&findings, Check::Echo, Severity::Skip);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unresolvable_host_names_the_host_key() {
+    let mut config = archive("nodns", "ARCH", 104, Some("DEST"));
+    config.host = "pacs.invalid".into(); // RFC 6761: never resolves
+    let findings = diagnose(&config, 4, &ctx(false)).await;
+    let fail = one(&findings, Check::Reach, Severity::Fail);
+    assert!(fail.message.contains("cannot resolve host 'pacs.invalid'"), "{}", show(&findings));
+    assert!(fail.fix.as_deref().unwrap().contains("archives[4].host"), "{}", show(&findings));
 }

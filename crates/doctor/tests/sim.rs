@@ -119,3 +119,27 @@ async fn an_archive_checking_the_destination_first_fails_without_the_move_probe(
     assert!(sim.received().is_empty());
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_known_destination_the_archive_cannot_reach_is_told_apart() {
+    let closed = priorfetch_testkit::ports::free_port();
+    let data = DataSource::Synthetic(SyntheticSpec { patients: 2, seed: 7, ..Default::default() });
+    let sim = Sim::start(SimConfig::new("SIM", data).with_destination("DEST", "127.0.0.1", closed), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut ctx = ctx();
+    ctx.move_probe = true;
+    let findings = diagnose(&archive(sim.port(), RetrieveMethod::Move, Some("DEST")), 0, &ctx).await;
+    let fail = one(&findings, Check::MoveDestination, Severity::Fail);
+    assert!(
+        fail.message.contains("knows 'DEST' but could not perform the sub-operation (0xA702)"),
+        "{}",
+        show(&findings)
+    );
+    assert!(
+        fail.fix.as_deref().unwrap().contains("host:port the archive's AE table has for DEST"),
+        "{}",
+        show(&findings)
+    );
+    sim.shutdown().await;
+}
