@@ -209,3 +209,67 @@ async fn retrieve_faults_as_movescu_and_getscu_see_them() {
     assert!(started.elapsed() >= Duration::from_millis(200), "two responses delayed 100 ms each");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_root_find_and_get() {
+    let spec = spec();
+    let sim = start(spec.clone(), None, Faults::default()).await;
+    let port = sim.port().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "-P",
+        "-aet",
+        "PF",
+        "-aec",
+        "SIM",
+        "-X",
+        "-od",
+        out.path().to_str().unwrap(),
+        "-k",
+        "QueryRetrieveLevel=PATIENT",
+        "-k",
+        "PatientID",
+        "-k",
+        "NumberOfPatientRelatedStudies",
+        "127.0.0.1",
+        &port,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = run_tool("findscu", &args, Duration::from_secs(30)).await;
+    assert!(run.success, "{}", run.log);
+    let responses = files(out.path());
+    assert_eq!(responses.len(), spec.patients);
+    for path in responses {
+        let obj = dicom_object::open_file(&path).unwrap();
+        let patient = text(&obj, Tag(0x0010, 0x0020));
+        assert_eq!(text(&obj, Tag(0x0020, 0x1200)), spec.studies_for(&patient).len().to_string());
+    }
+    // every instance of one patient with a Patient Root C-GET
+    let patient = sim.patients()[0].clone();
+    let expected: usize = spec.studies_for(&patient).iter().map(|s| s.instances).sum();
+    let out = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "-P",
+        "-aet",
+        "PF",
+        "-aec",
+        "SIM",
+        "-od",
+        out.path().to_str().unwrap(),
+        "-k",
+        "QueryRetrieveLevel=PATIENT",
+        "-k",
+        &format!("PatientID={patient}"),
+        "127.0.0.1",
+        &port,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = run_tool("getscu", &args, Duration::from_secs(60)).await;
+    assert!(run.success, "{}", run.log);
+    assert_eq!(files(out.path()).len(), expected);
+    sim.shutdown().await;
+}

@@ -120,3 +120,33 @@ fn synthetic_data_is_deterministic_and_spread_over_ten_years() {
     assert!(a.iter().all(|s| (1..=3).contains(&s.series) && s.instances == s.series * 3));
     assert_eq!(spec().studies_for("SIM-P0002").iter().filter(|s| s.patient_id != "SIM-P0002").count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_network_does_not_stop_the_simulator() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = start(spec(), None, Faults::default()).await;
+    let inputs: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x00],
+        vec![0x04, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x04, 0x01, 0x03, 0x00, 0x00],
+        (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect(),
+    ];
+    for input in inputs {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", sim.port())).await.unwrap();
+        let _ = socket.write_all(&input).await;
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf)).await;
+    }
+    // a P-DATA with a garbage command set inside an established association
+    let mut assoc = connect(&sim).await;
+    let mut bogus = priorfetch_dimse::command::Command::new(0x0020);
+    bogus.put_u16(priorfetch_dimse::command::tags::MESSAGE_ID, 1).with_data_set();
+    let (pc, _) = assoc.context_for(QueryModel::StudyRoot.find_uid()).unwrap();
+    let _ = assoc.send(pc, &bogus, Some(&[0x08, 0x00, 0x52, 0x00, 0xFF, 0xFF, 0xFF, 0x7F, 1, 2])).await;
+    let answer = assoc.receive().await;
+    assert!(matches!(answer, Ok(ref m) if m.command.status() == Some(0xA900)), "garbage identifier: an error status");
+    assoc.release().await;
+    let peer = Peer::new(sim.ae(), "127.0.0.1", sim.port()).unwrap();
+    priorfetch_dimse::echo(&peer, &ScuOptions::new(AeTitle::parse("PF").unwrap())).await.unwrap();
+    sim.shutdown().await;
+}
