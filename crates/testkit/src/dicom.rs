@@ -313,6 +313,57 @@ pub fn store_files(called_ae: &str, port: u16, dir: &Path) {
     assert!(out.status.success(), "storescu into {called_ae} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A peer that answers every A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ of the given result
+/// (1 permanent, 2 transient), source (1 service user, 2 provider ACSE, 3 provider
+/// presentation) and reason (PS3.8 9.3.4), then closes: strict PACS behaviours
+/// (unknown calling AE, association limit) without configuring one.
+pub struct Rejector {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Rejector {
+    pub fn start(result: u8, source: u8, reason: u8) -> Rejector {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let port = listener.local_addr().expect("local addr").port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                // The 6-byte PDU header, then the announced length (bounded).
+                let mut header = [0u8; 6];
+                if stream.read_exact(&mut header).is_err() || header[0] != 0x01 {
+                    continue;
+                }
+                let length = u32::from_be_bytes([header[2], header[3], header[4], header[5]]).min(1 << 20) as usize;
+                let mut body = vec![0u8; length];
+                if stream.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let _ = stream.write_all(&[0x03, 0, 0, 0, 0, 4, 0, result, source, reason]);
+                let _ = stream.flush();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Rejector { port, stop }
+    }
+}
+
+impl Drop for Rejector {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What a DCMTK command-line tool did.
 #[derive(Debug, Clone)]
 pub struct ToolRun {

@@ -39,6 +39,8 @@ enum Command {
     Retrieve(cmd::dicom::RetrieveArgs),
     /// Run a C-STORE receiver into a folder.
     StoreScp(cmd::dicom::StoreScpArgs),
+    /// Diagnose archives and the destination: reach, AE titles, contexts, move destination, match cap.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Run the archive simulator (Q/R SCP with synthetic or folder data and fault injection).
     Sim(cmd::sim::SimArgs),
     /// Inspect and steer retrieve jobs.
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
             Command::Find(args) => cmd::dicom::find(&cli.config, args).await,
             Command::Retrieve(args) => cmd::dicom::retrieve(&cli.config, args).await,
             Command::StoreScp(args) => cmd::dicom::store_scp(&cli.config, args).await,
+            Command::Doctor(args) => cmd::doctor::run(&cli.config, args).await,
             Command::Sim(args) => cmd::sim::run(&cli.config, args).await,
         }
     });

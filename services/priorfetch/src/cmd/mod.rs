@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod dicom;
+pub mod doctor;
 pub mod jobs;
 pub mod listener;
 pub mod migrate;
