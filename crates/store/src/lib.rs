@@ -6,6 +6,8 @@
 //! - `exams.rs`: idempotent exam intake, planner claims, dead letters.
 //! - `jobs.rs`: the retrieve-job queue: enqueue, claim under a per-archive cap, progress,
 //!   finish, retry with backoff, cancel, rescue of expired leases, retention purge.
+//! - `planning.rs`: a plan recorded in one transaction (priors with reasons, the plan's
+//!   explanation, jobs); re-plans of exams an archive was unreachable for.
 //! - `backoff.rs`: the retry policy.
 //! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
 //!
@@ -19,6 +21,7 @@ mod error;
 mod exams;
 pub mod housekeeping;
 mod jobs;
+mod planning;
 pub mod migration;
 mod signal;
 
@@ -26,6 +29,7 @@ pub use backoff::RetryPolicy;
 pub use error::StoreError;
 pub use exams::{ExamStatus, Inserted, NewExam};
 pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RetryOutcome};
+pub use planning::{PlanRecord, PriorRecord};
 pub use signal::WorkSignal;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};

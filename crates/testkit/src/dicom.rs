@@ -171,10 +171,16 @@ pub struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
     pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
+        Orthanc::start_on(free_port(), ae, our_ae, destinations, limit_find_results)
+    }
+
+    /// [`Orthanc::start`] on a given DICOM port (an archive that comes back where a
+    /// configuration already points).
+    pub fn start_on(port: u16, ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
         let bin = require_binary(&bin);
         let dir = tempfile::tempdir().expect("temp dir");
-        let (port, http_port) = (free_port(), free_port());
+        let http_port = free_port();
         let mut modalities = serde_json::Map::new();
         modalities.insert(
             "priorfetch".into(),
@@ -293,6 +299,15 @@ impl Storescp {
         files.sort();
         files
     }
+}
+
+/// Writes the studies into a temp folder and loads them into a peer with `storescu`.
+pub fn load_studies(called_ae: &str, port: u16, specs: &[StudySpec]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (i, spec) in specs.iter().enumerate() {
+        write_study(&dir.path().join(format!("s{i}")), spec);
+    }
+    store_files(called_ae, port, dir.path());
 }
 
 /// Loads files into a peer with DCMTK `storescu` (calling AE STORESCU).
