@@ -165,22 +165,16 @@ pub struct Orthanc {
     pub port: u16,
     pub http_port: u16,
     pub dir: tempfile::TempDir,
-    _guard: Guard,
+    guard: Option<Guard>,
 }
 
 impl Orthanc {
     /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
     pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
-        Orthanc::start_on(free_port(), ae, our_ae, destinations, limit_find_results)
-    }
-
-    /// [`Orthanc::start`] on a given DICOM port (an archive that comes back where a
-    /// configuration already points).
-    pub fn start_on(port: u16, ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
         let bin = require_binary(&bin);
         let dir = tempfile::tempdir().expect("temp dir");
-        let http_port = free_port();
+        let (port, http_port) = (free_port(), free_port());
         let mut modalities = serde_json::Map::new();
         modalities.insert(
             "priorfetch".into(),
@@ -205,17 +199,31 @@ impl Orthanc {
         });
         let config_path = dir.path().join("orthanc.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
+        let mut orthanc = Orthanc { ae: ae.into(), port, http_port, dir, guard: None };
+        orthanc.restart();
+        orthanc
+    }
+
+    /// Kills the process (an archive going down); its storage stays for [`Orthanc::restart`].
+    pub fn stop(&mut self) {
+        self.guard = None;
+    }
+
+    /// Starts the process again on the same ports and storage (an archive coming back).
+    pub fn restart(&mut self) {
+        self.guard = None;
+        let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("orthanc.log")).unwrap();
         let mut child = Command::new(bin)
-            .arg(&config_path)
+            .arg(self.dir.path().join("orthanc.json"))
             .env("TCP_NODELAY", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start Orthanc");
-        wait_port(port, &mut child, "Orthanc");
-        wait_port(http_port, &mut child, "Orthanc HTTP");
-        Orthanc { ae: ae.into(), port, http_port, dir, _guard: Guard(child) }
+        wait_port(self.port, &mut child, "Orthanc");
+        wait_port(self.http_port, &mut child, "Orthanc HTTP");
+        self.guard = Some(Guard(child));
     }
 
     pub fn log(&self) -> String {
