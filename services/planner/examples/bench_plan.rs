@@ -124,6 +124,64 @@ async fn main() -> anyhow::Result<()> {
         "{exams} exams, {patients} patients, 3 Orthanc archives (2 studies per patient each), planner concurrency {concurrency}, max_associations 2"
     );
     round(config.clone(), true, exams, patients).await?;
-    round(config, false, exams, patients).await?;
+    round(config.clone(), false, exams, patients).await?;
+    // The C-FINDs alone (no database): the same 3 x exams queries through the pools.
+    for reuse in [true, false] {
+        cfinds_only(&config, reuse, exams, patients, concurrency).await;
+    }
     Ok(())
+}
+
+async fn cfinds_only(config: &Config, reuse: bool, exams: usize, patients: usize, concurrency: usize) {
+    use futures::StreamExt;
+    use priorfetch_domain::{DateRange, Exam, ExamPriority, Needs};
+    let mut options = priorfetch_dimse::ScuOptions::new(priorfetch_dimse::AeTitle::parse("PRIORFETCH").unwrap());
+    options.connect_timeout = Duration::from_secs(10);
+    let pools: Vec<_> = config
+        .archives
+        .iter()
+        .map(|a| {
+            let peer = priorfetch_dimse::Peer::new(&a.ae_title, &a.host, a.port as u16).unwrap();
+            (a.clone(), priorfetch_planner::pool::Pool::new(&a.name, peer, options.clone(), a.max_associations, Duration::from_secs(2), reuse))
+        })
+        .collect();
+    let now = Utc::now();
+    let window = DateRange::lookback(now, Duration::from_secs(5 * 365 * 86400), now.date_naive());
+    let started = Instant::now();
+    let found: usize = futures::stream::iter(0..exams)
+        .map(|i| {
+            let pools = &pools;
+            async move {
+                let exam = Exam {
+                    id: i as i64,
+                    patient_id: format!("BENCH{}", i % patients),
+                    issuer: None,
+                    accession_number: None,
+                    study_instance_uid: None,
+                    scheduled_at: None,
+                    modality: Some("CT".into()),
+                    body_part: None,
+                    procedure_code: None,
+                    procedure_text: None,
+                    priority: ExamPriority::Routine,
+                };
+                let all = futures::future::join_all(pools.iter().map(|(a, p)| {
+                    priorfetch_planner::query::find_studies(p, a, &exam, window, Needs::default(), Duration::from_secs(30))
+                }))
+                .await;
+                all.iter().map(|f| f.studies.len()).sum::<usize>()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .fold(0, |acc, n| async move { acc + n })
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let opened: u64 = pools.iter().map(|(_, p)| p.associations_opened()).sum();
+    println!(
+        "C-FIND only, {:<26} {:>6} C-FINDs in {:>6.2} s: {:>7.1} C-FIND/s ({found} matches, {opened} associations)",
+        if reuse { "associations reused:" } else { "one association each:" },
+        exams * pools.len(),
+        elapsed,
+        (exams * pools.len()) as f64 / elapsed
+    );
 }
