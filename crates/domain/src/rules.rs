@@ -47,7 +47,13 @@ fn upper(list: &[String]) -> Vec<String> {
 fn regex(pattern: &Option<String>, index: usize, field: &'static str) -> Result<Option<Regex>, RuleError> {
     pattern
         .as_deref()
-        .map(|p| RegexBuilder::new(p).case_insensitive(true).build().map_err(|source| RuleError::Regex { index, field, source }))
+        .map(|p| {
+            RegexBuilder::new(p).case_insensitive(true).build().map_err(|source| RuleError::Regex {
+                index,
+                field,
+                source,
+            })
+        })
         .transpose()
 }
 

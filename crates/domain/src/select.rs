@@ -91,7 +91,11 @@ fn filter(exam: &Exam, rule: &Rule, window: &DateRange, study: &StudyMatch) -> O
     match study.study_date() {
         None => return Some("skipped: no valid StudyDate".into()),
         Some(date) if !window.contains(date) => {
-            return Some(format!("skipped: StudyDate {} outside the lookback window {}", date.format("%Y%m%d"), window.to_dicom()));
+            return Some(format!(
+                "skipped: StudyDate {} outside the lookback window {}",
+                date.format("%Y%m%d"),
+                window.to_dicom()
+            ));
         }
         Some(_) => {}
     }
@@ -109,7 +113,11 @@ fn filter(exam: &Exam, rule: &Rule, window: &DateRange, study: &StudyMatch) -> O
             return Some(format!("skipped: body part unknown (rule wants {})", rule.body_parts.join("/")));
         }
         if !study.body_parts.iter().any(|b| rule.body_parts.iter().any(|w| same(w, b))) {
-            return Some(format!("skipped: body part {} not in {}", study.body_parts.join("/"), rule.body_parts.join("/")));
+            return Some(format!(
+                "skipped: body part {} not in {}",
+                study.body_parts.join("/"),
+                rule.body_parts.join("/")
+            ));
         }
     }
     if let Some(re) = &rule.description
@@ -150,7 +158,10 @@ pub fn select_priors(exam: &Exam, rule: &Rule, studies: Vec<StudyMatch>, window:
         .collect();
     // most recent first; undated last; ties by UID for reproducible plans
     list.sort_by(|a, b| {
-        b.study.study_date().cmp(&a.study.study_date()).then_with(|| a.study.study_instance_uid.cmp(&b.study.study_instance_uid))
+        b.study
+            .study_date()
+            .cmp(&a.study.study_date())
+            .then_with(|| a.study.study_instance_uid.cmp(&b.study.study_instance_uid))
     });
     let mut taken = 0u32;
     let mut out = Vec::new();
@@ -161,7 +172,10 @@ pub fn select_priors(exam: &Exam, rule: &Rule, studies: Vec<StudyMatch>, window:
                 taken += 1;
                 (true, format!("selected by rule '{}': prior {taken} of at most {}", rule.name, rule.max))
             }
-            None => (false, format!("skipped: beyond max {} of rule '{}' (more recent priors selected)", rule.max, rule.name)),
+            None => (
+                false,
+                format!("skipped: beyond max {} of rule '{}' (more recent priors selected)", rule.max, rule.name),
+            ),
         };
         let chosen = g.copies[g.pick].archive.clone();
         for (i, copy) in g.copies.into_iter().enumerate() {

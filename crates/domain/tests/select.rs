@@ -69,9 +69,21 @@ fn reason<'a>(d: &'a [Decision], archive: &str, uid: &str) -> &'a str {
 #[test]
 fn first_matching_rule_wins_and_default_catches_the_rest() {
     let rules = RuleSet::compile(&[
-        rule("ct-chest", RuleMatch { modality: vec!["ct".into()], body_part: vec!["CHEST".into()], ..Default::default() }, sel(true, &[], &[], 5, 3, None)),
-        rule("by-text", RuleMatch { procedure_text: Some("mammo".into()), ..Default::default() }, sel(true, &[], &[], 5, 3, None)),
-        rule("by-code", RuleMatch { procedure_code: vec!["MRHEAD".into()], ..Default::default() }, sel(true, &[], &[], 5, 3, None)),
+        rule(
+            "ct-chest",
+            RuleMatch { modality: vec!["ct".into()], body_part: vec!["CHEST".into()], ..Default::default() },
+            sel(true, &[], &[], 5, 3, None),
+        ),
+        rule(
+            "by-text",
+            RuleMatch { procedure_text: Some("mammo".into()), ..Default::default() },
+            sel(true, &[], &[], 5, 3, None),
+        ),
+        rule(
+            "by-code",
+            RuleMatch { procedure_code: vec!["MRHEAD".into()], ..Default::default() },
+            sel(true, &[], &[], 5, 3, None),
+        ),
         rule("default", RuleMatch::default(), sel(true, &[], &[], 2, 1, None)),
     ])
     .unwrap();
@@ -88,13 +100,21 @@ fn first_matching_rule_wins_and_default_catches_the_rest() {
     bare.body_part = None;
     assert_eq!(rules.pick(&bare).unwrap().name, "default");
     assert!(RuleSet::compile(&[]).unwrap().pick(&bare).is_none());
-    assert!(RuleSet::compile(&[rule("bad", RuleMatch { procedure_text: Some("(".into()), ..Default::default() }, sel(true, &[], &[], 1, 1, None))]).is_err());
+    assert!(
+        RuleSet::compile(&[rule(
+            "bad",
+            RuleMatch { procedure_text: Some("(".into()), ..Default::default() },
+            sel(true, &[], &[], 1, 1, None)
+        )])
+        .is_err()
+    );
 }
 
 #[test]
 fn selection_filters_each_candidate_with_a_reason() {
     let e = exam("CT", "CHEST");
-    let r = Rule::compile(0, &rule("ct", RuleMatch::default(), sel(true, &["CR"], &["CHEST"], 5, 2, Some("ct|cr")))).unwrap();
+    let r = Rule::compile(0, &rule("ct", RuleMatch::default(), sel(true, &["CR"], &["CHEST"], 5, 2, Some("ct|cr"))))
+        .unwrap();
     let studies = vec![
         study("a", 1, "1.1", "20260101", &["CT"], &["CHEST"], Some(10)),
         study("a", 1, "1.2", "20250101", &["CR"], &["CHEST"], Some(2)),
@@ -151,7 +171,11 @@ fn duplicates_are_fetched_once_from_the_preferred_complete_copy() {
     got.sort();
     assert_eq!(
         got,
-        vec![("long-term".into(), "1.2".into()), ("long-term".into(), "1.3".into()), ("short-term".into(), "1.1".into())]
+        vec![
+            ("long-term".into(), "1.2".into()),
+            ("long-term".into(), "1.3".into()),
+            ("short-term".into(), "1.1".into())
+        ]
     );
     assert!(reason(&d, "short-term", "1.2").contains("incomplete here (4 of 8"), "{}", reason(&d, "short-term", "1.2"));
     assert!(reason(&d, "long-term", "1.1").contains("preferred copy on 'short-term'"));
@@ -180,12 +204,11 @@ fn priors_complete_at_the_destination_are_skipped() {
 }
 
 fn arb_study() -> impl Strategy<Value = StudyMatch> {
-    (0..3usize, 0..12u32, 0..3000i64, prop::sample::select(vec!["CT", "MR", "CR"]), prop::option::of(1..20u32)).prop_map(
-        |(a, uid, days, m, n)| {
+    (0..3usize, 0..12u32, 0..3000i64, prop::sample::select(vec!["CT", "MR", "CR"]), prop::option::of(1..20u32))
+        .prop_map(|(a, uid, days, m, n)| {
             let date = NaiveDate::from_ymd_opt(2018, 1, 1).unwrap() + chrono::Duration::days(days);
             study(["a", "b", "c"][a], a as i32, &format!("1.{uid}"), &date.format("%Y%m%d").to_string(), &[m], &[], n)
-        },
-    )
+        })
 }
 
 proptest! {
