@@ -21,6 +21,7 @@ pub struct Config {
     pub mover: MoverConfig,
     pub queue: QueueConfig,
     pub telemetry: TelemetryConfig,
+    pub planner: PlannerConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +144,10 @@ pub struct ArchiveConfig {
     /// When retrieves may run; empty means always.
     #[serde(default)]
     pub retrieve_windows: Vec<RetrieveWindow>,
+    /// Send IssuerOfPatientID with the PatientID in C-FINDs (archives holding several
+    /// patient-ID domains); off by default because many archives match it literally.
+    #[serde(default)]
+    pub query_issuer: bool,
 }
 
 fn default_priority() -> i32 {
@@ -296,4 +301,23 @@ pub struct TelemetryConfig {
     /// Default filter when `RUST_LOG` is unset.
     pub log_level: String,
     pub service_name: String,
+}
+
+/// The planner: exams -> C-FIND fan-out -> priors + retrieve jobs (an extension of the contract).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// Exams planned at once by one process.
+    pub concurrency: u32,
+    /// Bound on one whole C-FIND (all its matches); a slower archive counts as unreachable.
+    #[serde(with = "crate::duration")]
+    pub cfind_timeout: Duration,
+    /// Pooled idle query associations are released after this: archives have few
+    /// association threads (Orthanc: 4) and idle held ones starve other clients.
+    #[serde(with = "crate::duration")]
+    pub association_idle: Duration,
+    /// Re-planning of exams an archive was unreachable for: backoff between attempts.
+    pub replan_backoff: BackoffConfig,
+    /// Re-plans after which the gap is left as it is (still visible in the exam's plan).
+    pub max_replans: u32,
 }

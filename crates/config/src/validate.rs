@@ -135,6 +135,22 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     if mover.dimse_timeout.as_secs() < 1 {
         issue("mover.dimse_timeout".into(), "must be at least 1s");
     }
+    let planner = &config.planner;
+    if planner.concurrency == 0 {
+        issue("planner.concurrency".into(), "must be at least 1");
+    }
+    if planner.cfind_timeout.is_zero() {
+        issue("planner.cfind_timeout".into(), "must be positive");
+    }
+    if !(planner.replan_backoff.factor >= 1.0 && planner.replan_backoff.factor.is_finite()) {
+        issue("planner.replan_backoff.factor".into(), "must be a number >= 1.0");
+    }
+    if !(0.0..=1.0).contains(&planner.replan_backoff.jitter) {
+        issue("planner.replan_backoff.jitter".into(), "must be between 0.0 and 1.0");
+    }
+    if planner.replan_backoff.max < planner.replan_backoff.initial {
+        issue("planner.replan_backoff.max".into(), "must be >= planner.replan_backoff.initial");
+    }
 
     let queue = &config.queue;
     if queue.lease.as_secs() < 5 {

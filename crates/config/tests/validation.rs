@@ -133,3 +133,19 @@ fn mover_settings_are_checked() {
         assert!(issues.iter().any(|i| i.starts_with(key)), "{key} not named in {issues:?}");
     }
 }
+
+#[test]
+fn planner_settings_and_query_issuer_are_checked() {
+    let config = load(TWO_ARCHIVES.replace("70000", "4243").as_str()).unwrap();
+    assert_eq!(config.planner.concurrency, 8);
+    assert_eq!(config.planner.association_idle.as_secs(), 2);
+    assert!(!config.archives[0].query_issuer);
+    let config = load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\nquery_issuer=true\n").unwrap();
+    assert!(config.archives[0].query_issuer);
+    let issues = load("[planner]\nconcurrency = 0\nreplan_backoff = { initial = '1m', factor = 0.5, max = '1s', jitter = 2.0 }\n").unwrap_err();
+    for key in ["planner.concurrency", "planner.replan_backoff.factor", "planner.replan_backoff.jitter", "planner.replan_backoff.max"] {
+        assert!(issues.iter().any(|i| i.starts_with(key)), "{key}: {issues:?}");
+    }
+    let issues = load("[planner]\ncolour = 'red'\n").unwrap_err();
+    assert!(issues.iter().any(|i| i.starts_with("planner.colour: unknown key")), "{issues:?}");
+}

@@ -8,6 +8,8 @@
 //!   finish, retry with backoff, cancel, rescue of expired leases, retention purge.
 //! - `retrieval.rs`: the mover's records: instances a retry still needs, the destination's
 //!   count, the exam roll-up.
+//! - `planning.rs`: a plan recorded in one transaction (priors with reasons, the plan's
+//!   explanation, jobs); re-plans of exams an archive was unreachable for.
 //! - `backoff.rs`: the retry policy.
 //! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
 //!
@@ -21,6 +23,7 @@ mod error;
 mod exams;
 pub mod housekeeping;
 mod jobs;
+mod planning;
 pub mod migration;
 mod retrieval;
 mod signal;
@@ -30,6 +33,7 @@ pub use error::StoreError;
 pub use exams::{ExamStatus, Inserted, NewExam};
 pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RetryOutcome};
 pub use retrieval::{ExamRollUp, exam_status_of};
+pub use planning::{PlanRecord, PriorRecord};
 pub use signal::WorkSignal;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};

@@ -45,3 +45,21 @@ pub fn init_test_log() {
         let _ = tracing_subscriber::fmt().with_env_filter("debug").with_test_writer().try_init();
     }
 }
+
+/// Instantiates each `async fn name(db: TestDb)` test body twice: against a fresh
+/// Postgres database (`mod postgres`) and a fresh SQLite file (`mod sqlite`).
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::db::TestDb::postgres().await).await }
+            )*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::db::TestDb::sqlite()).await }
+            )*
+        }
+    };
+}

@@ -165,7 +165,7 @@ pub struct Orthanc {
     pub port: u16,
     pub http_port: u16,
     pub dir: tempfile::TempDir,
-    _guard: Guard,
+    guard: Option<Guard>,
 }
 
 impl Orthanc {
@@ -199,17 +199,31 @@ impl Orthanc {
         });
         let config_path = dir.path().join("orthanc.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
+        let mut orthanc = Orthanc { ae: ae.into(), port, http_port, dir, guard: None };
+        orthanc.restart();
+        orthanc
+    }
+
+    /// Kills the process (an archive going down); its storage stays for [`Orthanc::restart`].
+    pub fn stop(&mut self) {
+        self.guard = None;
+    }
+
+    /// Starts the process again on the same ports and storage (an archive coming back).
+    pub fn restart(&mut self) {
+        self.guard = None;
+        let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("orthanc.log")).unwrap();
         let mut child = Command::new(bin)
-            .arg(&config_path)
+            .arg(self.dir.path().join("orthanc.json"))
             .env("TCP_NODELAY", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start Orthanc");
-        wait_port(port, &mut child, "Orthanc");
-        wait_port(http_port, &mut child, "Orthanc HTTP");
-        Orthanc { ae: ae.into(), port, http_port, dir, _guard: Guard(child) }
+        wait_port(self.port, &mut child, "Orthanc");
+        wait_port(self.http_port, &mut child, "Orthanc HTTP");
+        self.guard = Some(Guard(child));
     }
 
     pub fn log(&self) -> String {
@@ -300,6 +314,15 @@ impl Storescp {
         files.sort();
         files
     }
+}
+
+/// Writes the studies into a temp folder and loads them into a peer with `storescu`.
+pub fn load_studies(called_ae: &str, port: u16, specs: &[StudySpec]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (i, spec) in specs.iter().enumerate() {
+        write_study(&dir.path().join(format!("s{i}")), spec);
+    }
+    store_files(called_ae, port, dir.path());
 }
 
 /// Loads files into a peer with DCMTK `storescu` (calling AE STORESCU).

@@ -3,5 +3,6 @@
 pub mod archive_slot;
 pub mod dead_letter;
 pub mod exam;
+pub mod exam_plan;
 pub mod prior;
 pub mod retrieve_job;

@@ -5,6 +5,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
+mod m20261202_000001_planning;
 mod m20261202_000002_retrieve_detail;
 
 pub struct Migrator;
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261122_000001_initial::Migration),
+            Box::new(m20261202_000001_planning::Migration),
             Box::new(m20261202_000002_retrieve_detail::Migration),
         ]
     }

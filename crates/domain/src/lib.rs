@@ -1,0 +1,24 @@
+//! Pure planning logic of priorfetch: what to fetch for a scheduled exam, from where and
+//! when. No I/O: the planner service feeds it C-FIND results and records its decisions.
+//!
+//! Layout:
+//! - `exam.rs`: the scheduled exam as the planner sees it, and its priority.
+//! - `study.rs`: one study as an archive reported it (a candidate prior).
+//! - `rules.rs`: compiled `[[rules]]`: first match wins; what each rule selects.
+//! - `select.rs`: prior selection and cross-archive dedupe, every candidate with a reason.
+//! - `range.rs`: StudyDate ranges for C-FIND, split in halves when an archive caps matches.
+//! - `timing.rs`: a job's not_before, deadline and queue priority.
+
+pub mod exam;
+pub mod range;
+pub mod rules;
+pub mod select;
+pub mod study;
+pub mod timing;
+
+pub use exam::{Exam, ExamPriority};
+pub use range::DateRange;
+pub use rules::{Rule, RuleError, RuleSet};
+pub use select::{Decision, Needs, select_priors, skip_present};
+pub use study::StudyMatch;
+pub use timing::{JobTiming, job_timing};

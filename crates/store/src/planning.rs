@@ -1,0 +1,319 @@
+//! Plans: the planner's outcome for an exam, recorded in one transaction (every candidate
+//! prior with its reason, the plan's explanation, the retrieve jobs), and re-plans of
+//! exams an archive was unreachable for.
+
+use crate::entity::{exam, exam_plan, prior, retrieve_job};
+use crate::{JobState, NewJob, Store, StoreError};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
+};
+use std::time::Duration;
+
+/// A candidate prior study and the planner's decision on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriorRecord {
+    pub archive: String,
+    pub study_instance_uid: String,
+    pub study_date: Option<String>,
+    /// Backslash-separated modalities.
+    pub modalities: Option<String>,
+    pub description: Option<String>,
+    pub expected_instances: Option<i32>,
+    pub selected: bool,
+    pub reason: String,
+}
+
+/// Everything one planning pass decided about an exam.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRecord {
+    pub exam_id: i64,
+    pub rule: Option<String>,
+    /// Per archive: the C-FIND queries sent and their outcome (JSON, shown as is).
+    pub queries: serde_json::Value,
+    /// Per archive that could not be queried completely: why (JSON object; empty = none).
+    pub gaps: serde_json::Value,
+    /// When to plan again (gaps left), or `None`.
+    pub replan_at: Option<DateTime<Utc>>,
+    pub priors: Vec<PriorRecord>,
+    pub jobs: Vec<NewJob>,
+}
+
+/// Statuses from which an exam may be re-planned (not cancelled, not being planned).
+const REPLANNABLE: [&str; 5] = ["planned", "fetching", "complete", "partial", "failed"];
+
+impl Store {
+    /// Records a plan in one transaction: the exam's priors are replaced by
+    /// `plan.priors`, its explanation is stored (attempts counted), the jobs are enqueued
+    /// (existing (exam, study, destination) jobs are kept), and a `planning` exam becomes
+    /// `planned`. An exam cancelled meanwhile gets its explanation but no jobs.
+    /// Returns how many jobs were new.
+    pub async fn record_plan(&self, plan: &PlanRecord) -> Result<u64, StoreError> {
+        let op = "record plan";
+        let now = Utc::now();
+        let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        let status: Option<String> = exam::Entity::find_by_id(plan.exam_id)
+            .select_only()
+            .column(exam::Column::Status)
+            .into_tuple()
+            .one(&txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+        let Some(status) = status else {
+            return Ok(0); // purged meanwhile: nothing to plan for
+        };
+        let cancelled = status == "cancelled";
+
+        prior::Entity::delete_many()
+            .filter(prior::Column::ExamId.eq(plan.exam_id))
+            .exec(&txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+        for chunk in plan.priors.chunks(500) {
+            let rows = chunk.iter().map(|p| prior::ActiveModel {
+                exam_id: Set(plan.exam_id),
+                archive: Set(p.archive.clone()),
+                study_instance_uid: Set(p.study_instance_uid.clone()),
+                study_date: Set(p.study_date.clone()),
+                modalities: Set(p.modalities.clone()),
+                description: Set(p.description.clone()),
+                expected_instances: Set(p.expected_instances),
+                selected: Set(p.selected && !cancelled),
+                reason: Set(p.reason.clone()),
+                created_at: Set(now),
+                ..Default::default()
+            });
+            prior::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([prior::Column::ExamId, prior::Column::Archive, prior::Column::StudyInstanceUid])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| StoreError::query(op, e))?;
+        }
+
+        let attempts: Option<i32> = exam_plan::Entity::find_by_id(plan.exam_id)
+            .select_only()
+            .column(exam_plan::Column::Attempts)
+            .into_tuple()
+            .one(&txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+        let row = exam_plan::ActiveModel {
+            exam_id: Set(plan.exam_id),
+            rule: Set(plan.rule.clone()),
+            queries: Set(plan.queries.clone()),
+            gaps: Set(plan.gaps.clone()),
+            attempts: Set(attempts.unwrap_or(0) + 1),
+            replan_at: Set(if cancelled { None } else { plan.replan_at }),
+            planned_at: Set(now),
+        };
+        exam_plan::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(exam_plan::Column::ExamId)
+                    .update_columns([
+                        exam_plan::Column::Rule,
+                        exam_plan::Column::Queries,
+                        exam_plan::Column::Gaps,
+                        exam_plan::Column::Attempts,
+                        exam_plan::Column::ReplanAt,
+                        exam_plan::Column::PlannedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+
+        let mut inserted = 0;
+        if !cancelled {
+            for chunk in plan.jobs.chunks(500) {
+                let rows = chunk.iter().map(|j| job_row(j, now));
+                inserted += retrieve_job::Entity::insert_many(rows)
+                    .on_conflict(
+                        OnConflict::columns([
+                            retrieve_job::Column::ExamId,
+                            retrieve_job::Column::StudyInstanceUid,
+                            retrieve_job::Column::Destination,
+                        ])
+                        .do_nothing()
+                        .to_owned(),
+                    )
+                    .exec_without_returning(&txn)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?;
+            }
+            exam::Entity::update_many()
+                .col_expr(exam::Column::Status, Expr::value("planned"))
+                .col_expr(exam::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(exam::Column::Worker, Expr::value(Option::<String>::None))
+                .col_expr(exam::Column::UpdatedAt, Expr::value(now))
+                .filter(exam::Column::Id.eq(plan.exam_id))
+                .filter(exam::Column::Status.eq("planning"))
+                .exec(&txn)
+                .await
+                .map_err(|e| StoreError::query(op, e))?;
+        }
+        if inserted > 0 {
+            self.notify_work(&txn).await?;
+        }
+        txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+        if inserted > 0 {
+            self.wake_local();
+        }
+        Ok(inserted)
+    }
+
+    /// A failed planning pass (database or bug, not an archive: archives leave gaps):
+    /// the exam goes back to `received` so another pass tries again.
+    pub async fn release_exam(&self, exam_id: i64) -> Result<(), StoreError> {
+        exam::Entity::update_many()
+            .col_expr(exam::Column::Status, Expr::value("received"))
+            .col_expr(exam::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(exam::Column::Worker, Expr::value(Option::<String>::None))
+            .col_expr(exam::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(exam::Column::Id.eq(exam_id))
+            .filter(exam::Column::Status.eq("planning"))
+            .exec(&self.db)
+            .await
+            .map_err(|e| StoreError::query("release exam", e))?;
+        Ok(())
+    }
+
+    pub async fn exam_plan(&self, exam_id: i64) -> Result<Option<exam_plan::Model>, StoreError> {
+        exam_plan::Entity::find_by_id(exam_id).one(&self.db).await.map_err(|e| StoreError::query("get exam plan", e))
+    }
+
+    /// The exam's candidate priors, selected first, then by archive and study.
+    pub async fn priors_of_exam(&self, exam_id: i64) -> Result<Vec<prior::Model>, StoreError> {
+        prior::Entity::find()
+            .filter(prior::Column::ExamId.eq(exam_id))
+            .order_by_desc(prior::Column::Selected)
+            .order_by_desc(prior::Column::StudyDate)
+            .order_by_asc(prior::Column::Archive)
+            .order_by_asc(prior::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|e| StoreError::query("list priors", e))
+    }
+
+    /// Claims up to `limit` exams whose re-plan is due. The claim pushes `replan_at` out
+    /// by `lease`, so a worker that dies mid-plan leaves the exam due again afterwards;
+    /// recording the new plan sets the next `replan_at` (or none).
+    pub async fn claim_replans(&self, limit: u32, lease: Duration) -> Result<Vec<exam::Model>, StoreError> {
+        let op = "claim replans";
+        let now = Utc::now();
+        let until = now + lease;
+        let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        let statuses = REPLANNABLE.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+        let ids: Vec<i64> = match self.backend() {
+            DbBackend::Postgres => {
+                let sql = format!(
+                    "SELECT p.exam_id FROM exam_plans p JOIN exams e ON e.id = p.exam_id \
+                     WHERE p.replan_at IS NOT NULL AND p.replan_at <= $1 AND e.status IN ({statuses}) \
+                     ORDER BY p.replan_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED"
+                );
+                let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, [now.into(), (limit as i64).into()]);
+                use sea_orm::ConnectionTrait;
+                txn.query_all_raw(stmt)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?
+                    .iter()
+                    .map(|row| row.try_get::<i64>("", "exam_id"))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::query(op, e))?
+            }
+            _ => {
+                let due: Vec<i64> = exam_plan::Entity::find()
+                    .select_only()
+                    .column(exam_plan::Column::ExamId)
+                    .filter(exam_plan::Column::ReplanAt.lte(now))
+                    .order_by_asc(exam_plan::Column::ReplanAt)
+                    .into_tuple()
+                    .all(&txn)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?;
+                if due.is_empty() {
+                    Vec::new()
+                } else {
+                    exam::Entity::find()
+                        .select_only()
+                        .column(exam::Column::Id)
+                        .filter(exam::Column::Id.is_in(due))
+                        .filter(exam::Column::Status.is_in(REPLANNABLE))
+                        .limit(limit as u64)
+                        .into_tuple()
+                        .all(&txn)
+                        .await
+                        .map_err(|e| StoreError::query(op, e))?
+                }
+            }
+        };
+        if ids.is_empty() {
+            txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+            return Ok(Vec::new());
+        }
+        exam_plan::Entity::update_many()
+            .col_expr(exam_plan::Column::ReplanAt, Expr::value(until))
+            .filter(exam_plan::Column::ExamId.is_in(ids.clone()))
+            .exec(&txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+        let exams = exam::Entity::find()
+            .filter(exam::Column::Id.is_in(ids))
+            .order_by_asc(exam::Column::Id)
+            .all(&txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+        txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+        Ok(exams)
+    }
+
+    /// The earliest pending re-plan, so an idle planner knows how long it may sleep.
+    pub async fn next_replan_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<Option<DateTime<Utc>>> = exam_plan::Entity::find()
+            .select_only()
+            .column(exam_plan::Column::ReplanAt)
+            .filter(exam_plan::Column::ReplanAt.is_not_null())
+            .order_by_asc(exam_plan::Column::ReplanAt)
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(|e| StoreError::query("next replan", e))?;
+        Ok(next.flatten())
+    }
+}
+
+fn job_row(j: &NewJob, now: DateTime<Utc>) -> retrieve_job::ActiveModel {
+    retrieve_job::ActiveModel {
+        exam_id: Set(j.exam_id),
+        study_instance_uid: Set(j.study_instance_uid.clone()),
+        archive: Set(j.archive.clone()),
+        method: Set(j.method.clone()),
+        destination: Set(j.destination.clone()),
+        state: Set(if j.not_before <= now { JobState::Available } else { JobState::Scheduled }.as_str().to_string()),
+        priority: Set(j.priority),
+        not_before: Set(j.not_before),
+        deadline: Set(j.deadline),
+        attempt: Set(0),
+        max_attempts: Set(j.max_attempts),
+        remaining: Set(None),
+        completed: Set(0),
+        failed: Set(0),
+        warning: Set(0),
+        expected_instances: Set(j.expected_instances),
+        last_status: Set(None),
+        last_error: Set(None),
+        errors: Set(serde_json::json!([])),
+        leased_until: Set(None),
+        worker: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+        ..Default::default()
+    }
+}
