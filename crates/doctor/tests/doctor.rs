@@ -22,6 +22,7 @@ fn archive(name: &str, ae: &str, port: u16, move_destination: Option<&str>) -> A
         max_associations: 2,
         max_matches: None,
         retrieve_windows: vec![],
+        query_issuer: false,
     }
 }
 

@@ -22,6 +22,7 @@ fn archive(port: u16, retrieve: RetrieveMethod, move_destination: Option<&str>) 
         max_associations: 1,
         max_matches: None,
         retrieve_windows: vec![],
+        query_issuer: false,
     }
 }
 

@@ -172,7 +172,7 @@ impl Orthanc {
     /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
     pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
-        let bin = require_binary(&bin);
+        require_binary(&bin);
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, http_port) = (free_port(), free_port());
         let mut modalities = serde_json::Map::new();
