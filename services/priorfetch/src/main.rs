@@ -29,6 +29,8 @@ enum Command {
     Migrate,
     /// Run the listener: the configured intake source (and `POST /api/events`) into `exams`.
     Listener,
+    /// Run the planner: received exams -> C-FIND on every archive -> priors + retrieve jobs.
+    Planner,
     /// C-ECHO an archive (a configured name, or AET@host:port).
     Echo(cmd::dicom::EchoArgs),
     /// Ad-hoc C-FIND; prints a table, or JSON lines with --json.
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
             Command::Config { command } => cmd::config::run(&cli.config, command).await,
             Command::Migrate => cmd::migrate::run(&cli.config).await,
             Command::Listener => cmd::listener::run(&cli.config).await,
+            Command::Planner => cmd::planner::run(&cli.config).await,
             Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
             Command::Echo(args) => cmd::dicom::echo(&cli.config, args).await,
             Command::Find(args) => cmd::dicom::find(&cli.config, args).await,

@@ -5,6 +5,7 @@ pub mod dicom;
 pub mod jobs;
 pub mod listener;
 pub mod migrate;
+pub mod planner;
 
 use crate::Failure;
 use priorfetch_config::{Config, Sources};
