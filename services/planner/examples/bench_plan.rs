@@ -123,8 +123,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{exams} exams, {patients} patients, 3 Orthanc archives (2 studies per patient each), planner concurrency {concurrency}, max_associations 2"
     );
-    round(config.clone(), true, exams, patients).await?;
-    round(config.clone(), false, exams, patients).await?;
+    // BENCH_REUSE_FIRST=0 runs the one-association round first (order effects: caches).
+    let order = if std::env::var("BENCH_REUSE_FIRST").is_ok_and(|v| v == "0") { [false, true] } else { [true, false] };
+    for reuse in order {
+        round(config.clone(), reuse, exams, patients).await?;
+    }
     // The C-FINDs alone (no database): the same 3 x exams queries through the pools.
     for reuse in [true, false] {
         cfinds_only(&config, reuse, exams, patients, concurrency).await;

@@ -31,6 +31,8 @@ enum Command {
     Listener,
     /// Run the mover: retrieve jobs (C-MOVE, or C-GET relayed by C-STORE) to the destination.
     Mover,
+    /// Run the planner: received exams -> C-FIND on every archive -> priors + retrieve jobs.
+    Planner,
     /// C-ECHO an archive (a configured name, or AET@host:port).
     Echo(cmd::dicom::EchoArgs),
     /// Ad-hoc C-FIND; prints a table, or JSON lines with --json.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Command::Migrate => cmd::migrate::run(&cli.config).await,
             Command::Listener => cmd::listener::run(&cli.config).await,
             Command::Mover => cmd::mover::run(&cli.config).await,
+            Command::Planner => cmd::planner::run(&cli.config).await,
             Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
             Command::Echo(args) => cmd::dicom::echo(&cli.config, args).await,
             Command::Find(args) => cmd::dicom::find(&cli.config, args).await,

@@ -92,7 +92,19 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                 eprintln!("error: no job {id}");
                 return Ok(ExitCode::from(1));
             };
-            let value = job_json(&job);
+            let mut value = job_json(&job);
+            // how the job came about: the rule that fired, the C-FIND keys sent, the
+            // prior's selection reason
+            if let Some(plan) = store.exam_plan(job.exam_id).await? {
+                value["plan"] = serde_json::json!({
+                    "rule": plan.rule, "cfind": plan.queries, "gaps": plan.gaps,
+                    "attempts": plan.attempts, "replan_at": plan.replan_at,
+                });
+            }
+            let priors = store.priors_of_exam(job.exam_id).await?;
+            if let Some(p) = priors.iter().find(|p| p.study_instance_uid == job.study_instance_uid && p.archive == job.archive) {
+                value["reason"] = serde_json::json!(p.reason);
+            }
             if json {
                 println!("{value}");
             } else {

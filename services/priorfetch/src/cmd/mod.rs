@@ -8,6 +8,7 @@ pub mod listener;
 pub mod migrate;
 pub mod mover;
 pub mod sim;
+pub mod planner;
 
 use crate::Failure;
 use priorfetch_config::{Config, Sources};
