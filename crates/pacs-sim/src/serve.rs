@@ -336,6 +336,63 @@ async fn delay(faults: &Faults) {
     }
 }
 
+/// Waits on the requesting association for a C-CANCEL-RQ of operation `message_id`.
+/// Anything else arriving mid-operation is a protocol error (the association is dropped).
+async fn cancel_request(assoc: &mut ServerAssoc, message_id: u16) -> Result<(), DimseError> {
+    let (_, command) = assoc.receive_command().await?;
+    match command.command_field() {
+        Some(field::C_CANCEL_RQ) if command.u16(ct::MESSAGE_ID_BEING_RESPONDED_TO) == Some(message_id) => Ok(()),
+        other => Err(DimseError::Protocol(format!(
+            "unexpected command 0x{:04X} while an operation runs",
+            other.unwrap_or(0)
+        ))),
+    }
+}
+
+/// The response delay, cut short by a C-CANCEL (which sets `cancelled`).
+async fn delay_or_cancel(
+    assoc: &mut ServerAssoc,
+    message_id: u16,
+    faults: &Faults,
+    cancelled: &mut bool,
+) -> Result<(), DimseError> {
+    if *cancelled {
+        delay(faults).await;
+        return Ok(());
+    }
+    tokio::select! {
+        _ = delay(faults) => Ok(()),
+        r = cancel_request(assoc, message_id) => {
+            r?;
+            *cancelled = true;
+            Ok(())
+        }
+    }
+}
+
+/// Runs `work` to completion (a sub-operation is never cut in half) while watching the
+/// requesting association for a C-CANCEL, which sets `cancelled`.
+async fn watching_for_cancel<F: std::future::Future>(
+    assoc: &mut ServerAssoc,
+    message_id: u16,
+    work: F,
+    cancelled: &mut bool,
+) -> Result<F::Output, DimseError> {
+    tokio::pin!(work);
+    loop {
+        if *cancelled {
+            return Ok(work.await);
+        }
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            r = cancel_request(assoc, message_id) => {
+                r?;
+                *cancelled = true;
+            }
+        }
+    }
+}
+
 fn response(command_field: u16, rq: &Command, status: u16) -> Command {
     let mut rsp = Command::new(command_field);
     rsp.put_u16(ct::MESSAGE_ID_BEING_RESPONDED_TO, rq.u16(ct::MESSAGE_ID).unwrap_or(0))
@@ -382,14 +439,27 @@ async fn find(assoc: &mut ServerAssoc, pc: u8, command: &Command, shared: &Arc<S
         },
         _ => (found.len(), 0x0000),
     };
+    let message_id = command.u16(ct::MESSAGE_ID).unwrap_or(0);
+    let mut cancelled = false;
     let mut pending = response(field::C_FIND_RSP, command, 0xFF00);
     pending.with_data_set();
     for bytes in found.iter().take(send) {
-        delay(&faults).await;
+        delay_or_cancel(assoc, message_id, &faults, &mut cancelled).await?;
+        if cancelled {
+            break;
+        }
         assoc.send(pc, &pending, Some(bytes)).await?;
         Counters::add(&shared.counters.find_matches, 1);
     }
-    delay(&faults).await;
+    if !cancelled {
+        delay_or_cancel(assoc, message_id, &faults, &mut cancelled).await?;
+    }
+    let final_status = if cancelled {
+        Counters::add(&shared.counters.cancels, 1);
+        0xFE00
+    } else {
+        final_status
+    };
     let mut last = response(field::C_FIND_RSP, command, final_status);
     if final_status == 0xA700 {
         last.put_text_comment("too many matches: narrow the query");
@@ -624,7 +694,9 @@ async fn retrieve(
         }
         let result = match target.as_mut() {
             Some(t) => {
-                send_batch(
+                // the requesting association is idle meanwhile: a C-CANCEL may arrive on it
+                let mut cancelled = false;
+                let work = send_batch(
                     t,
                     batch,
                     shared,
@@ -633,8 +705,19 @@ async fn retrieve(
                     originator.as_ref().map(|(a, id)| (a, *id)),
                     &mut progress,
                     false,
-                )
-                .await
+                );
+                let watched = watching_for_cancel(assoc, message_id, work, &mut cancelled).await;
+                let result = match watched {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if let Some(t) = target.take() {
+                            t.abort().await;
+                        }
+                        return Err(e);
+                    }
+                };
+                progress.cancelled |= cancelled;
+                result
             }
             None => send_batch(assoc, batch, shared, &faults, &active_studies, None, &mut progress, true).await,
         };
@@ -660,7 +743,17 @@ async fn retrieve(
             return Ok(Flow::Abort);
         }
         if progress.remaining > 0 && !progress.cancelled {
-            delay(&faults).await;
+            let mut cancelled = false;
+            if let Err(e) = delay_or_cancel(assoc, message_id, &faults, &mut cancelled).await {
+                if let Some(t) = target.take() {
+                    t.abort().await;
+                }
+                return Err(e);
+            }
+            if cancelled {
+                progress.cancelled = true;
+                break;
+            }
             let mut rsp = response(rsp_field, command, 0xFF00);
             progress.put(&mut rsp, true);
             assoc.send(pc, &rsp, None).await?;
@@ -671,6 +764,7 @@ async fn retrieve(
     }
     Counters::add(&shared.counters.failed_subops, progress.failed as u64);
     let status = if progress.cancelled {
+        Counters::add(&shared.counters.cancels, 1);
         0xFE00
     } else if progress.failed > 0 && progress.completed == 0 && progress.warning == 0 {
         0xA702
@@ -679,7 +773,9 @@ async fn retrieve(
     } else {
         0x0000
     };
-    delay(&faults).await;
+    if !progress.cancelled {
+        delay(&faults).await;
+    }
     let mut rsp = response(rsp_field, command, status);
     progress.put(&mut rsp, progress.cancelled);
     let data = if progress.failed_uids.is_empty() {

@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     pub failed_subops: AtomicU64,
     pub aborts: AtomicU64,
     pub bytes_sent: AtomicU64,
+    pub cancels: AtomicU64,
 }
 
 impl Counters {
@@ -38,6 +39,7 @@ impl Counters {
             failed_subops: g(&self.failed_subops),
             aborts: g(&self.aborts),
             bytes_sent: g(&self.bytes_sent),
+            cancels: g(&self.cancels),
         }
     }
 }
@@ -64,4 +66,6 @@ pub struct SimStats {
     pub aborts: u64,
     /// Data set bytes sent in C-STORE sub-operations.
     pub bytes_sent: u64,
+    /// C-CANCEL requests honoured (C-FIND, C-MOVE, C-GET).
+    pub cancels: u64,
 }

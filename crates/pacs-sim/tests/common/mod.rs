@@ -41,8 +41,13 @@ pub async fn findscu(sim: &SimHandle, out: &std::path::Path, keys: &[&str]) -> T
 }
 
 pub async fn movescu(sim: &SimHandle, dest: &str, study_uid: &str) -> ToolRun {
+    movescu_with(sim, dest, study_uid, &[]).await
+}
+
+pub async fn movescu_with(sim: &SimHandle, dest: &str, study_uid: &str, extra: &[&str]) -> ToolRun {
     let port = sim.port().to_string();
-    let a = args(&[
+    let mut a = args(extra);
+    a.extend(args(&[
         "-d",
         "-S",
         "-aet",
@@ -57,7 +62,7 @@ pub async fn movescu(sim: &SimHandle, dest: &str, study_uid: &str) -> ToolRun {
         &format!("StudyInstanceUID={study_uid}"),
         "127.0.0.1",
         &port,
-    ]);
+    ]));
     run_tool("movescu", &a, Duration::from_secs(60)).await
 }
 
