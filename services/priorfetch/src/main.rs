@@ -27,6 +27,8 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Run every service in one process: listener, planner, mover, admin HTTP (migrates first).
+    Run,
     /// Run the listener: the configured intake source (and `POST /api/events`) into `exams`.
     Listener,
     /// Run the mover: retrieve jobs (C-MOVE, or C-GET relayed by C-STORE) to the destination.
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Config { command } => cmd::config::run(&cli.config, command).await,
             Command::Migrate => cmd::migrate::run(&cli.config).await,
+            Command::Run => cmd::run::run(&cli.config).await,
             Command::Listener => cmd::listener::run(&cli.config).await,
             Command::Mover => cmd::mover::run(&cli.config).await,
             Command::Planner => cmd::planner::run(&cli.config).await,

@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod mover;
 pub mod sim;
 pub mod planner;
+pub mod run;
 
 use crate::Failure;
 use priorfetch_config::{Config, Sources};
