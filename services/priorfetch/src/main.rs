@@ -27,6 +27,9 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// The embedded demo: two simulated archives, a simulated destination, SQLite, a burst of
+    /// exams; exits 0 only when every expected prior arrived.
+    Demo(cmd::demo::DemoArgs),
     /// Run every service in one process: listener, planner, mover, admin HTTP (migrates first).
     Run,
     /// Run the listener: the configured intake source (and `POST /api/events`) into `exams`.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Config { command } => cmd::config::run(&cli.config, command).await,
             Command::Migrate => cmd::migrate::run(&cli.config).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
             Command::Run => cmd::run::run(&cli.config).await,
             Command::Listener => cmd::listener::run(&cli.config).await,
             Command::Mover => cmd::mover::run(&cli.config).await,

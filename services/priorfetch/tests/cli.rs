@@ -76,3 +76,16 @@ async fn migrate_then_jobs_list_on_postgres() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "an unreachable database is a runtime failure");
 }
+
+#[test]
+fn the_demo_runs_and_every_expected_prior_arrives() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_priorfetch"))
+        .args(["demo", "--exams", "12", "--quiet", "--timeout", "90"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run priorfetch demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("12 exams") && stdout.contains("every expected prior is at the destination"), "{stdout}");
+    assert!(!stdout.contains("SIM^PATIENT"), "no patient names in the demo's output");
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod config;
+pub mod demo;
 pub mod dicom;
 pub mod doctor;
 pub mod jobs;
