@@ -57,7 +57,10 @@ async fn c_cancel_stops_a_long_c_find_and_the_association_is_reused() {
             received += 1;
         }
         let outcome = stream.finish().await.unwrap();
-        assert_eq!((received, outcome.matches, outcome.status), (5, 5, 0xFE00), "{peer}: {outcome:?}");
+        // 0xFE00, or success when the archive had already sent every match before it read
+        // the C-CANCEL (dcmqrscp is that fast); either way we stop at 5.
+        assert_eq!((received, outcome.matches), (5, 5), "{peer}: {outcome:?}");
+        assert!(matches!(outcome.status, 0xFE00 | 0x0000), "{peer}: {outcome:?}");
         assert!(outcome.cancelled_by_us && !outcome.truncated, "{peer}: {outcome:?}");
 
         // cancel from the consumer after 5 matches (it may read them late, when the archive

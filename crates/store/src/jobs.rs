@@ -134,6 +134,37 @@ pub struct PurgeReport {
     pub dead_letters: u64,
 }
 
+/// The row of a newly enqueued job: `available` when due, else `scheduled`.
+pub(crate) fn job_row(j: &NewJob, now: DateTime<Utc>) -> retrieve_job::ActiveModel {
+    retrieve_job::ActiveModel {
+        exam_id: Set(j.exam_id),
+        study_instance_uid: Set(j.study_instance_uid.clone()),
+        archive: Set(j.archive.clone()),
+        method: Set(j.method.clone()),
+        destination: Set(j.destination.clone()),
+        state: Set(if j.not_before <= now { JobState::Available } else { JobState::Scheduled }.as_str().to_string()),
+        priority: Set(j.priority),
+        not_before: Set(j.not_before),
+        deadline: Set(j.deadline),
+        attempt: Set(0),
+        max_attempts: Set(j.max_attempts),
+        remaining: Set(None),
+        completed: Set(0),
+        failed: Set(0),
+        warning: Set(0),
+        expected_instances: Set(j.expected_instances),
+        last_status: Set(None),
+        last_error: Set(None),
+        errors: Set(serde_json::json!([])),
+        leased_until: Set(None),
+        worker: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+        ..Default::default()
+    }
+}
+
 fn state_in(states: &[JobState]) -> sea_orm::sea_query::SimpleExpr {
     retrieve_job::Column::State.is_in(states.iter().map(|s| s.as_str()))
 }
@@ -187,35 +218,7 @@ impl Store {
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
         let mut inserted = 0;
         for chunk in jobs.chunks(500) {
-            let rows = chunk.iter().map(|j| retrieve_job::ActiveModel {
-                exam_id: Set(j.exam_id),
-                study_instance_uid: Set(j.study_instance_uid.clone()),
-                archive: Set(j.archive.clone()),
-                method: Set(j.method.clone()),
-                destination: Set(j.destination.clone()),
-                state: Set(if j.not_before <= now { JobState::Available } else { JobState::Scheduled }
-                    .as_str()
-                    .to_string()),
-                priority: Set(j.priority),
-                not_before: Set(j.not_before),
-                deadline: Set(j.deadline),
-                attempt: Set(0),
-                max_attempts: Set(j.max_attempts),
-                remaining: Set(None),
-                completed: Set(0),
-                failed: Set(0),
-                warning: Set(0),
-                expected_instances: Set(j.expected_instances),
-                last_status: Set(None),
-                last_error: Set(None),
-                errors: Set(serde_json::json!([])),
-                leased_until: Set(None),
-                worker: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-                finished_at: Set(None),
-                ..Default::default()
-            });
+            let rows = chunk.iter().map(|j| job_row(j, now));
             let result = retrieve_job::Entity::insert_many(rows)
                 .on_conflict(
                     OnConflict::columns([

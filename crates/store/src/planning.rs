@@ -3,7 +3,7 @@
 //! exams an archive was unreachable for.
 
 use crate::entity::{exam, exam_plan, prior, retrieve_job};
-use crate::{JobState, NewJob, Store, StoreError};
+use crate::{NewJob, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -132,7 +132,7 @@ impl Store {
         let mut inserted = 0;
         if !cancelled {
             for chunk in plan.jobs.chunks(500) {
-                let rows = chunk.iter().map(|j| job_row(j, now));
+                let rows = chunk.iter().map(|j| crate::jobs::job_row(j, now));
                 inserted += retrieve_job::Entity::insert_many(rows)
                     .on_conflict(
                         OnConflict::columns([
@@ -285,35 +285,5 @@ impl Store {
             .await
             .map_err(|e| StoreError::query("next replan", e))?;
         Ok(next.flatten())
-    }
-}
-
-fn job_row(j: &NewJob, now: DateTime<Utc>) -> retrieve_job::ActiveModel {
-    retrieve_job::ActiveModel {
-        exam_id: Set(j.exam_id),
-        study_instance_uid: Set(j.study_instance_uid.clone()),
-        archive: Set(j.archive.clone()),
-        method: Set(j.method.clone()),
-        destination: Set(j.destination.clone()),
-        state: Set(if j.not_before <= now { JobState::Available } else { JobState::Scheduled }.as_str().to_string()),
-        priority: Set(j.priority),
-        not_before: Set(j.not_before),
-        deadline: Set(j.deadline),
-        attempt: Set(0),
-        max_attempts: Set(j.max_attempts),
-        remaining: Set(None),
-        completed: Set(0),
-        failed: Set(0),
-        warning: Set(0),
-        expected_instances: Set(j.expected_instances),
-        last_status: Set(None),
-        last_error: Set(None),
-        errors: Set(serde_json::json!([])),
-        leased_until: Set(None),
-        worker: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        finished_at: Set(None),
-        ..Default::default()
     }
 }

@@ -158,11 +158,17 @@ async fn killed_between_commit_and_ack_duplicates_nothing() {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let source = RabbitSource { config: config.clone(), intake, batching: Batching { max: 100, wait: Duration::from_millis(20) } };
     let task = tokio::spawn(source.run(shutdown));
-    wait_for("redelivery drained", Duration::from_secs(30), async || queue_depth(&config, &config.queue).await == 0).await;
+    // Ready depth 0 is not enough: deliveries may still be in flight; wait until all 300
+    // redeliveries were processed.
+    let duplicates = || priorfetch_listener::metrics::EVENTS.with_label_values(&["rabbitmq", "duplicate"]).get();
+    wait_for("redelivery processed", Duration::from_secs(30), async || {
+        queue_depth(&config, &config.queue).await == 0 && duplicates() >= 300
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
     assert_eq!(store.count_exams().await.unwrap(), 300, "redelivery was a no-op");
-    let duplicates = priorfetch_listener::metrics::EVENTS.with_label_values(&["rabbitmq", "duplicate"]).get();
+    let duplicates = duplicates();
     assert!(duplicates >= 300, "{duplicates}");
 }
 

@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261202_000001_planning;
 mod m20261202_000002_retrieve_detail;
+mod m20261202_000003_queue_vacuum;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261202_000001_planning::Migration),
             Box::new(m20261202_000002_retrieve_detail::Migration),
+            Box::new(m20261202_000003_queue_vacuum::Migration),
         ]
     }
 }

@@ -103,3 +103,22 @@ pub fn housekeeping(config: &Config) -> Result<priorfetch_store::housekeeping::H
         retention: config.queue.retention,
     })
 }
+
+/// The admin HTTP server (`/metrics`, `/healthz`, `/readyz` plus `routes`) on
+/// `service.admin_listen`, until `shutdown`.
+pub async fn serve_admin(
+    config: &Config,
+    store: &priorfetch_store::Store,
+    routes: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>), Failure> {
+    use priorfetch_telemetry::admin;
+    let listen: std::net::SocketAddr =
+        config.service.admin_listen.parse().map_err(|e| anyhow::anyhow!("service.admin_listen: {e}"))?;
+    let served = admin::serve(listen, admin::router(ready_check(store), routes), async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    Ok(served)
+}

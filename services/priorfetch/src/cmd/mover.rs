@@ -4,7 +4,6 @@
 
 use crate::Failure;
 use priorfetch_mover::{Mover, MoverOptions};
-use priorfetch_telemetry::admin;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,13 +15,7 @@ pub async fn run(path: &Path) -> Result<ExitCode, Failure> {
     let store = super::connect(&config).await?;
     let shutdown = super::shutdown_signal();
 
-    let listen = config.service.admin_listen.parse().map_err(|e| anyhow::anyhow!("service.admin_listen: {e}"))?;
-    let mut admin_stop = shutdown.clone();
-    let (addr, admin_task) = admin::serve(listen, admin::router(super::ready_check(&store), axum::Router::new()), async move {
-        let _ = admin_stop.wait_for(|stop| *stop).await;
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let (addr, admin_task) = super::serve_admin(&config, &store, axum::Router::new(), shutdown.clone()).await?;
     tracing::info!(%addr, "mover admin server started");
 
     let housekeeping = tokio::spawn(super::housekeeping(&config)?.run(store.clone(), shutdown.clone()));

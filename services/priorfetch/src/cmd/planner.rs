@@ -2,7 +2,6 @@
 //! queue housekeeping, until SIGTERM. Migrations are `priorfetch migrate`'s job.
 
 use crate::Failure;
-use priorfetch_telemetry::admin;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,13 +14,7 @@ pub async fn run(path: &Path) -> Result<ExitCode, Failure> {
     let shutdown = super::shutdown_signal();
 
     let routes = priorfetch_planner::api::routes(store.clone());
-    let listen = config.service.admin_listen.parse().map_err(|e| anyhow::anyhow!("service.admin_listen: {e}"))?;
-    let mut admin_stop = shutdown.clone();
-    let (addr, admin_task) = admin::serve(listen, admin::router(super::ready_check(&store), routes), async move {
-        let _ = admin_stop.wait_for(|stop| *stop).await;
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let (addr, admin_task) = super::serve_admin(&config, &store, routes, shutdown.clone()).await?;
     tracing::info!(%addr, archives = config.archives.len(), "planner service started");
 
     let housekeeping = tokio::spawn(super::housekeeping(&config)?.run(store.clone(), shutdown.clone()));

@@ -8,7 +8,6 @@ use crate::Failure;
 use priorfetch_listener::{Intake, decode_options, http};
 use priorfetch_mover::{Mover, MoverOptions};
 use priorfetch_planner::Planner;
-use priorfetch_telemetry::admin;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,13 +32,7 @@ pub async fn run(path: &Path) -> Result<ExitCode, Failure> {
     let mut http_options = decode_options(&config);
     http_options.source = "http".into();
     let routes = http::routes(Intake::new(store.clone(), http_options)).merge(priorfetch_planner::api::routes(store.clone()));
-    let listen = config.service.admin_listen.parse().map_err(|e| anyhow::anyhow!("service.admin_listen: {e}"))?;
-    let mut admin_stop = shutdown.clone();
-    let (addr, admin_task) = admin::serve(listen, admin::router(super::ready_check(&store), routes), async move {
-        let _ = admin_stop.wait_for(|s| *s).await;
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let (addr, admin_task) = super::serve_admin(&config, &store, routes, shutdown.clone()).await?;
     tracing::info!(%addr, source = ?config.intake.source, archives = config.archives.len(), "priorfetch run started");
 
     let mut services: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
