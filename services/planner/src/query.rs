@@ -191,7 +191,11 @@ pub async fn find_studies(
             }
             Err(DimseError::Status { status: 0xA700..=0xA7FF, .. }) => {
                 if range.split().is_none() {
+                    // One patient's single day is not over any real cap: the archive is
+                    // out of resources, so stop here (instead of splitting every other
+                    // range down to days, up to MAX_QUERIES) and re-plan later.
                     findings.gap = Some((format!("archive refuses even a one-day query ({})", range.to_dicom()), true));
+                    break;
                 }
                 true
             }
