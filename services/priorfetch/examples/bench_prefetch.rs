@@ -68,6 +68,19 @@ fn orthanc_counts(o: &Orthanc) -> (u64, u64) {
     (v["CountStudies"].as_u64().unwrap_or(0), v["CountInstances"].as_u64().unwrap_or(0))
 }
 
+/// The StudyInstanceUIDs an Orthanc holds, sorted.
+fn orthanc_study_uids(o: &Orthanc) -> Vec<String> {
+    let (status, body) = http(o.http_port, "GET", "/studies?expand", "").expect("orthanc /studies");
+    assert_eq!(status, 200, "orthanc /studies: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("studies json");
+    let mut uids: Vec<String> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["MainDicomTags"]["StudyInstanceUID"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    uids.sort();
+    uids
+}
+
 /// Stops `priorfetch run` (SIGTERM, then kill) whatever happens.
 struct RunGuard(Child);
 
@@ -129,6 +142,10 @@ async fn main() {
     println!("archive: {s} studies, {i} instances loaded in {:.1} s", t.elapsed().as_secs_f64());
 
     // Baseline: the sequential DCMTK script into DEST-A.
+    // The rule's answer: per patient the 3 recent CT studies, nothing else.
+    let mut expected_uids: Vec<String> =
+        (0..patients).flat_map(|p| (0..PRIORS).map(move |k| format!("1.2.826.0.1.3680043.10.777.{p}.{k}"))).collect();
+    expected_uids.sort();
     let ids_file = data.path().join("patients.txt");
     std::fs::write(&ids_file, ids.join("\n") + "\n").unwrap();
     let t = Instant::now();
@@ -147,6 +164,7 @@ async fn main() {
     assert!(out.status.success(), "baseline failed: {}", String::from_utf8_lossy(&out.stderr));
     let (a_studies, a_instances) = orthanc_counts(&dest_a);
     assert_eq!((a_studies, a_instances), (expected_studies, expected_instances), "baseline at DEST-A");
+    assert!(orthanc_study_uids(&dest_a) == expected_uids, "baseline moved other studies than the rule's");
     println!("baseline (DCMTK findscu+movescu, sequential): {a_studies} studies, {baseline_s:.1} s");
 
     // priorfetch: the real binary against a fresh Postgres database.
@@ -261,6 +279,7 @@ progress_interval = "1s"
     assert_eq!(not_complete, 0, "exams not complete:\n{}", log());
     let (b_studies, b_instances) = orthanc_counts(&dest_b);
     assert_eq!((b_studies, b_instances), (expected_studies, expected_instances), "priorfetch at DEST-B");
+    assert!(orthanc_study_uids(&dest_b) == expected_uids, "priorfetch moved other studies than the rule's");
     println!(
         "priorfetch run: {b_studies} studies, {priorfetch_s:.1} s (planned after {:.1} s; events posted in {posted_s:.2} s; max_associations = {max_assoc})",
         planned_s.unwrap_or(priorfetch_s)
