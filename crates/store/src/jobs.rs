@@ -134,8 +134,35 @@ pub struct PurgeReport {
     pub dead_letters: u64,
 }
 
+/// Inserts jobs in chunks inside `txn`; an existing (exam, study, destination) is a no-op.
+/// Returns how many rows were new.
+pub(crate) async fn insert_jobs(
+    txn: &DatabaseTransaction,
+    jobs: &[NewJob],
+    now: DateTime<Utc>,
+    op: &'static str,
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
+    for chunk in jobs.chunks(500) {
+        inserted += retrieve_job::Entity::insert_many(chunk.iter().map(|j| job_row(j, now)))
+            .on_conflict(
+                OnConflict::columns([
+                    retrieve_job::Column::ExamId,
+                    retrieve_job::Column::StudyInstanceUid,
+                    retrieve_job::Column::Destination,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+    }
+    Ok(inserted)
+}
+
 /// The row of a newly enqueued job: `available` when due, else `scheduled`.
-pub(crate) fn job_row(j: &NewJob, now: DateTime<Utc>) -> retrieve_job::ActiveModel {
+fn job_row(j: &NewJob, now: DateTime<Utc>) -> retrieve_job::ActiveModel {
     retrieve_job::ActiveModel {
         exam_id: Set(j.exam_id),
         study_instance_uid: Set(j.study_instance_uid.clone()),
@@ -216,24 +243,7 @@ impl Store {
         }
         let now = Utc::now();
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
-        let mut inserted = 0;
-        for chunk in jobs.chunks(500) {
-            let rows = chunk.iter().map(|j| job_row(j, now));
-            let result = retrieve_job::Entity::insert_many(rows)
-                .on_conflict(
-                    OnConflict::columns([
-                        retrieve_job::Column::ExamId,
-                        retrieve_job::Column::StudyInstanceUid,
-                        retrieve_job::Column::Destination,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await
-                .map_err(|e| StoreError::query(op, e))?;
-            inserted += result;
-        }
+        let inserted = insert_jobs(&txn, jobs, now, op).await?;
         self.notify_work(&txn).await?;
         txn.commit().await.map_err(|e| StoreError::query(op, e))?;
         self.wake_local();

@@ -2,7 +2,7 @@
 //! prior with its reason, the plan's explanation, the retrieve jobs), and re-plans of
 //! exams an archive was unreachable for.
 
-use crate::entity::{exam, exam_plan, prior, retrieve_job};
+use crate::entity::{exam, exam_plan, prior};
 use crate::{NewJob, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -131,22 +131,7 @@ impl Store {
 
         let mut inserted = 0;
         if !cancelled {
-            for chunk in plan.jobs.chunks(500) {
-                let rows = chunk.iter().map(|j| crate::jobs::job_row(j, now));
-                inserted += retrieve_job::Entity::insert_many(rows)
-                    .on_conflict(
-                        OnConflict::columns([
-                            retrieve_job::Column::ExamId,
-                            retrieve_job::Column::StudyInstanceUid,
-                            retrieve_job::Column::Destination,
-                        ])
-                        .do_nothing()
-                        .to_owned(),
-                    )
-                    .exec_without_returning(&txn)
-                    .await
-                    .map_err(|e| StoreError::query(op, e))?;
-            }
+            inserted = crate::jobs::insert_jobs(&txn, &plan.jobs, now, op).await?;
             exam::Entity::update_many()
                 .col_expr(exam::Column::Status, Expr::value("planned"))
                 .col_expr(exam::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
