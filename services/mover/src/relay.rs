@@ -10,7 +10,7 @@ use crate::{Ctx, metrics};
 use dicom_object::InMemDicomObject;
 use priorfetch_dimse::get::{DirSink, StoreSink};
 use priorfetch_dimse::store_scu::{Part10, StoreStatusKind, storage_contexts};
-use priorfetch_dimse::{Association, DimseError, Peer, QueryModel};
+use priorfetch_dimse::{Association, DimseError, Peer, QueryModel, SubOperations};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,6 +72,13 @@ struct Budget {
     forwarder_gone: AtomicBool,
 }
 
+impl Budget {
+    /// A spooled file left the spool (never below zero if sizes drifted).
+    fn release(&self, size: u64) {
+        let _ = self.spooled.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(size)));
+    }
+}
+
 pub(crate) async fn get_and_relay(
     ctx: &Ctx,
     archive: &str,
@@ -102,8 +109,10 @@ pub(crate) async fn get_and_relay(
         let progress = live.clone();
         let outcome = assoc
             .retrieve_get(model, id, &mut sink, |c| {
+                // Arrived means confirmed by the destination: the forwarder keeps that count
+                // in `done_before.completed`, so the archive leg's own completed stays out.
                 if let Ok(mut l) = progress.lock() {
-                    l.counts = *c;
+                    l.counts = SubOperations { completed: 0, ..*c };
                 }
             }, Some(cancel.clone()))
             .await;
@@ -182,7 +191,7 @@ async fn forward(
             Err(e) => {
                 warn!(file = %path.display(), error = %e, "spooled file unreadable; dropped");
                 let _ = std::fs::remove_file(&path);
-                budget.spooled.fetch_sub(size.min(budget.spooled.load(Ordering::Relaxed)), Ordering::Relaxed);
+                budget.release(size);
                 done.refused += 1;
                 continue;
             }
@@ -205,7 +214,7 @@ async fn forward(
         match a.store_file(&part10, None).await {
             Ok(status) if status.kind != StoreStatusKind::Failure => {
                 let _ = std::fs::remove_file(&path);
-                budget.spooled.fetch_sub(size.min(budget.spooled.load(Ordering::Relaxed)), Ordering::Relaxed);
+                budget.release(size);
                 done.confirmed.insert(part10.sop_instance_uid.clone());
                 if let Ok(mut l) = live.lock() {
                     l.relayed = done.confirmed.len() as u32;
