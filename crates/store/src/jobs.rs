@@ -291,6 +291,10 @@ impl Store {
             })
             .collect();
         let archive_list = placeholders.join(", ");
+        // A claim is only a lease, so it does not wait for the WAL flush (set_config with
+        // is_local: this statement's own transaction only): if the server crashed before
+        // flushing it, the job is simply open again, and the claimer's first progress update
+        // finds it lost and sends C-CANCEL. Finishes, intake and plans stay synchronous.
         // Only the rows a claim will use get locked (a lock writes the tuple): the best
         // due job of each archive with free slots is looked up without locking, archives
         // are taken in that order, then at most `free slots` jobs and as many slot rows
@@ -298,7 +302,8 @@ impl Store {
         let sql = format!(
             "WITH free AS ( \
                SELECT archive, count(*) AS n FROM archive_slots \
-               WHERE job_id IS NULL AND archive IN ({archive_list}) GROUP BY archive), \
+               WHERE job_id IS NULL AND archive IN ({archive_list}) \
+                 AND set_config('synchronous_commit', 'off', true) IS NOT NULL GROUP BY archive), \
              best AS ( \
                SELECT f.archive, f.n, b.priority, b.deadline, b.id FROM free f, LATERAL ( \
                  SELECT j.priority, j.deadline, j.id FROM retrieve_jobs j \
@@ -336,12 +341,16 @@ impl Store {
              FROM taken WHERE r.id = taken.job_id \
              RETURNING r.*"
         );
+        let op = "claim jobs";
         let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+        // A claim is only a lease: if the server crashed before flushing it, the job is
+        // simply open again and the claimer's first progress update finds it lost (and
+        // cancels). So the claim does not wait for the WAL flush; finishes still do.
         let mut jobs = retrieve_job::Entity::find()
             .from_raw_sql(stmt)
             .all(&self.db)
             .await
-            .map_err(|e| StoreError::query("claim jobs", e))?;
+            .map_err(|e| StoreError::query(op, e))?;
         jobs.sort_by(|a, b| (a.priority, a.deadline.is_none(), a.deadline, a.id).cmp(&(b.priority, b.deadline.is_none(), b.deadline, b.id)));
         Ok(jobs)
     }

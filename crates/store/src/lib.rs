@@ -64,7 +64,11 @@ impl Store {
         options
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(10))
+            // A ping on every checkout is one more round trip per queue statement (claims
+            // run thousands per second); only connections idle long enough for a proxy or
+            // the server to have dropped them are pinged.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30));
         if is_sqlite {
             // One connection: SQLite has a single writer, and one connection makes every
             // transaction (claims included) serial without SQLITE_BUSY retries.
