@@ -255,8 +255,9 @@ where
         }
     }
 
-    /// A-ABORT (after a protocol error, or to stop at once).
-    pub async fn abort(mut self) {
+    /// A-ABORT (after a protocol error, or to stop at once); the association is closed
+    /// afterwards (any further use is an error).
+    pub async fn abort(&mut self) {
         if let Some(inner) = self.inner.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), AsyncAssociation::abort(inner)).await;
         }

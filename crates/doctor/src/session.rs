@@ -71,7 +71,7 @@ impl Session {
                 | DimseError::Io(_)
                 | DimseError::Protocol(_)
         );
-        if broken && let Some(assoc) = self.assoc.take() {
+        if broken && let Some(mut assoc) = self.assoc.take() {
             assoc.abort().await;
         }
     }

@@ -3,15 +3,15 @@
 use crate::config::{CapBehaviour, Faults};
 use crate::index::{Attrs, Instance, PATIENT_KEYS, Source, Study, tags::*};
 use crate::matching::matches;
-use crate::server::{ReceivedInstance, ServerOptions, Shared, VERIFICATION};
+use crate::server::{ReceivedInstance, ServerOptions, Shared};
 use crate::stats::Counters;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_ul::association::AsyncServerAssociation;
 use priorfetch_dimse::association::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use priorfetch_dimse::command::{Command, field, tags as ct};
+use priorfetch_dimse::scp::{ServerAssociation, accepted, echo_response, next_command};
 use priorfetch_dimse::{AeTitle, Association, DimseError, Peer, ScuOptions, StoreStatusKind, storage_contexts};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-type ServerAssoc = Association<AsyncServerAssociation<TcpStream>>;
+type ServerAssoc = ServerAssociation;
 
 /// Identifiers larger than this are refused (a query is a few hundred bytes).
 const MAX_IDENTIFIER: usize = 1 << 20;
@@ -50,34 +50,13 @@ pub(crate) async fn serve(
         }
     };
     Counters::add(&shared.counters.associations, 1);
-    let calling_ae = dicom_ul::association::Association::peer_ae_title(&established).trim().to_string();
     let our_ae = AeTitle::parse(&shared.config.ae_title).map_err(DimseError::Protocol)?;
-    let peer =
-        Peer { ae_title: AeTitle::parse(&calling_ae).unwrap_or_else(|_| our_ae.clone()), host: "peer".into(), port: 0 };
-    let mut options = ScuOptions::new(our_ae);
-    options.dimse_timeout = timeout;
-    let mut assoc: ServerAssoc = Association::from_established(established, peer, options);
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => {
-                assoc.abort().await;
-                return Ok(());
-            }
-            next = assoc.receive_command() => next,
-        };
-        let (pc, command) = match next {
-            Ok(c) => c,
-            Err(DimseError::Released { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+    let (mut assoc, calling_ae) = accepted(established, our_ae, timeout);
+    while let Some((pc, command)) = next_command(&mut assoc, shutdown).await? {
         let flow = match command.command_field() {
             Some(field::C_ECHO_RQ) => {
                 Counters::add(&shared.counters.echoes, 1);
-                let mut rsp = Command::new(field::C_ECHO_RSP);
-                rsp.put_u16(ct::MESSAGE_ID_BEING_RESPONDED_TO, command.u16(ct::MESSAGE_ID).unwrap_or(0))
-                    .put_uid(ct::AFFECTED_SOP_CLASS_UID, VERIFICATION)
-                    .put_u16(ct::STATUS, 0);
-                assoc.send(pc, &rsp, None).await?;
+                assoc.send(pc, &echo_response(&command), None).await?;
                 Flow::Continue
             }
             Some(field::C_FIND_RQ) => find(&mut assoc, pc, &command, shared).await?,
@@ -97,6 +76,7 @@ pub(crate) async fn serve(
             return Ok(());
         }
     }
+    Ok(())
 }
 
 fn context_ts(assoc: &ServerAssoc, pc: u8) -> Option<String> {
@@ -710,7 +690,7 @@ async fn retrieve(
                 let result = match watched {
                     Ok(r) => r,
                     Err(e) => {
-                        if let Some(t) = target.take() {
+                        if let Some(mut t) = target.take() {
                             t.abort().await;
                         }
                         return Err(e);
@@ -725,7 +705,7 @@ async fn retrieve(
         done += batch.len();
         if let Err(e) = result {
             // the destination broke: everything left fails
-            if let Some(t) = target.take() {
+            if let Some(mut t) = target.take() {
                 warn!(error = %e, "move destination association failed");
                 t.abort().await;
                 for i in &items[items.len() - progress.remaining..] {
@@ -745,7 +725,7 @@ async fn retrieve(
         if progress.remaining > 0 && !progress.cancelled {
             let mut cancelled = false;
             if let Err(e) = delay_or_cancel(assoc, message_id, &faults, &mut cancelled).await {
-                if let Some(t) = target.take() {
+                if let Some(mut t) = target.take() {
                     t.abort().await;
                 }
                 return Err(e);

@@ -8,6 +8,7 @@ use crate::index::{Index, Study, StudySummary};
 use crate::stats::{Counters, SimStats};
 use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity};
+use priorfetch_dimse::scp::{VERIFICATION, accept_next};
 use priorfetch_dimse::storage_classes::STORAGE_SOP_CLASSES;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +20,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub(crate) const VERIFICATION: &str = "1.2.840.10008.1.1";
 pub(crate) const QR_MODELS: &[&str] = &[
     "1.2.840.10008.5.1.4.1.2.1.1",
     "1.2.840.10008.5.1.4.1.2.1.2",
@@ -184,20 +184,7 @@ impl SimHandle {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let options = Arc::new(server_options(&shared.config));
     let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (socket, address) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-        };
-        let _ = socket.set_nodelay(true);
+    while let Some((socket, address)) = accept_next(&listener, &mut tasks, &shutdown).await {
         let (shared, options, shutdown) = (shared.clone(), options.clone(), shutdown.clone());
         tasks.spawn(async move {
             let faults = shared.faults();

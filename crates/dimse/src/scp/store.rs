@@ -3,12 +3,12 @@
 //! on a channel with the C-MOVE that caused it (Move Originator AE / Message ID), so the
 //! mover can correlate arrivals with its jobs.
 
-use crate::association::{Association, EXPLICIT_VR_LE, IMPLICIT_VR_LE, ScuOptions};
+use super::{ServerAssociation, VERIFICATION, accept_next, accepted, echo_response, next_command};
+use crate::association::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::command::{Command, field, tags};
 use crate::error::DimseError;
-use crate::peer::{AeTitle, Peer};
+use crate::peer::AeTitle;
 use crate::storage_classes::STORAGE_SOP_CLASSES;
-use dicom_ul::association::AsyncServerAssociation;
 use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 use std::io::Write;
@@ -20,8 +20,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-const VERIFICATION: &str = "1.2.840.10008.1.1";
 
 /// How the SCP behaves.
 #[derive(Debug, Clone)]
@@ -148,20 +146,7 @@ pub async fn run_store_scp(
     let sequence = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     info!(ae = %options.ae_title, out = %options.out_dir.display(), "c-store scp listening");
-    loop {
-        let (socket, address) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-        };
-        let _ = socket.set_nodelay(true);
+    while let Some((socket, address)) = accept_next(&listener, &mut tasks, &shutdown).await {
         let permit = permits.clone().try_acquire_owned().ok();
         let server = if permit.is_some() { accepting.clone() } else { refusing.clone() };
         if permit.is_none() {
@@ -199,41 +184,12 @@ async fn serve(
             after: options.idle_timeout,
         })?
         .map_err(|e| DimseError::Io(format!("association not established: {e}")))?;
-    let calling_ae = dicom_ul::association::Association::peer_ae_title(&established).trim().to_string();
-    let peer = Peer {
-        ae_title: AeTitle::parse(&calling_ae).unwrap_or_else(|_| options.ae_title.clone()),
-        host: "peer".into(),
-        port: 0,
-    };
-    let mut scu_options = ScuOptions::new(options.ae_title.clone());
-    scu_options.dimse_timeout = options.idle_timeout;
-    let mut assoc: Association<AsyncServerAssociation<TcpStream>> =
-        Association::from_established(established, peer, scu_options);
+    let (mut assoc, calling_ae) = accepted(established, options.ae_title.clone(), options.idle_timeout);
     let contexts = assoc.accepted_contexts();
     debug!(calling_ae = %calling_ae, contexts = contexts.len(), "c-store association accepted");
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => {
-                // Between two messages: nothing is half-written.
-                assoc.abort().await;
-                return Ok(());
-            }
-            next = assoc.receive_command() => next,
-        };
-        let (context_id, command) = match next {
-            Ok(c) => c,
-            // The peer's A-RELEASE ends the association normally.
-            Err(DimseError::Released { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+    while let Some((context_id, command)) = next_command(&mut assoc, shutdown).await? {
         match command.command_field() {
-            Some(field::C_ECHO_RQ) => {
-                let mut rsp = Command::new(field::C_ECHO_RSP);
-                rsp.put_u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, command.u16(tags::MESSAGE_ID).unwrap_or(0))
-                    .put_uid(tags::AFFECTED_SOP_CLASS_UID, VERIFICATION)
-                    .put_u16(tags::STATUS, 0);
-                assoc.send(context_id, &rsp, None).await?;
-            }
+            Some(field::C_ECHO_RQ) => assoc.send(context_id, &echo_response(&command), None).await?,
             Some(field::C_STORE_RQ) => {
                 let ts = contexts.iter().find(|(id, _, _)| *id == context_id).map(|(_, _, ts)| ts.clone());
                 let class = command.string(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
@@ -287,6 +243,7 @@ async fn serve(
             }
         }
     }
+    Ok(())
 }
 
 enum StoreFailure {
@@ -298,7 +255,7 @@ enum StoreFailure {
 /// Writes are plain buffered file writes of at most one PDU each (page cache, no fsync):
 /// cheaper than a blocking-pool round trip per fragment.
 async fn store_one(
-    assoc: &mut Association<AsyncServerAssociation<TcpStream>>,
+    assoc: &mut ServerAssociation,
     dir: &Path,
     class: &str,
     instance: &str,
