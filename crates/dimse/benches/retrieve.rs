@@ -13,6 +13,7 @@ use dicom_core::{Tag, VR};
 use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, get_contexts};
 use priorfetch_dimse::scu::query_contexts;
 use priorfetch_dimse::{AeTitle, Association, DirSink, Peer, QueryModel, ScuOptions, identifier};
+use priorfetch_testkit::bench::{dir_bytes, env_or, median};
 use priorfetch_testkit::dicom::{Orthanc, Storescp, StudySpec, store_files, write_study};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -20,27 +21,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const OUR_AE: &str = "PRIORFETCH";
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn dir_bytes(dir: &Path) -> (usize, u64) {
-    let mut n = 0;
-    let mut bytes = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_file() {
-            n += 1;
-            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    (n, bytes)
-}
 
 fn clear(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -74,11 +54,11 @@ struct Row {
 }
 
 fn main() {
-    let instances = env_or("BENCH_INSTANCES", 320);
-    let rows = env_or("BENCH_ROWS", 512) as u16;
-    let rounds = env_or("BENCH_ROUNDS", 5);
-    let finds = env_or("BENCH_FINDS", 1000);
-    let findscu_runs = env_or("BENCH_FINDSCU_RUNS", 200);
+    let instances = env_or::<usize>("BENCH_INSTANCES", 320);
+    let rows = env_or::<usize>("BENCH_ROWS", 512) as u16;
+    let rounds = env_or::<usize>("BENCH_ROUNDS", 5);
+    let finds = env_or::<usize>("BENCH_FINDS", 1000);
+    let findscu_runs = env_or::<usize>("BENCH_FINDSCU_RUNS", 200);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
 
     // The study: one patient, 4 series.

@@ -6,30 +6,9 @@
 //! (default 512: 512x512x16-bit = 512 KiB per instance), `BENCH_ROUNDS` (default 3).
 
 use pacs_sim::{DataSource, Sim, SimConfig, SyntheticSpec};
+use priorfetch_testkit::bench::{dir_bytes, env_or, median};
 use priorfetch_testkit::dicom::{Orthanc, StudySpec, run_tool, store_files, write_study};
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn dir_bytes(dir: &Path) -> (usize, u64) {
-    let mut n = 0;
-    let mut bytes = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_file() {
-            n += 1;
-            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    (n, bytes)
-}
 
 /// One getscu C-GET of the study into a fresh folder: (seconds, instances, bytes).
 async fn getscu(ae: &str, port: u16, study_uid: &str) -> (f64, usize, u64) {
@@ -62,9 +41,9 @@ async fn getscu(ae: &str, port: u16, study_uid: &str) -> (f64, usize, u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let instances = env_or("BENCH_INSTANCES", 300);
-    let rows = env_or("BENCH_ROWS", 512) as u16;
-    let rounds = env_or("BENCH_ROUNDS", 3);
+    let instances = env_or::<usize>("BENCH_INSTANCES", 300);
+    let rows = env_or::<usize>("BENCH_ROWS", 512) as u16;
+    let rounds = env_or::<usize>("BENCH_ROUNDS", 3);
     let data = tempfile::tempdir().unwrap();
     let mut spec = StudySpec::small("BENCH1", 901);
     spec.series = 3;

@@ -6,6 +6,7 @@
 //! and claim+finish throughput, for claims of 1 job and of 10 jobs.
 
 use chrono::Utc;
+use priorfetch_testkit::bench::env_or;
 use priorfetch_store::{Counts, Finish, JobState, Store};
 use sea_orm::ConnectionTrait;
 use std::time::{Duration, Instant};
@@ -16,9 +17,9 @@ const CAP: u32 = 8;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rows: i64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROWS);
-    let workers: usize = std::env::var("BENCH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let per_run: usize = std::env::var("BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let rows: i64 = env_or("BENCH_ROWS", ROWS);
+    let workers: usize = env_or("BENCH_WORKERS", 4);
+    let per_run: usize = env_or("BENCH_JOBS", 20_000);
     let db = priorfetch_testkit::db::TestDb::postgres().await;
     let store = Store::connect(&db.url, "", 4).await?;
     store.migrate().await?;

@@ -41,7 +41,7 @@ async fn wait_count(store: &Store, n: u64) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let n: usize = priorfetch_testkit::bench::env_or("BENCH_EVENTS", 50_000);
     let id = uuid::Uuid::new_v4().simple().to_string();
 
     // RabbitMQ -> Postgres

@@ -11,14 +11,11 @@ use priorfetch_config::{Config, Sources};
 use priorfetch_planner::{Planner, PlannerOptions, metrics};
 use priorfetch_store::entity::exam;
 use priorfetch_store::{NewExam, Store};
+use priorfetch_testkit::bench::env_or;
 use priorfetch_testkit::dicom::{Orthanc, StudySpec, load_studies};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn cfinds(archives: &[&str]) -> u64 {
     archives
@@ -84,9 +81,9 @@ async fn round(config: Arc<Config>, reuse: bool, exams: usize, patients: usize) 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let exams = env("BENCH_EXAMS", 1000);
-    let patients = env("BENCH_PATIENTS", 50);
-    let concurrency = env("BENCH_CONCURRENCY", 8);
+    let exams = env_or::<usize>("BENCH_EXAMS", 1000);
+    let patients = env_or::<usize>("BENCH_PATIENTS", 50);
+    let concurrency = env_or::<usize>("BENCH_CONCURRENCY", 8);
     let our_ae = "PRIORFETCH";
     let mut archives = Vec::new();
     let mut toml = String::new();

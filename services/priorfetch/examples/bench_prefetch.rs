@@ -7,6 +7,7 @@
 //! binary). Env: BENCH_PATIENTS (200), BENCH_MAX_ASSOCIATIONS (4), BENCH_TIMEOUT_S (600).
 
 use chrono::{Duration as Days, Utc};
+use priorfetch_testkit::bench::env_or;
 use priorfetch_testkit::db::TestDb;
 use priorfetch_testkit::dicom::{Destination, Orthanc, StudySpec, store_files, write_study};
 use priorfetch_testkit::ports::free_port;
@@ -18,10 +19,6 @@ use std::time::{Duration, Instant};
 
 const PRIORS: usize = 3;
 const INSTANCES: usize = 10;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn days_ago(days: i64) -> String {
     (Utc::now().date_naive() - Days::days(days)).format("%Y%m%d").to_string()
@@ -98,9 +95,9 @@ impl Drop for RunGuard {
 
 #[tokio::main]
 async fn main() {
-    let patients = env_or("BENCH_PATIENTS", 200) as usize;
-    let max_assoc = env_or("BENCH_MAX_ASSOCIATIONS", 4);
-    let timeout = Duration::from_secs(env_or("BENCH_TIMEOUT_S", 600));
+    let patients = env_or("BENCH_PATIENTS", 200usize);
+    let max_assoc = env_or("BENCH_MAX_ASSOCIATIONS", 4u64);
+    let timeout = Duration::from_secs(env_or("BENCH_TIMEOUT_S", 600u64));
     let expected_studies = (patients * PRIORS) as u64;
     let expected_instances = expected_studies * INSTANCES as u64;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
