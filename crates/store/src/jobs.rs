@@ -14,7 +14,7 @@
 use crate::entity::{archive_slot, retrieve_job};
 use crate::{RetryPolicy, Store, StoreError};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
@@ -666,7 +666,16 @@ impl Store {
         let op = "rescue expired";
         let now = Utc::now();
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        // Every running job holds a slot whose lease moves with the job's, so the expired
+        // slots (a small table) lead to the stuck jobs without an index of running jobs.
+        let expired_slots = Query::select()
+            .column(archive_slot::Column::JobId)
+            .from(archive_slot::Entity)
+            .and_where(archive_slot::Column::JobId.is_not_null())
+            .and_where(archive_slot::Column::LeasedUntil.lt(now))
+            .to_owned();
         let stuck = retrieve_job::Entity::find()
+            .filter(retrieve_job::Column::Id.in_subquery(expired_slots))
             .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
             .filter(retrieve_job::Column::LeasedUntil.lt(now))
             .lock_with_behavior(sea_orm::sea_query::LockType::Update, sea_orm::sea_query::LockBehavior::SkipLocked)

@@ -8,6 +8,7 @@ mod m20261122_000001_initial;
 mod m20261202_000001_planning;
 mod m20261202_000002_retrieve_detail;
 mod m20261202_000003_queue_vacuum;
+mod m20261202_000004_lean_queue_indexes;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_planning::Migration),
             Box::new(m20261202_000002_retrieve_detail::Migration),
             Box::new(m20261202_000003_queue_vacuum::Migration),
+            Box::new(m20261202_000004_lean_queue_indexes::Migration),
         ]
     }
 }
