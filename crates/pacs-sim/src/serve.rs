@@ -19,8 +19,6 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-type ServerAssoc = ServerAssociation;
-
 /// Identifiers larger than this are refused (a query is a few hundred bytes).
 const MAX_IDENTIFIER: usize = 1 << 20;
 /// Instances received larger than this are refused (they are kept in memory).
@@ -79,12 +77,12 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-fn context_ts(assoc: &ServerAssoc, pc: u8) -> Option<String> {
+fn context_ts(assoc: &ServerAssociation, pc: u8) -> Option<String> {
     assoc.accepted_contexts().into_iter().find(|(id, _, _)| *id == pc).map(|(_, _, ts)| ts)
 }
 
 async fn read_identifier(
-    assoc: &mut ServerAssoc,
+    assoc: &mut ServerAssociation,
     pc: u8,
     command: &Command,
 ) -> Result<Option<InMemDicomObject>, DimseError> {
@@ -318,7 +316,7 @@ async fn delay(faults: &Faults) {
 
 /// Waits on the requesting association for a C-CANCEL-RQ of operation `message_id`.
 /// Anything else arriving mid-operation is a protocol error (the association is dropped).
-async fn cancel_request(assoc: &mut ServerAssoc, message_id: u16) -> Result<(), DimseError> {
+async fn cancel_request(assoc: &mut ServerAssociation, message_id: u16) -> Result<(), DimseError> {
     let (_, command) = assoc.receive_command().await?;
     match command.command_field() {
         Some(field::C_CANCEL_RQ) if command.u16(ct::MESSAGE_ID_BEING_RESPONDED_TO) == Some(message_id) => Ok(()),
@@ -331,7 +329,7 @@ async fn cancel_request(assoc: &mut ServerAssoc, message_id: u16) -> Result<(), 
 
 /// The response delay, cut short by a C-CANCEL (which sets `cancelled`).
 async fn delay_or_cancel(
-    assoc: &mut ServerAssoc,
+    assoc: &mut ServerAssociation,
     message_id: u16,
     faults: &Faults,
     cancelled: &mut bool,
@@ -353,7 +351,7 @@ async fn delay_or_cancel(
 /// Runs `work` to completion (a sub-operation is never cut in half) while watching the
 /// requesting association for a C-CANCEL, which sets `cancelled`.
 async fn watching_for_cancel<F: std::future::Future>(
-    assoc: &mut ServerAssoc,
+    assoc: &mut ServerAssociation,
     message_id: u16,
     work: F,
     cancelled: &mut bool,
@@ -381,7 +379,7 @@ fn response(command_field: u16, rq: &Command, status: u16) -> Command {
     rsp
 }
 
-async fn find(assoc: &mut ServerAssoc, pc: u8, command: &Command, shared: &Arc<Shared>) -> Result<Flow, DimseError> {
+async fn find(assoc: &mut ServerAssociation, pc: u8, command: &Command, shared: &Arc<Shared>) -> Result<Flow, DimseError> {
     Counters::add(&shared.counters.finds, 1);
     let faults = shared.faults();
     let sop = command.string(ct::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
@@ -565,7 +563,7 @@ impl Progress {
 }
 
 async fn retrieve(
-    assoc: &mut ServerAssoc,
+    assoc: &mut ServerAssociation,
     pc: u8,
     command: &Command,
     shared: &Arc<Shared>,
@@ -879,7 +877,7 @@ where
 }
 
 async fn store(
-    assoc: &mut ServerAssoc,
+    assoc: &mut ServerAssociation,
     pc: u8,
     command: &Command,
     shared: &Arc<Shared>,

@@ -341,16 +341,12 @@ impl Store {
              FROM taken WHERE r.id = taken.job_id \
              RETURNING r.*"
         );
-        let op = "claim jobs";
         let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
-        // A claim is only a lease: if the server crashed before flushing it, the job is
-        // simply open again and the claimer's first progress update finds it lost (and
-        // cancels). So the claim does not wait for the WAL flush; finishes still do.
         let mut jobs = retrieve_job::Entity::find()
             .from_raw_sql(stmt)
             .all(&self.db)
             .await
-            .map_err(|e| StoreError::query(op, e))?;
+            .map_err(|e| StoreError::query("claim jobs", e))?;
         jobs.sort_by(|a, b| (a.priority, a.deadline.is_none(), a.deadline, a.id).cmp(&(b.priority, b.deadline.is_none(), b.deadline, b.id)));
         Ok(jobs)
     }
