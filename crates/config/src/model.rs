@@ -64,6 +64,13 @@ pub struct IntakeConfig {
     /// Site-specific HL7 v2 field positions (defaults fit common RIS styles).
     #[serde(default)]
     pub hl7: priorfetch_events::Hl7FieldMap,
+    /// Most rows kept in `dead_letters`; the oldest beyond it are deleted (0: no bound).
+    #[serde(default = "default_dead_letter_limit")]
+    pub dead_letter_limit: u64,
+}
+
+fn default_dead_letter_limit() -> u64 {
+    100_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,8 +266,13 @@ pub struct MoverConfig {
     pub workers: u32,
     /// C-GET spool: received instances wait here until the destination confirmed them.
     pub spool_dir: String,
-    /// Receiving pauses while the spool holds more than this many megabytes.
+    /// Receiving pauses while the whole spool (all running C-GETs of the process) holds
+    /// more than this many megabytes.
     pub spool_limit_mb: u64,
+    /// How long the spool folder of a job that ended failed or cancelled is kept (for
+    /// debugging; it holds PHI). `0s`: deleted at once.
+    #[serde(with = "crate::duration")]
+    pub spool_retention: Duration,
     /// How often a running retrieve persists its counts and extends its lease.
     #[serde(with = "crate::duration")]
     pub progress_interval: Duration,
@@ -277,8 +289,18 @@ pub struct QueueConfig {
     /// running workers extend it.
     #[serde(with = "crate::duration")]
     pub lease: Duration,
-    /// Cron (with seconds) for the rescuer of expired leases.
+    /// Cron (with seconds) for the rescuer of expired leases and dead workers.
     pub rescue_schedule: String,
+    /// This process's name in its claims (`NAME/mover`, `NAME/planner`); empty: the
+    /// host name. Two processes of one role on one host need distinct names.
+    pub instance: String,
+    /// How often a worker process beats its heartbeat.
+    #[serde(with = "crate::duration")]
+    pub heartbeat: Duration,
+    /// A worker whose last heartbeat is older than this is dead: the rescuer hands its
+    /// claims back.
+    #[serde(with = "crate::duration")]
+    pub dead_after: Duration,
     /// Cron (with seconds) for the retention purge.
     pub purge_schedule: String,
     /// Finished jobs, exams and dead letters older than this are purged.

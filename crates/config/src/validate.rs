@@ -156,6 +156,12 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     if queue.lease.as_secs() < 5 {
         issue("queue.lease".into(), "must be at least 5s");
     }
+    if queue.heartbeat.is_zero() || queue.heartbeat > queue.dead_after / 3 {
+        issue("queue.heartbeat".into(), "must be positive and at most a third of queue.dead_after");
+    }
+    if queue.dead_after > queue.lease {
+        issue("queue.dead_after".into(), "must be at most queue.lease");
+    }
     for (field, expr) in [("rescue_schedule", &queue.rescue_schedule), ("purge_schedule", &queue.purge_schedule)] {
         if let Err(e) = cron::Schedule::from_str(expr) {
             issue(format!("queue.{field}"), &format!("bad cron expression: {e}"));

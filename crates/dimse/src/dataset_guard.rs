@@ -177,6 +177,181 @@ pub fn check(bytes: &[u8], ts_uid: &str) -> Result<(), DimseError> {
     Ok(())
 }
 
+/// Whether `uid` is a DICOM UID (PS3.5 9.1): at most 64 characters, numeric components
+/// separated by single dots, no leading zero in a component of more than one digit.
+pub fn is_valid_uid(uid: &str) -> bool {
+    !uid.is_empty()
+        && uid.len() <= 64
+        && uid
+            .split('.')
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) && (c == "0" || !c.starts_with('0')))
+}
+
+/// What the start of a data set says about the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leading {
+    /// (0008,0016) SOP Class UID and (0008,0018) SOP Instance UID, both valid UIDs.
+    Found { sop_class: String, sop_instance: String },
+    /// The bytes end before (0008,0018): more are needed.
+    NeedMore,
+}
+
+const SOP_CLASS: u32 = 0x0008_0016;
+const SOP_INSTANCE: u32 = 0x0008_0018;
+
+/// Reads the top-level elements at the start of a data set up to (0008,0018) and returns
+/// the SOP Class and Instance UIDs. Tags must ascend (PS3.5 7.1), VRs and lengths must be
+/// sound; `complete` says `bytes` is the whole data set (else running out is `NeedMore`).
+/// Only the head is read: it is what identifies the instance, and it lets a receiver
+/// refuse garbage before writing anything.
+pub fn leading_uids(bytes: &[u8], ts_uid: &str, complete: bool) -> Result<Leading, DimseError> {
+    let r = Reader { bytes, explicit: ts_uid != "1.2.840.10008.1.2", big_endian: ts_uid == "1.2.840.10008.1.2.2" };
+    let bad = |what: String| Err(DimseError::Protocol(format!("data set head: {what}")));
+    let (mut pos, mut last, mut class) = (0usize, None::<u32>, None::<String>);
+    loop {
+        let Some(e) = r.element(pos).transpose() else {
+            return if complete {
+                bad(format!("ends at offset {pos} before the SOP Instance UID"))
+            } else {
+                Ok(Leading::NeedMore)
+            };
+        };
+        let e = e?;
+        if e.tag >> 16 == 0 || e.tag >> 16 == u32::from(ITEM_GROUP) || last.is_some_and(|l| l >= e.tag) {
+            return bad(format!("element ({:08X}) out of order at offset {pos}", e.tag));
+        }
+        last = Some(e.tag);
+        if e.tag > SOP_INSTANCE {
+            return bad("no SOP Instance UID (0008,0018)".into());
+        }
+        let end = match e.length {
+            Some(length) => match pos.checked_add(e.header + length).filter(|end| *end <= bytes.len()) {
+                Some(end) => end,
+                None if complete => return bad(format!("element ({:08X}) longer than the data set", e.tag)),
+                None => return Ok(Leading::NeedMore),
+            },
+            None => match r.skip_sequence(pos + e.header, 0)? {
+                Some(end) => end,
+                None if complete => return bad(format!("sequence ({:08X}) not closed", e.tag)),
+                None => return Ok(Leading::NeedMore),
+            },
+        };
+        if e.tag == SOP_CLASS || e.tag == SOP_INSTANCE {
+            let value = &bytes[pos + e.header..end];
+            let uid = std::str::from_utf8(value).unwrap_or("").trim_end_matches(['\0', ' ']);
+            if e.vr.is_some_and(|vr| &vr != b"UI") || !is_valid_uid(uid) {
+                return bad(format!("({:08X}) is not a valid UID", e.tag));
+            }
+            if e.tag == SOP_CLASS {
+                class = Some(uid.to_string());
+            } else {
+                return match class {
+                    Some(sop_class) => Ok(Leading::Found { sop_class, sop_instance: uid.to_string() }),
+                    None => bad("no SOP Class UID (0008,0016)".into()),
+                };
+            }
+        }
+        pos = end;
+    }
+}
+
+/// An element header: tag (group << 16 | element), explicit VR, header size, and value
+/// length (`None`: undefined).
+struct Element {
+    tag: u32,
+    vr: Option<[u8; 2]>,
+    header: usize,
+    length: Option<usize>,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    explicit: bool,
+    big_endian: bool,
+}
+
+impl Reader<'_> {
+    fn u16_at(&self, p: usize) -> Option<u16> {
+        let b = [*self.bytes.get(p)?, *self.bytes.get(p + 1)?];
+        Some(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+    }
+
+    fn u32_at(&self, p: usize) -> Option<u32> {
+        let b = [*self.bytes.get(p)?, *self.bytes.get(p + 1)?, *self.bytes.get(p + 2)?, *self.bytes.get(p + 3)?];
+        Some(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    }
+
+    /// The element header at `pos`; `Ok(None)` when the bytes end inside it.
+    fn element(&self, pos: usize) -> Result<Option<Element>, DimseError> {
+        let (Some(group), Some(element)) = (self.u16_at(pos), self.u16_at(pos + 2)) else { return Ok(None) };
+        let tag = (u32::from(group) << 16) | u32::from(element);
+        if group == ITEM_GROUP || !self.explicit {
+            return Ok(self.u32_at(pos + 4).map(|l| Element { tag, vr: None, header: 8, length: defined(l) }));
+        }
+        let (Some(&a), Some(&b)) = (self.bytes.get(pos + 4), self.bytes.get(pos + 5)) else { return Ok(None) };
+        let vr = [a, b];
+        if !known_vr(vr) {
+            return Err(DimseError::Protocol(format!("data set head: ({tag:08X}) has no valid VR at offset {pos}")));
+        }
+        Ok(if long_vr(vr) {
+            self.u32_at(pos + 8).map(|l| Element { tag, vr: Some(vr), header: 12, length: defined(l) })
+        } else {
+            self.u16_at(pos + 6).map(|l| Element { tag, vr: Some(vr), header: 8, length: Some(l as usize) })
+        })
+    }
+
+    /// Skips the items of an undefined-length sequence whose first item starts at `pos`:
+    /// the offset after its delimiter, `Ok(None)` when the bytes end first.
+    fn skip_sequence(&self, mut pos: usize, depth: usize) -> Result<Option<usize>, DimseError> {
+        let bad = |what: &str, at: usize| Err(DimseError::Protocol(format!("data set head: {what} at offset {at}")));
+        if depth > 16 {
+            return bad("sequences nested deeper than 16", pos);
+        }
+        loop {
+            let Some(item) = self.element(pos)? else { return Ok(None) };
+            match (item.tag, item.length) {
+                (0xFFFE_E0DD, _) => return Ok(Some(pos + 8)),
+                (0xFFFE_E000, Some(length)) => pos += 8 + length,
+                (0xFFFE_E000, None) => match self.skip_item(pos + 8, depth)? {
+                    Some(end) => pos = end,
+                    None => return Ok(None),
+                },
+                _ => return bad("no item inside a sequence", pos),
+            }
+            if pos > self.bytes.len() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Skips the elements of an undefined-length item up to and past its delimiter.
+    fn skip_item(&self, mut pos: usize, depth: usize) -> Result<Option<usize>, DimseError> {
+        loop {
+            let Some(e) = self.element(pos)? else { return Ok(None) };
+            if e.tag == 0xFFFE_E00D {
+                return Ok(Some(pos + 8));
+            }
+            if e.tag >> 16 == u32::from(ITEM_GROUP) {
+                return Err(DimseError::Protocol(format!("data set head: item tag inside an item at offset {pos}")));
+            }
+            pos = match e.length {
+                Some(length) => pos + e.header + length,
+                None => match self.skip_sequence(pos + e.header, depth + 1)? {
+                    Some(end) => end,
+                    None => return Ok(None),
+                },
+            };
+            if pos > self.bytes.len() {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn defined(length: u32) -> Option<usize> {
+    (length != UNDEFINED).then_some(length as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +369,39 @@ mod tests {
         }
         let spin = [0x89, 0x3b, 0x17, 0xb6, 0xfe, 0x59, 0x89, 0xfd, 0xfd, 0x9c, 0xeb, 0xf5];
         assert!(check(&spin, "1.2.840.10008.1.2.1").is_err());
+    }
+
+    #[test]
+    fn uids_are_checked_by_syntax() {
+        for good in ["1.2.3", "0.1", "1.2.840.10008.5.1.4.1.1.2", &format!("1.{}", "2".repeat(62))] {
+            assert!(is_valid_uid(good), "{good}");
+        }
+        for bad in ["", "1.2.3abc", "1.2.3xyz", "1..2", "1.02", ".1", "1.", "1.2 ", &format!("1.{}", "2".repeat(63))] {
+            assert!(!is_valid_uid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_head_gives_the_sop_uids_or_needs_more_or_fails() {
+        let obj = dicom_object::InMemDicomObject::from_element_iter([
+            dicom_core::DataElement::new(dicom_core::Tag(0x0008, 0x0005), dicom_core::VR::CS, "ISO_IR 100"),
+            dicom_core::DataElement::new(
+                dicom_core::Tag(0x0008, 0x0016),
+                dicom_core::VR::UI,
+                "1.2.840.10008.5.1.4.1.1.7",
+            ),
+            dicom_core::DataElement::new(dicom_core::Tag(0x0008, 0x0018), dicom_core::VR::UI, "1.2.3.4"),
+            dicom_core::DataElement::new(dicom_core::Tag(0x0010, 0x0020), dicom_core::VR::LO, "P1"),
+        ]);
+        for ts in ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"] {
+            let mut bytes = Vec::new();
+            crate::scu::encode_identifier_into(&obj, ts, &mut bytes).unwrap();
+            let found =
+                Leading::Found { sop_class: "1.2.840.10008.5.1.4.1.1.7".into(), sop_instance: "1.2.3.4".into() };
+            assert_eq!(leading_uids(&bytes, ts, true).unwrap(), found, "{ts}");
+            assert_eq!(leading_uids(&bytes[..20], ts, false).unwrap(), Leading::NeedMore, "{ts}");
+            assert!(leading_uids(&bytes[..20], ts, true).is_err(), "{ts}");
+        }
+        assert!(leading_uids(&[], "1.2.840.10008.1.2.1", true).is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! Servers: the C-STORE SCP, and what every SCP here shares (the pacs-sim archive uses
 //! it too): accepting connections, wrapping an accepted association, waiting for the next
 //! command until shutdown, and answering C-ECHO.
+pub mod handshake;
+mod receive;
 pub mod store;
 
 use crate::association::{Association, ScuOptions};
@@ -55,7 +57,8 @@ pub fn accepted(
     dimse_timeout: Duration,
 ) -> (ServerAssociation, String) {
     let calling_ae = dicom_ul::association::Association::peer_ae_title(&established).trim().to_string();
-    let peer = Peer { ae_title: AeTitle::parse(&calling_ae).unwrap_or_else(|_| our_ae.clone()), host: "peer".into(), port: 0 };
+    let peer =
+        Peer { ae_title: AeTitle::parse(&calling_ae).unwrap_or_else(|_| our_ae.clone()), host: "peer".into(), port: 0 };
     let mut options = ScuOptions::new(our_ae);
     options.dimse_timeout = dimse_timeout;
     (Association::from_established(established, peer, options), calling_ae)
@@ -63,7 +66,8 @@ pub fn accepted(
 
 /// The next command and its presentation context, or None when the peer released the
 /// association or `shutdown` was cancelled; then the association is aborted between two
-/// messages, so nothing is half-written.
+/// messages, so nothing is half-written. A command on a presentation context that was not
+/// accepted is a protocol error (PS3.8 9.3.5): the association is aborted.
 pub async fn next_command(
     assoc: &mut ServerAssociation,
     shutdown: &CancellationToken,
@@ -76,6 +80,10 @@ pub async fn next_command(
         next = assoc.receive_command() => next,
     };
     match next {
+        Ok((context_id, _)) if !assoc.accepted_contexts().iter().any(|(id, _, _)| *id == context_id) => {
+            assoc.abort().await;
+            Err(DimseError::Protocol(format!("command on presentation context {context_id}, which was not accepted")))
+        }
         Ok(c) => Ok(Some(c)),
         // The peer's A-RELEASE ends the association normally.
         Err(DimseError::Released { .. }) => Ok(None),
@@ -90,4 +98,23 @@ pub fn echo_response(request: &Command) -> Command {
         .put_uid(tags::AFFECTED_SOP_CLASS_UID, VERIFICATION)
         .put_u16(tags::STATUS, 0);
     rsp
+}
+
+/// The answer to a C-ECHO-RQ received on an accepted context of `abstract_syntax`:
+/// success on the Verification context, "SOP class not supported" (0x0122) on any other.
+pub fn echo_on_context(request: &Command, abstract_syntax: &str) -> Command {
+    let mut rsp = echo_response(request);
+    if abstract_syntax != VERIFICATION {
+        rsp.put_u16(tags::STATUS, 0x0122);
+    }
+    rsp
+}
+
+/// A short stable digest of a UID for logs: lines can be correlated without writing the
+/// UID itself (it can identify a patient's study).
+pub fn uid_digest(uid: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    format!("{:012x}", h.finish() & 0xFFFF_FFFF_FFFF)
 }

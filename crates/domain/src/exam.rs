@@ -44,3 +44,84 @@ pub struct Exam {
     pub procedure_text: Option<String>,
     pub priority: ExamPriority,
 }
+
+/// Why an exam's patient identifier cannot be sent as a C-FIND matching key. A C-FIND
+/// treats `*` and `?` as wildcards and `\` as a list separator, so such an ID (or an empty
+/// one: universal matching) matches other patients' studies. The messages never contain
+/// the identifier itself (PHI).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeIdentifier {
+    #[error("{field} is empty: a C-FIND would match every patient; refusing to query archives")]
+    Empty { field: &'static str },
+    #[error(
+        "{field} contains '{found}' (a C-FIND wildcard or list separator): it would match other patients' \
+         studies; refusing to query archives"
+    )]
+    Wildcard { field: &'static str, found: char },
+}
+
+/// Characters with a matching meaning in C-FIND keys (PS3.4 C.2.2.2.4, C.2.2.2.2).
+const MATCHING_CHARS: [char; 3] = ['*', '?', '\\'];
+
+fn check_key(field: &'static str, value: &str) -> Result<(), UnsafeIdentifier> {
+    if let Some(found) = value.chars().find(|c| MATCHING_CHARS.contains(c)) {
+        return Err(UnsafeIdentifier::Wildcard { field, found });
+    }
+    if value.trim_matches(|c: char| c.is_whitespace() || c == '\0').is_empty() {
+        return Err(UnsafeIdentifier::Empty { field });
+    }
+    Ok(())
+}
+
+impl Exam {
+    /// The patient keys are safe to send as single-value matching keys: a non-empty
+    /// PatientID without wildcards, and an IssuerOfPatientID (when present) without them.
+    pub fn check_patient_keys(&self) -> Result<(), UnsafeIdentifier> {
+        check_key("PatientID", &self.patient_id)?;
+        match self.issuer.as_deref() {
+            // an empty issuer is not sent at all
+            Some(issuer) if !issuer.trim().is_empty() => check_key("IssuerOfPatientID", issuer),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exam(patient_id: &str, issuer: Option<&str>) -> Exam {
+        Exam {
+            id: 1,
+            patient_id: patient_id.into(),
+            issuer: issuer.map(str::to_string),
+            accession_number: None,
+            study_instance_uid: None,
+            scheduled_at: None,
+            modality: None,
+            body_part: None,
+            procedure_code: None,
+            procedure_text: None,
+            priority: ExamPriority::Routine,
+        }
+    }
+
+    #[test]
+    fn wildcards_lists_and_empty_ids_are_refused() {
+        for bad in ["*", "SIM-P*", "SIM-P000?", "A\\B", "", "   ", "\0"] {
+            let err = exam(bad, None).check_patient_keys().expect_err(bad);
+            let text = err.to_string();
+            assert!(text.contains("PatientID") && text.contains("refusing"), "{text}");
+            // the message names the character, never the identifier (PHI)
+            if bad.len() > 1 && !bad.trim().is_empty() && bad != "\0" {
+                assert!(!text.contains(bad), "{text}");
+            }
+        }
+        assert_eq!(
+            exam("MRN1", Some("HO*SP")).check_patient_keys(),
+            Err(UnsafeIdentifier::Wildcard { field: "IssuerOfPatientID", found: '*' })
+        );
+        assert_eq!(exam("MRN-1.2_3", Some("HOSP")).check_patient_keys(), Ok(()));
+        assert_eq!(exam("MRN1", Some("  ")).check_patient_keys(), Ok(()), "an empty issuer is not sent");
+    }
+}

@@ -16,8 +16,8 @@ pub mod select;
 pub mod study;
 pub mod timing;
 
-pub use exam::{Exam, ExamPriority};
-pub use range::DateRange;
+pub use exam::{Exam, ExamPriority, UnsafeIdentifier};
+pub use range::{DateRange, EARLIEST, LATEST};
 pub use rules::{Rule, RuleError, RuleSet};
 pub use select::{Decision, Needs, select_priors, skip_present};
 pub use study::StudyMatch;

@@ -15,18 +15,19 @@ pub enum DecodeError {
     #[error("payload is neither a JSON event nor HL7 v2 (no leading '{{' or 'MSH|')")]
     UnknownFormat,
     /// Not parseable as JSON at all (serde_json's message carries line and column).
-    #[error("bad JSON: {0}")]
+    #[error("bad JSON: {}", clip_to(.0, 300))]
     BadJson(String),
     /// `what` says in words what was expected there (`patient id`, `message control id`).
     #[error("{field}: {what} missing")]
     MissingField { field: String, what: String },
-    #[error("{field}: {reason}")]
+    /// The reason may quote the input: it is clipped like the values below.
+    #[error("{field}: {}", clip_to(.reason, 300))]
     BadValue { field: String, reason: String },
     /// `what` is `date` or `timestamp`; the value is clipped so it cannot flood a header.
     #[error("{field}: bad {what} '{}'", clip(.value))]
     BadDate { field: String, what: &'static str, value: String },
     /// A segment the message type needs is absent (or the message ends too early).
-    #[error("truncated HL7: {0}")]
+    #[error("truncated HL7: {}", clip_to(.0, 300))]
     TruncatedHl7(String),
     /// MSH-9 names a message this decoder does not map.
     #[error("MSH-9: unsupported message type {} (ORM^O01, OMI^O23, SIU^S12-S15 are)", clip(.0))]
@@ -76,8 +77,14 @@ impl DecodeError {
 
 /// Values are cut so a huge payload cannot make a huge log line or header.
 fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(64).collect();
-    if s.chars().count() > 64 {
+    clip_to(s, 64)
+}
+
+/// At most `max` characters, control characters shown as `?`: a reason goes into log
+/// lines, AMQP headers and a text column, none of which may carry NUL or a 200 KB value.
+pub fn clip_to(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if s.chars().nth(max).is_some() {
         out.push('…');
     }
     out

@@ -7,6 +7,8 @@
 //! - `json.rs`: the JSON event.
 //! - `hl7/`: `message.rs` (delimiters, segments, escapes), `timestamp.rs` (DTM with zones),
 //!   `mapping.rs` (message types to events; [`Hl7FieldMap`] holds the site-specific positions).
+//! - `validate.rs`: the bounds every decoded event must keep (lengths, characters, wildcards,
+//!   date ranges), whatever its format.
 //!
 //! Nothing here panics on input: every byte sequence yields an event or an error.
 
@@ -14,10 +16,12 @@ mod error;
 mod event;
 mod hl7;
 mod json;
+mod validate;
 
-pub use error::DecodeError;
+pub use error::{DecodeError, clip_to};
 pub use event::{EventKind, ExamEvent, Format, Patient, Priority, Procedure, short_hash};
 pub use hl7::mapping::{FieldPath, Hl7FieldMap};
+pub use validate::{MATCH_KEY_FORBIDDEN, validate};
 
 /// How to decode: the source name goes into HL7 event keys (MSH-10 is unique only per
 /// sending system and channel), the field map into HL7 mapping.
@@ -31,15 +35,17 @@ pub struct DecodeOptions {
 pub fn decode(payload: &[u8], options: &DecodeOptions) -> Result<ExamEvent, DecodeError> {
     let text = std::str::from_utf8(payload).map_err(|e| DecodeError::Encoding(e.valid_up_to()))?;
     let body = strip_framing(text);
-    if body.starts_with("MSH") {
-        hl7::decode(body, options)
+    let event = if body.starts_with("MSH") {
+        hl7::decode(body, options)?
     } else if body.starts_with('{') {
-        json::decode(body)
+        json::decode(body)?
     } else if body.is_empty() {
-        Err(DecodeError::Empty)
+        return Err(DecodeError::Empty);
     } else {
-        Err(DecodeError::UnknownFormat)
-    }
+        return Err(DecodeError::UnknownFormat);
+    };
+    validate(&event)?;
+    Ok(event)
 }
 
 /// Strips a UTF-8 BOM, MLLP framing (0x0B ... 0x1C 0x0D) and surrounding white space.

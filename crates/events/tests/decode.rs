@@ -361,3 +361,53 @@ proptest! {
         let _ = decode(v.to_string().as_bytes(), &opts());
     }
 }
+
+/// The bounds of `validate.rs`, in both formats: each names its field, none accepts a value
+/// that would break a database index, a log line or a C-FIND's exact match.
+#[test]
+fn validation_bounds_name_the_field() {
+    let with = |path: &[&str], value: serde_json::Value| {
+        let mut v = valid_json();
+        let mut target = &mut v;
+        for p in &path[..path.len() - 1] {
+            target = &mut target[*p];
+        }
+        target[path[path.len() - 1]] = value;
+        json(v).err().and_then(|e| e.field().map(str::to_string))
+    };
+    let field = |p: &str| Some(p.to_string());
+    assert_eq!(with(&["patient", "id"], "MRN\u{0}1".into()), field("patient.id"));
+    assert_eq!(with(&["patient", "id"], "SIM-P*".into()), field("patient.id"));
+    assert_eq!(with(&["patient", "id"], "A?B".into()), field("patient.id"));
+    assert_eq!(with(&["patient", "id"], "A\\B".into()), field("patient.id"));
+    assert_eq!(with(&["patient", "id"], "7".repeat(65).into()), field("patient.id"));
+    assert_eq!(with(&["patient", "id"], "7".repeat(64).into()), None, "64 is the DICOM LO bound");
+    assert_eq!(with(&["patient", "issuer"], "HOSP*".into()), field("patient.issuer"));
+    assert_eq!(with(&["accession_number"], "ACC\t1".into()), field("accession_number"));
+    assert_eq!(with(&["procedure", "text"], "x".repeat(1025).into()), field("procedure.text"));
+    assert_eq!(with(&["scheduled_at"], "0000-11-23T09:30:00Z".into()), field("scheduled_at"));
+    assert_eq!(with(&["scheduled_at"], "9999-11-23T09:30:00Z".into()), field("scheduled_at"));
+    assert_eq!(with(&["patient", "birth_date"], "20301231".into()), field("patient.birth_date"), "born after the exam");
+    assert_eq!(with(&["patient", "birth_date"], "17990101".into()), field("patient.birth_date"));
+    let err = json({
+        let mut v = valid_json();
+        v["patient"]["birth_date"] = "20301231".into();
+        v
+    })
+    .unwrap_err();
+    assert!(!err.to_string().contains("2030"), "a birth date is PHI: not quoted in the reason: {err}");
+
+    // HL7: a wildcard in PID-3 and a 200 KB order control (the reason stays short).
+    let hl7 = |pid3: &str, orc1: &str| {
+        format!(
+            "MSH|^~\\&|RIS|HOSP|PF|HOSP|20261122083000||ORM^O01|C1|P|2.5.1\rPID|1||{pid3}^^^HOSP^MR||DOE^JOHN\r\
+             ORC|{orc1}|PL1|FL1||SC||^^^20261123093000+0100^^R\rOBR|1|PL1|FL1|CT^CT chest|||||||||||||||ACC1\r"
+        )
+        .into_bytes()
+    };
+    assert!(decode(&hl7("MRN1", "NW"), &opts()).is_ok());
+    assert_eq!(decode(&hl7("SIM-P*", "NW"), &opts()).unwrap_err().field(), Some("patient.id"));
+    let long = decode(&hl7("MRN1", &"X".repeat(200 * 1024)), &opts()).unwrap_err();
+    assert_eq!(long.field(), Some("ORC-1"));
+    assert!(long.to_string().chars().count() < 400, "clipped: {} characters", long.to_string().chars().count());
+}

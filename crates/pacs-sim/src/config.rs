@@ -173,6 +173,10 @@ pub struct SimConfig {
     pub idle_timeout: Duration,
     /// C-STOREs sent before waiting for their responses (C-GET and C-MOVE sub-operations).
     pub store_window: usize,
+    /// Fault: every C-FIND with a PatientID key also answers one study of another patient
+    /// that matches the other keys (an archive ignoring the PatientID, or matching it
+    /// loosely), so a caller must check each match against its query.
+    pub foreign_matches: bool,
 }
 
 impl SimConfig {
@@ -187,6 +191,7 @@ impl SimConfig {
             max_pdu: 1 << 20,
             idle_timeout: Duration::from_secs(60),
             store_window: 8,
+            foreign_matches: false,
         }
     }
 
@@ -198,6 +203,11 @@ impl SimConfig {
 
     pub fn with_faults(mut self, faults: Faults) -> SimConfig {
         self.faults = faults;
+        self
+    }
+
+    pub fn with_foreign_matches(mut self, on: bool) -> SimConfig {
+        self.foreign_matches = on;
         self
     }
 

@@ -379,7 +379,12 @@ fn response(command_field: u16, rq: &Command, status: u16) -> Command {
     rsp
 }
 
-async fn find(assoc: &mut ServerAssociation, pc: u8, command: &Command, shared: &Arc<Shared>) -> Result<Flow, DimseError> {
+async fn find(
+    assoc: &mut ServerAssociation,
+    pc: u8,
+    command: &Command,
+    shared: &Arc<Shared>,
+) -> Result<Flow, DimseError> {
     Counters::add(&shared.counters.finds, 1);
     let faults = shared.faults();
     let sop = command.string(ct::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
@@ -407,6 +412,12 @@ async fn find(assoc: &mut ServerAssociation, pc: u8, command: &Command, shared: 
         });
         if let Some(e) = failure {
             return Err(e);
+        }
+        if shared.config.foreign_matches
+            && let Some(foreign) = foreign_match(&index.studies, level, &shared.config.ae_title, &keys, charset, &ts)?
+        {
+            // first, so match caps do not hide it
+            found.insert(0, foreign);
         }
     }
     let (send, final_status) = match faults.match_cap {
@@ -444,6 +455,32 @@ async fn find(assoc: &mut ServerAssociation, pc: u8, command: &Command, shared: 
     }
     assoc.send(pc, &last, None).await?;
     Ok(Flow::Continue)
+}
+
+/// `SimConfig::foreign_matches`: the first record of another patient that matches the
+/// query's other keys, encoded as a match (with its real PatientID).
+fn foreign_match(
+    studies: &[Study],
+    level: Level,
+    our_ae: &str,
+    keys: &[(Tag, VR, String)],
+    charset: Option<&str>,
+    ts: &str,
+) -> Result<Option<Vec<u8>>, DimseError> {
+    let Some((_, _, queried)) = keys.iter().find(|(t, _, v)| *t == PATIENT_ID && !v.is_empty()) else {
+        return Ok(None);
+    };
+    let others: Vec<(Tag, VR, String)> = keys.iter().filter(|(t, _, _)| !PATIENT_KEYS.contains(t)).cloned().collect();
+    let mut out = None;
+    for_each_record(studies, level, our_ae, |r| {
+        if out.is_none()
+            && r.value(PATIENT_ID).is_some_and(|p| p != *queried)
+            && r.matches(&others, crate::CaseMatching::Sensitive)
+        {
+            out = Some(encode(&response_identifier(level, keys, r, charset), ts));
+        }
+    });
+    out.transpose()
 }
 
 trait Comment {

@@ -341,4 +341,28 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the oldest dead letters beyond the newest `keep`; returns how many went.
+    /// Ids only grow, so the bound is one indexed range delete.
+    pub async fn trim_dead_letters(&self, keep: u64) -> Result<u64, StoreError> {
+        let op = "trim dead letters";
+        let newest: Option<i64> = dead_letter::Entity::find()
+            .select_only()
+            .column_as(dead_letter::Column::Id.max(), "max")
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(|e| StoreError::query(op, e))?
+            .flatten();
+        let Some(cutoff) = newest.map(|n| n - Ord::min(keep, i64::MAX as u64) as i64) else { return Ok(0) };
+        if cutoff <= 0 {
+            return Ok(0);
+        }
+        let deleted = dead_letter::Entity::delete_many()
+            .filter(dead_letter::Column::Id.lte(cutoff))
+            .exec(&self.db)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+        Ok(deleted.rows_affected)
+    }
+
 }

@@ -4,8 +4,9 @@
 //! - `entity/`: sea-orm entities (exams, priors, retrieve_jobs, archive_slots, dead_letters).
 //! - `migration/`: one migration set for Postgres and SQLite.
 //! - `exams.rs`: idempotent exam intake, planner claims, dead letters.
-//! - `jobs.rs`: the retrieve-job queue: enqueue, claim under a per-archive cap, progress,
+//! - `jobs/`: the retrieve-job queue: enqueue, claim under a per-archive cap, progress,
 //!   finish, retry with backoff, cancel, rescue of expired leases, retention purge.
+//! - `liveness.rs`: worker identities, their heartbeat, hand-back at start-up.
 //! - `retrieval.rs`: the mover's records: instances a retry still needs, the destination's
 //!   count, the exam roll-up.
 //! - `planning.rs`: a plan recorded in one transaction (priors with reasons, the plan's
@@ -23,6 +24,7 @@ mod error;
 mod exams;
 pub mod housekeeping;
 mod jobs;
+pub mod liveness;
 mod planning;
 pub mod migration;
 mod retrieval;
@@ -31,9 +33,10 @@ mod signal;
 pub use backoff::RetryPolicy;
 pub use error::StoreError;
 pub use exams::{ExamStatus, Inserted, NewExam};
-pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RetryOutcome};
+pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome};
+pub use liveness::{Heartbeat, HeartbeatOptions, worker_identity};
 pub use retrieval::{ExamRollUp, exam_status_of};
-pub use planning::{PlanRecord, PriorRecord};
+pub use planning::{PlanOutcome, PlanRecord, PriorRecord};
 pub use signal::WorkSignal;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};

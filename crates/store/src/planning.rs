@@ -2,6 +2,8 @@
 //! prior with its reason, the plan's explanation, the retrieve jobs), and re-plans of
 //! exams an archive was unreachable for.
 
+mod reconcile;
+
 use crate::entity::{exam, exam_plan, prior};
 use crate::{NewJob, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -38,11 +40,32 @@ pub struct PlanRecord {
     /// When to plan again (gaps left), or `None`.
     pub replan_at: Option<DateTime<Utc>>,
     pub priors: Vec<PriorRecord>,
+    /// Jobs for selected priors only (others are dropped).
     pub jobs: Vec<NewJob>,
+    /// The rule's `max`: live jobs of the exam (earlier plans' included) never exceed it.
+    pub max_jobs: Option<u32>,
+    /// The exam cannot be planned (e.g. a wildcard patient ID): why. The exam becomes
+    /// `failed`, no job is added, unfinished jobs of earlier plans are cancelled.
+    pub refusal: Option<String>,
+}
+
+/// What recording a plan did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanOutcome {
+    /// Jobs added (new rows, or rows skipped earlier and queued again).
+    pub jobs_inserted: u64,
+    /// Jobs of earlier plans skipped (not started, prior no longer selected) or cancelled
+    /// (refused plan).
+    pub jobs_stopped: u64,
+    /// The priors as recorded: a prior over `max` counting existing jobs is unselected,
+    /// one whose job already started stays selected; reasons say so.
+    pub priors: Vec<PriorRecord>,
 }
 
 /// Statuses from which an exam may be re-planned (not cancelled, not being planned).
 const REPLANNABLE: [&str; 5] = ["planned", "fetching", "complete", "partial", "failed"];
+/// Statuses a refused plan moves to `failed` (all but `cancelled`).
+const REFUSABLE: [&str; 7] = ["received", "planning", "planned", "fetching", "complete", "partial", "failed"];
 
 impl Store {
     /// Records a plan in one transaction: the exam's priors are replaced by
@@ -51,6 +74,12 @@ impl Store {
     /// `planned`. An exam cancelled meanwhile gets its explanation but no jobs.
     /// Returns how many jobs were new.
     pub async fn record_plan(&self, plan: &PlanRecord) -> Result<u64, StoreError> {
+        Ok(self.record_plan_outcome(plan).await?.jobs_inserted)
+    }
+
+    /// [`Store::record_plan`], reconciling with the jobs of earlier plans (see
+    /// `planning/reconcile.rs`) and reporting the priors as recorded.
+    pub async fn record_plan_outcome(&self, plan: &PlanRecord) -> Result<PlanOutcome, StoreError> {
         let op = "record plan";
         let now = Utc::now();
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
@@ -62,16 +91,27 @@ impl Store {
             .await
             .map_err(|e| StoreError::query(op, e))?;
         let Some(status) = status else {
-            return Ok(0); // purged meanwhile: nothing to plan for
+            return Ok(PlanOutcome::default()); // purged meanwhile: nothing to plan for
         };
         let cancelled = status == "cancelled";
+        let mut outcome = PlanOutcome::default();
+        if let Some(why) = plan.refusal.as_deref() {
+            outcome.jobs_stopped = reconcile::refuse(&txn, plan.exam_id, why, now, op).await?;
+            outcome.priors = plan.priors.iter().map(|p| PriorRecord { selected: false, ..p.clone() }).collect();
+        } else if !cancelled {
+            let applied = reconcile::apply(&txn, plan, now, op).await?;
+            (outcome.jobs_inserted, outcome.jobs_stopped, outcome.priors) =
+                (applied.inserted, applied.skipped, applied.priors);
+        } else {
+            outcome.priors = plan.priors.clone();
+        }
 
         prior::Entity::delete_many()
             .filter(prior::Column::ExamId.eq(plan.exam_id))
             .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
-        for chunk in plan.priors.chunks(500) {
+        for chunk in outcome.priors.chunks(500) {
             let rows = chunk.iter().map(|p| prior::ActiveModel {
                 exam_id: Set(plan.exam_id),
                 archive: Set(p.archive.clone()),
@@ -87,9 +127,13 @@ impl Store {
             });
             prior::Entity::insert_many(rows)
                 .on_conflict(
-                    OnConflict::columns([prior::Column::ExamId, prior::Column::Archive, prior::Column::StudyInstanceUid])
-                        .do_nothing()
-                        .to_owned(),
+                    OnConflict::columns([
+                        prior::Column::ExamId,
+                        prior::Column::Archive,
+                        prior::Column::StudyInstanceUid,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
                 )
                 .exec_without_returning(&txn)
                 .await
@@ -109,7 +153,7 @@ impl Store {
             queries: Set(plan.queries.clone()),
             gaps: Set(plan.gaps.clone()),
             attempts: Set(attempts.unwrap_or(0) + 1),
-            replan_at: Set(if cancelled { None } else { plan.replan_at }),
+            replan_at: Set(if cancelled || plan.refusal.is_some() { None } else { plan.replan_at }),
             planned_at: Set(now),
         };
         exam_plan::Entity::insert(row)
@@ -129,16 +173,19 @@ impl Store {
             .await
             .map_err(|e| StoreError::query(op, e))?;
 
-        let mut inserted = 0;
+        let inserted = outcome.jobs_inserted;
         if !cancelled {
-            inserted = crate::jobs::insert_jobs(&txn, &plan.jobs, now, op).await?;
+            // a refused exam fails from any status (also a re-plan of a row stored before
+            // the check existed); a normal plan moves only `planning` to `planned`
+            let (to, from): (&str, &[&str]) =
+                if plan.refusal.is_some() { ("failed", &REFUSABLE) } else { ("planned", &["planning"]) };
             exam::Entity::update_many()
-                .col_expr(exam::Column::Status, Expr::value("planned"))
+                .col_expr(exam::Column::Status, Expr::value(to))
                 .col_expr(exam::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
                 .col_expr(exam::Column::Worker, Expr::value(Option::<String>::None))
                 .col_expr(exam::Column::UpdatedAt, Expr::value(now))
                 .filter(exam::Column::Id.eq(plan.exam_id))
-                .filter(exam::Column::Status.eq("planning"))
+                .filter(exam::Column::Status.is_in(from.iter().copied()))
                 .exec(&txn)
                 .await
                 .map_err(|e| StoreError::query(op, e))?;
@@ -150,7 +197,7 @@ impl Store {
         if inserted > 0 {
             self.wake_local();
         }
-        Ok(inserted)
+        Ok(outcome)
     }
 
     /// A failed planning pass (database or bug, not an archive: archives leave gaps):
@@ -202,7 +249,8 @@ impl Store {
                      WHERE p.replan_at IS NOT NULL AND p.replan_at <= $1 AND e.status IN ({statuses}) \
                      ORDER BY p.replan_at LIMIT $2 FOR UPDATE OF p SKIP LOCKED"
                 );
-                let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, [now.into(), (limit as i64).into()]);
+                let stmt =
+                    Statement::from_sql_and_values(DbBackend::Postgres, sql, [now.into(), (limit as i64).into()]);
                 use sea_orm::ConnectionTrait;
                 txn.query_all_raw(stmt)
                     .await

@@ -1,16 +1,51 @@
 //! The admin HTTP server: `/metrics`, `/healthz` (the process answers), `/readyz`
-//! (the database answers), and routes merged in by the services.
+//! (the service can work: database reachable, intake not stalled), and routes merged in
+//! by the services.
+//!
+//! It may face a hospital network, so no client can hold it: at most
+//! [`Limits::max_connections`] connections (more are closed at once), request headers
+//! must arrive within [`Limits::header_timeout`] (a socket that sends nothing or half a
+//! request is closed), and a whole request, body included, must be served within
+//! [`Limits::request_timeout`] (408 otherwise).
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
 
 /// Readiness probe: Ok when the service can do its work (database reachable).
 pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Longest `/readyz` waits for its check: a probe must answer, and a database that does
+/// not answer within this is not ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bounds on what clients may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 #[derive(Clone)]
 struct AdminState {
@@ -32,22 +67,98 @@ async fn metrics() -> impl IntoResponse {
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -> impl IntoResponse {
-    match (state.ready)().await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+    match tokio::time::timeout(READY_TIMEOUT, (state.ready)()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: no answer within {READY_TIMEOUT:?}\n")),
     }
 }
 
-/// Binds `listen` and serves until `shutdown` resolves. Returns the bound address
-/// (port 0 picks one) once listening, and the server task.
+/// Binds `listen` and serves until `shutdown` resolves, with the default [`Limits`].
+/// Returns the bound address (port 0 picks one) once listening, and the server task.
 pub async fn serve(
     listen: SocketAddr,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    serve_with(listen, app, Limits::default(), shutdown).await
+}
+
+pub async fn serve_with(
+    listen: SocketAddr,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "admin http listening");
-    let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    tracing::info!(%addr, max_connections = limits.max_connections, "admin http listening");
+    let request_timeout = limits.request_timeout;
+    let app = app.layer(axum::middleware::from_fn(move |req: Request, next: Next| bounded(req, next, request_timeout)));
+    let task = tokio::spawn(accept_loop(listener, app, limits, shutdown));
     Ok((addr, task))
+}
+
+/// A request (its body included) that is not served in time gets 408.
+async fn bounded(req: Request, next: Next, limit: Duration) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request not completed in time\n").into_response(),
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                // Out of file descriptors and the like: pause instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin http accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::metrics::ADMIN_CONNECTIONS_REFUSED.inc();
+            continue; // dropped: closed at once
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            // The watch guard is dropped inside this block: it must not live across an await.
+            let stopping = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopping => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    let _ = stop_tx.send(true);
+    // In-flight requests get a moment to finish, as axum's graceful shutdown did.
+    let all = limits.max_connections as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(5), permits.acquire_many(all)).await;
+    Ok(())
 }

@@ -28,3 +28,15 @@ pub fn render() -> String {
     }
     String::from_utf8(buffer).unwrap_or_default()
 }
+
+/// `priorfetch_admin_connections_refused_total`: connections closed at once because the
+/// admin server already had its maximum open.
+pub static ADMIN_CONNECTIONS_REFUSED: std::sync::LazyLock<prometheus::IntCounter> = std::sync::LazyLock::new(|| {
+    let counter = prometheus::IntCounter::new(
+        "priorfetch_admin_connections_refused_total",
+        "Admin HTTP connections closed at once because the connection cap was reached",
+    )
+    .expect("valid metric");
+    register(&counter);
+    counter
+});

@@ -3,11 +3,17 @@
 //! - [`ports`]: free loopback ports.
 //! - [`db`]: a fresh Postgres database (or SQLite file) per test.
 //! - [`dicom`]: real DICOM peers (Orthanc, DCMTK dcmqrscp/storescp) run as child processes.
+//! - [`pg_instance`]: a private Postgres server that tests may stop, crash and restart.
+//! - [`chaos`]: killable processes and a job-table poller for the chaos suite.
+//! - [`proxy`]: a loopback TCP proxy that can cut the line (database outages).
 //! - [`bench`]: environment knobs, medians and folder sizes for the benchmark programs.
 //!
 //! Tracing output in tests only when `TEST_LOG` is set.
 
 pub mod bench;
+pub mod chaos;
 pub mod db;
 pub mod dicom;
+pub mod pg_instance;
 pub mod ports;
+pub mod proxy;

@@ -1,39 +1,46 @@
-//! HTTP intake: `POST /api/events` answers 202 after the commit, 400 with the reason for
-//! invalid input (also kept as a dead letter), 503 when the database is unavailable.
+//! HTTP intake: `POST /api/events` answers 202 after the commit, 400 naming the field for
+//! invalid input (also kept as a dead letter), 503 when the database is unavailable: also
+//! when it does not answer within [`INTAKE_TIMEOUT`], so a sender never hangs on a cut.
 
 use crate::intake::{Intake, Verdict};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
+use serde_json::json;
+use std::time::Duration;
 
 /// Payloads above this are refused (413) before decoding.
 const MAX_BODY: usize = 1024 * 1024;
+/// Longest a sender waits for the commit before it is told to retry (503).
+pub const INTAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn routes(intake: Intake) -> Router {
-    Router::new()
-        .route("/api/events", post(post_event))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(intake)
+    Router::new().route("/api/events", post(post_event)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(intake)
 }
 
-async fn post_event(State(intake): State<Intake>, body: Bytes) -> impl IntoResponse {
-    match intake.process(&[body.as_ref()]).await {
-        Ok(verdicts) => match verdicts.into_iter().next() {
-            Some(Verdict::Invalid { code, reason }) => {
-                (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": reason, "code": code })))
-            }
-            Some(verdict) => {
-                let exam_id = match verdict {
-                    Verdict::Accepted(id) | Verdict::Duplicate(id) => Some(id),
-                    _ => None,
-                };
-                (StatusCode::ACCEPTED, Json(serde_json::json!({ "outcome": verdict.outcome(), "exam_id": exam_id })))
-            }
-            None => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": "no verdict" }))),
-        },
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))),
-    }
+async fn post_event(State(intake): State<Intake>, body: Bytes) -> Response {
+    let unavailable = |detail: String| {
+        tracing::warn!(error = %detail, "http intake: database unavailable; answering 503");
+        let body = json!({ "error": "database unavailable; retry later", "code": "unavailable" });
+        (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "5")], Json(body)).into_response()
+    };
+    let verdict = match tokio::time::timeout(INTAKE_TIMEOUT, intake.process(&[body.as_ref()])).await {
+        Ok(Ok(verdicts)) => verdicts.into_iter().next(),
+        Ok(Err(e)) => return unavailable(e.to_string()),
+        Err(_) => return unavailable(format!("no answer within {INTAKE_TIMEOUT:?}")),
+    };
+    let (status, body) = match verdict {
+        Some(Verdict::Invalid { code, field, reason }) => {
+            (StatusCode::BAD_REQUEST, json!({ "error": reason, "code": code, "field": field }))
+        }
+        Some(verdict @ (Verdict::Accepted(id) | Verdict::Duplicate(id))) => {
+            (StatusCode::ACCEPTED, json!({ "outcome": verdict.outcome(), "exam_id": id }))
+        }
+        Some(verdict) => (StatusCode::ACCEPTED, json!({ "outcome": verdict.outcome(), "exam_id": null })),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": "no verdict" })),
+    };
+    (status, Json(body)).into_response()
 }

@@ -1,9 +1,14 @@
 //! The part every source shares: decode a batch of payloads, commit what they mean in the
 //! database, and say per payload what happened, so the source acknowledges only after the
 //! commit and dead-letters the invalid ones.
+//!
+//! Every input error is permanent and isolated: the decoder's checks catch what they can
+//! (`priorfetch_events::validate`); a batch the database still refuses is split in halves
+//! until the rows it refuses are alone, and only those become dead letters. Only a
+//! database that is unavailable fails the whole batch (the source retries it later).
 
 use crate::metrics;
-use priorfetch_events::{DecodeOptions, EventKind, ExamEvent};
+use priorfetch_events::{DecodeOptions, EventKind, ExamEvent, clip_to};
 use priorfetch_store::{Inserted, NewExam, Store, StoreError};
 
 /// What became of one payload.
@@ -16,8 +21,13 @@ pub enum Verdict {
     Cancelled,
     /// An update or cancel for an order we never received.
     Unmatched,
-    /// Not usable: goes to the dead-letter queue/topic with this reason.
-    Invalid { code: &'static str, reason: String },
+    /// Not usable: goes to the dead-letter queue/topic with this reason; `field` names
+    /// the offending field when one is to blame (`patient.id`, `PID-3`).
+    Invalid {
+        code: &'static str,
+        field: Option<String>,
+        reason: String,
+    },
 }
 
 impl Verdict {
@@ -33,10 +43,23 @@ impl Verdict {
     }
 }
 
+/// Reason code of a message the decoder accepted but the database refused (a value it
+/// cannot store): permanent, like every decode error.
+pub const REJECTED_BY_DATABASE: &str = "rejected_by_database";
+/// Longest reason kept with a dead letter (table, AMQP header, Kafka header, HTTP body).
+pub const MAX_REASON_CHARS: usize = 500;
+/// Largest payload kept in the `dead_letters` table; longer ones keep their head only
+/// (the dead-letter queue/topic still gets the whole message).
+pub const MAX_DEAD_LETTER_PAYLOAD: usize = 256 * 1024;
+/// Default bound on the `dead_letters` table (`intake.dead_letter_limit`): the oldest rows
+/// beyond it are deleted, so a flood of bad messages cannot fill the database.
+pub const DEFAULT_DEAD_LETTER_LIMIT: u64 = 100_000;
+
 #[derive(Clone)]
 pub struct Intake {
     store: Store,
     options: DecodeOptions,
+    dead_letter_limit: u64,
 }
 
 fn new_exam(event: &ExamEvent) -> NewExam {
@@ -56,9 +79,27 @@ fn new_exam(event: &ExamEvent) -> NewExam {
     }
 }
 
+/// A database refusal as a dead-letter verdict; an unavailable database stays an error.
+fn refusal(error: StoreError) -> Result<Verdict, StoreError> {
+    if error.is_unavailable() {
+        return Err(error);
+    }
+    Ok(Verdict::Invalid {
+        code: REJECTED_BY_DATABASE,
+        field: None,
+        reason: clip_to(&error.to_string(), MAX_REASON_CHARS),
+    })
+}
+
 impl Intake {
     pub fn new(store: Store, options: DecodeOptions) -> Self {
-        Intake { store, options }
+        Intake { store, options, dead_letter_limit: DEFAULT_DEAD_LETTER_LIMIT }
+    }
+
+    /// Keeps at most `rows` dead letters in the table (0: no bound).
+    pub fn with_dead_letter_limit(mut self, rows: u64) -> Self {
+        self.dead_letter_limit = rows;
+        self
     }
 
     pub fn source(&self) -> &str {
@@ -67,79 +108,46 @@ impl Intake {
 
     /// Decodes and commits a batch: new exams in one transaction, dead letters in the
     /// table, updates and cancels applied. Returns one verdict per payload, in order.
-    /// On a database error nothing may be acknowledged: the broker redelivers and the
-    /// idempotent insert makes the retry safe.
+    /// An error means the database is unavailable and nothing may be acknowledged: the
+    /// broker redelivers and the idempotent insert makes the retry safe.
     pub async fn process(&self, payloads: &[&[u8]]) -> Result<Vec<Verdict>, StoreError> {
         let decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>> =
             payloads.iter().map(|p| priorfetch_events::decode(p, &self.options)).collect();
         let mut verdicts: Vec<Option<Verdict>> = vec![None; payloads.len()];
         let mut scheduled = Vec::new();
-        let mut scheduled_at_index = Vec::new();
-        let mut dead = Vec::new();
+        let mut scheduled_index = Vec::new();
         for (i, result) in decoded.iter().enumerate() {
             match result {
                 Ok(event) if event.kind == EventKind::Scheduled => {
                     scheduled.push(new_exam(event));
-                    scheduled_at_index.push(i);
+                    scheduled_index.push(i);
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let code = e.reason_code();
-                    let reason = e.to_string();
-                    dead.push((self.options.source.clone(), payloads[i].to_vec(), format!("{code}: {reason}")));
-                    verdicts[i] = Some(Verdict::Invalid { code, reason });
+                    verdicts[i] = Some(Verdict::Invalid {
+                        code: e.reason_code(),
+                        field: e.field().map(str::to_string),
+                        reason: clip_to(&e.to_string(), MAX_REASON_CHARS),
+                    })
                 }
             }
         }
-        let inserted = self.store.insert_exams(&scheduled).await?;
-        for (outcome, i) in inserted.into_iter().zip(scheduled_at_index) {
-            verdicts[i] = Some(match outcome {
-                Inserted::New(id) => Verdict::Accepted(id),
-                Inserted::Duplicate(id) => Verdict::Duplicate(id),
-            });
+        for (verdict, i) in self.insert_isolating(&scheduled).await?.into_iter().zip(scheduled_index) {
+            verdicts[i] = Some(verdict);
         }
         // Updates and cancels are rare: one at a time, in message order.
         for (i, result) in decoded.iter().enumerate() {
-            let Ok(event) = result else { continue };
-            if event.kind == EventKind::Scheduled {
-                continue;
+            if let Ok(event) = result
+                && event.kind != EventKind::Scheduled
+            {
+                verdicts[i] = Some(match self.apply_change(event).await {
+                    Ok(verdict) => verdict,
+                    Err(e) => refusal(e)?,
+                });
             }
-            let exams = self
-                .store
-                .find_exams_for_order(
-                    &event.patient.id,
-                    event.accession_number.as_deref(),
-                    event.study_instance_uid.as_deref(),
-                )
-                .await?;
-            verdicts[i] = Some(match (event.kind, exams.is_empty()) {
-                (EventKind::Updated, true) => {
-                    // An update for an order we missed: take it as the order itself.
-                    match self.store.insert_exam(&new_exam(event)).await? {
-                        Inserted::New(id) => Verdict::Accepted(id),
-                        Inserted::Duplicate(id) => Verdict::Duplicate(id),
-                    }
-                }
-                (EventKind::Updated, false) => {
-                    for exam in &exams {
-                        self.store.update_exam(exam.id, &new_exam(event)).await?;
-                    }
-                    Verdict::Updated
-                }
-                (_, true) => Verdict::Unmatched,
-                (_, false) => {
-                    for exam in &exams {
-                        let running = self.store.cancel_exam(exam.id).await?;
-                        if !running.is_empty() {
-                            tracing::info!(exam_id = exam.id, running = running.len(), "cancel sent to running retrieves");
-                        }
-                    }
-                    Verdict::Cancelled
-                }
-            });
         }
-        self.store.insert_dead_letters(&dead).await?;
         let verdicts: Vec<Verdict> = verdicts.into_iter().map(|v| v.unwrap_or(Verdict::Unmatched)).collect();
+        self.keep_dead_letters(payloads, &verdicts).await?;
         for v in &verdicts {
             metrics::EVENTS.with_label_values(&[self.options.source.as_str(), v.outcome()]).inc();
             if let Verdict::Invalid { code, .. } = v {
@@ -147,5 +155,103 @@ impl Intake {
             }
         }
         Ok(verdicts)
+    }
+
+    /// Inserts the batch in one transaction; when the database refuses it for what a row
+    /// carries, halves are retried until each refused row stands alone (a poison message
+    /// costs about 2·log2(batch) extra statements, and every other row still commits).
+    async fn insert_isolating(&self, exams: &[NewExam]) -> Result<Vec<Verdict>, StoreError> {
+        let mut verdicts = Vec::with_capacity(exams.len());
+        // Ranges still to insert, in order (a stack: the front half is pushed last).
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+        pending.push(0..exams.len());
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            match self.store.insert_exams(&exams[range.clone()]).await {
+                Ok(inserted) => verdicts.extend(inserted.into_iter().map(|outcome| match outcome {
+                    Inserted::New(id) => Verdict::Accepted(id),
+                    Inserted::Duplicate(id) => Verdict::Duplicate(id),
+                })),
+                Err(e) if range.len() == 1 || e.is_unavailable() => verdicts.push(refusal(e)?),
+                Err(_) => {
+                    let middle = range.start + range.len() / 2;
+                    pending.push(middle..range.end);
+                    pending.push(range.start..middle);
+                }
+            }
+        }
+        Ok(verdicts)
+    }
+
+    /// An `exam.updated` or `exam.cancelled` event applied to the exams of its order.
+    async fn apply_change(&self, event: &ExamEvent) -> Result<Verdict, StoreError> {
+        let exams = self
+            .store
+            .find_exams_for_order(
+                &event.patient.id,
+                event.accession_number.as_deref(),
+                event.study_instance_uid.as_deref(),
+            )
+            .await?;
+        Ok(match (event.kind, exams.is_empty()) {
+            (EventKind::Updated, true) => {
+                // An update for an order we missed: take it as the order itself.
+                match self.store.insert_exam(&new_exam(event)).await? {
+                    Inserted::New(id) => Verdict::Accepted(id),
+                    Inserted::Duplicate(id) => Verdict::Duplicate(id),
+                }
+            }
+            (EventKind::Updated, false) => {
+                for exam in &exams {
+                    self.store.update_exam(exam.id, &new_exam(event)).await?;
+                }
+                Verdict::Updated
+            }
+            (_, true) => Verdict::Unmatched,
+            (_, false) => {
+                for exam in &exams {
+                    let running = self.store.cancel_exam(exam.id).await?;
+                    if !running.is_empty() {
+                        tracing::info!(exam_id = exam.id, running = running.len(), "cancel sent to running retrieves");
+                    }
+                }
+                Verdict::Cancelled
+            }
+        })
+    }
+
+    /// The invalid payloads of a batch go to the `dead_letters` table (payload clipped to
+    /// [`MAX_DEAD_LETTER_PAYLOAD`]), and the table is kept within its row limit.
+    async fn keep_dead_letters(&self, payloads: &[&[u8]], verdicts: &[Verdict]) -> Result<(), StoreError> {
+        let dead: Vec<(String, Vec<u8>, String)> = payloads
+            .iter()
+            .zip(verdicts)
+            .filter_map(|(payload, verdict)| {
+                let Verdict::Invalid { code, reason, .. } = verdict else { return None };
+                let mut reason = format!("{code}: {reason}");
+                if payload.len() > MAX_DEAD_LETTER_PAYLOAD {
+                    reason.push_str(&format!(
+                        " (payload of {} bytes kept to its first {MAX_DEAD_LETTER_PAYLOAD})",
+                        payload.len()
+                    ));
+                }
+                let kept = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
+                Some((self.options.source.clone(), kept.to_vec(), reason))
+            })
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        self.store.insert_dead_letters(&dead).await?;
+        if self.dead_letter_limit > 0 {
+            let trimmed = self.store.trim_dead_letters(self.dead_letter_limit).await?;
+            if trimmed > 0 {
+                metrics::DEAD_LETTERS_TRIMMED.inc_by(trimmed);
+                tracing::warn!(trimmed, limit = self.dead_letter_limit, "dead-letter table full; oldest rows deleted");
+            }
+        }
+        Ok(())
     }
 }

@@ -68,6 +68,7 @@ impl KafkaSource {
                 Err(e) => {
                     // librdkafka retries broker connections itself; keep polling.
                     tracing::warn!(error = %e, "kafka consume error");
+                    crate::health::failing(&format!("kafka: {e}"));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -87,6 +88,7 @@ impl KafkaSource {
                     Err(e) => {
                         // Offsets stay uncommitted; retry the same batch once the database is back.
                         tracing::warn!(error = %e, batch = batch.len(), "database unavailable; retrying batch");
+                        crate::health::failing("database unavailable");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                             _ = shutdown.changed() => return Ok(()),
@@ -95,11 +97,14 @@ impl KafkaSource {
                 }
             };
             for (message, verdict) in batch.iter().zip(&verdicts) {
-                if let Verdict::Invalid { code, reason } = verdict {
+                if let Verdict::Invalid { code, reason, .. } = verdict {
                     let headers = OwnedHeaders::new()
                         .insert(Header { key: "x-priorfetch-reason", value: Some(reason.as_str()) })
                         .insert(Header { key: "x-priorfetch-code", value: Some(*code) })
-                        .insert(Header { key: "x-priorfetch-origin", value: Some(&format!("{}/{}/{}", message.topic(), message.partition(), message.offset())) });
+                        .insert(Header {
+                            key: "x-priorfetch-origin",
+                            value: Some(&format!("{}/{}/{}", message.topic(), message.partition(), message.offset())),
+                        });
                     let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic)
                         .payload(message.payload().unwrap_or_default())
                         .headers(headers);
@@ -122,6 +127,7 @@ impl KafkaSource {
             for ((topic, partition), offset) in next {
                 let _ = offsets.add_partition_offset(&topic, partition, Offset::Offset(offset));
             }
+            crate::health::healthy();
             if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
                 // A rebalance can revoke the partition: the next owner re-reads and the
                 // idempotent insert makes that harmless.

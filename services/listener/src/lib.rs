@@ -2,12 +2,14 @@
 //!
 //! - `intake.rs`: decode a batch, commit it, a verdict per message (shared by all sources).
 //! - `rabbitmq.rs`, `kafka.rs`, `http.rs`: the sources; `intake.source` picks one.
+//! - `health.rs`: whether the bus intake makes progress (`/readyz`).
 //! - `metrics.rs`: `priorfetch_events_total{source,outcome}`, dead letters by reason.
 //!
 //! Exactly once: the event key (`event_id`, or source + MSH-10 for HL7) is unique in
 //! `exams`; a message is acknowledged (or its offset committed) only after its rows are
 //! committed, so a crash between commit and ack leads to a redelivery that is a no-op.
 
+pub mod health;
 pub mod http;
 pub mod intake;
 pub mod kafka;
@@ -34,10 +36,20 @@ pub fn decode_options(config: &Config) -> DecodeOptions {
     DecodeOptions { source: source.to_string(), hl7: config.intake.hl7.clone() }
 }
 
+/// The HTTP intake (`POST /api/events`), served by the admin server.
+pub fn http_intake(config: &Config, store: Store) -> Intake {
+    let options = DecodeOptions { source: "http".into(), ..decode_options(config) };
+    Intake::new(store, options).with_dead_letter_limit(config.intake.dead_letter_limit)
+}
+
 /// Runs the configured bus source until `shutdown` (the HTTP source is served by the
 /// admin server through [`http::routes`]).
-pub async fn run(config: &Config, store: Store, shutdown: watch::Receiver<bool>) -> Result<(), kafka::KafkaSourceError> {
-    let intake = Intake::new(store, decode_options(config));
+pub async fn run(
+    config: &Config,
+    store: Store,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), kafka::KafkaSourceError> {
+    let intake = Intake::new(store, decode_options(config)).with_dead_letter_limit(config.intake.dead_letter_limit);
     match config.intake.source {
         IntakeSource::Http => {
             let mut shutdown = shutdown;

@@ -1,6 +1,6 @@
 //! The listener's metrics.
 
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use std::sync::LazyLock;
 
 /// `priorfetch_events_total{source, outcome}`: outcome is accepted, duplicate, updated,
@@ -20,6 +20,18 @@ pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     let counter = IntCounterVec::new(
         Opts::new("priorfetch_dead_letters_total", "Invalid messages sent to the dead-letter queue/topic, by reason"),
         &["source", "reason"],
+    )
+    .expect("valid metric");
+    priorfetch_telemetry::metrics::register(&counter);
+    counter
+});
+
+/// `priorfetch_dead_letters_trimmed_total`: oldest dead letters deleted to keep the table
+/// within `intake.dead_letter_limit` (they stay on the dead-letter queue/topic).
+pub static DEAD_LETTERS_TRIMMED: LazyLock<IntCounter> = LazyLock::new(|| {
+    let counter = IntCounter::new(
+        "priorfetch_dead_letters_trimmed_total",
+        "Oldest dead-letter rows deleted to keep the table within its limit",
     )
     .expect("valid metric");
     priorfetch_telemetry::metrics::register(&counter);

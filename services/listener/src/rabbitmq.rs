@@ -7,8 +7,8 @@
 use crate::intake::{Intake, Verdict};
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -40,25 +40,31 @@ enum SessionError {
 }
 
 impl RabbitSource {
-    /// Consumes until `shutdown` turns true; reconnects with backoff (200 ms doubling to 30 s).
+    /// Consumes until `shutdown` turns true; reconnects with backoff (200 ms doubling to
+    /// 30 s, back to 200 ms after a session that stayed up for a while).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Reconnect::default();
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            match self.session(&mut shutdown).await {
+            let started = tokio::time::Instant::now();
+            let result = self.session(&mut shutdown).await;
+            let delay = backoff.next_delay(started.elapsed());
+            match result {
                 Ok(()) => return, // clean shutdown
-                Err(e) => tracing::warn!(
+                Err(e) => {
+                    crate::health::failing(&format!("rabbitmq: {e}"));
+                    tracing::warn!(
                     url = %redact_url(&self.config.url), error = %e, retry_in = ?delay,
                     "rabbitmq session ended; reconnecting"
-                ),
+                    )
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -77,6 +83,7 @@ impl RabbitSource {
             )
             .await?;
         tracing::info!(queue = %self.config.queue, prefetch = self.config.prefetch, "consuming from rabbitmq");
+        crate::health::healthy();
         loop {
             // First delivery of a batch, or shutdown.
             let first = tokio::select! {
@@ -102,20 +109,50 @@ impl RabbitSource {
                 Err(e) => {
                     // Nothing committed for sure: hand the batch back and slow down.
                     tracing::warn!(error = %e, batch = batch.len(), "database unavailable; requeueing batch");
-                    channel
-                        .basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true })
-                        .await?;
+                    crate::health::failing("database unavailable");
+                    channel.basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true }).await?;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
             for (delivery, verdict) in batch.iter().zip(&verdicts) {
-                if let Verdict::Invalid { code, reason } = verdict {
+                if let Verdict::Invalid { code, reason, .. } = verdict {
                     publish_dead_letter(&channel, &self.config.dead_letter_queue, &delivery.data, code, reason).await?;
                 }
             }
             channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+            crate::health::healthy();
         }
+    }
+}
+
+/// Reconnect delays: doubling while sessions keep failing, and starting over once a
+/// session was healthy for [`Reconnect::HEALTHY`], so that one outage next week does not
+/// inherit the 30 s delay of an outage today.
+#[derive(Debug)]
+pub struct Reconnect {
+    next: Duration,
+}
+
+impl Reconnect {
+    pub const INITIAL: Duration = Duration::from_millis(200);
+    pub const MAX: Duration = Duration::from_secs(30);
+    pub const HEALTHY: Duration = Duration::from_secs(30);
+
+    /// The delay before the next attempt, given how long the session that ended lasted.
+    pub fn next_delay(&mut self, lasted: Duration) -> Duration {
+        if lasted >= Self::HEALTHY {
+            self.next = Self::INITIAL;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { next: Self::INITIAL }
     }
 }
 
@@ -146,4 +183,22 @@ async fn publish_dead_letter(
         return Err(SessionError::NotConfirmed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reconnect;
+    use std::time::Duration;
+
+    #[test]
+    fn reconnect_backoff_grows_and_resets_after_a_healthy_session() {
+        let mut backoff = Reconnect::default();
+        let quick = Duration::from_millis(5);
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay(quick)).collect();
+        assert_eq!(delays[0], Reconnect::INITIAL);
+        assert_eq!(delays[1], Reconnect::INITIAL * 2);
+        assert_eq!(*delays.last().unwrap(), Reconnect::MAX);
+        assert_eq!(backoff.next_delay(Reconnect::HEALTHY), Reconnect::INITIAL, "a healthy session starts over");
+        assert_eq!(backoff.next_delay(quick), Reconnect::INITIAL * 2);
+    }
 }

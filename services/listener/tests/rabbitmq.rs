@@ -199,3 +199,52 @@ async fn dead_letters_carry_the_reason() {
     assert!(reason.to_string().contains("patient"), "{reason}");
     assert_eq!(store.count_exams().await.unwrap(), 1);
 }
+
+/// One poison message in front of 1,000 valid ones: each kind the hostile tester found
+/// (NUL bytes, a 5,000-character ID, a 200 KB HL7 field, a wildcard ID, years 0 and 9999)
+/// ends as one dead letter naming the field, and the 1,000 commit within seconds. A row
+/// the database itself refuses (here a CHECK constraint; in the field, any value the
+/// decoder let through) is isolated by splitting the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_blocks_nothing_behind_it() {
+    let db = TestDb::postgres().await;
+    let store = Store::connect(&db.url, "", 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let refused_by_db = serde_json::json!({ "event_id": "db-refuses", "type": "exam.scheduled",
+        "patient": { "id": "REFUSED-BY-DB" }, "accession_number": "A1", "scheduled_at": "2026-11-23T09:30:00Z" });
+    let mut cases = common::poison_events();
+    cases.push(("row the database refuses", refused_by_db.to_string().into_bytes(), "rejected_by_database"));
+    use sea_orm::ConnectionTrait;
+    store
+        .connection()
+        .execute_unprepared("ALTER TABLE exams ADD CONSTRAINT test_poison CHECK (patient_id <> 'REFUSED-BY-DB')")
+        .await
+        .unwrap();
+
+    for (n, (name, poison, field)) in cases.into_iter().enumerate() {
+        let config = config();
+        let mut payloads = vec![poison];
+        payloads.extend((0..1_000).map(|i| common::json_event(100_000 * (n + 1) + i)));
+        publish_all(&config, &payloads).await;
+        let exams_before = store.count_exams().await.unwrap();
+        let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() });
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let batching = Batching { max: 250, wait: Duration::from_millis(20) };
+        let task = tokio::spawn(RabbitSource { config: config.clone(), intake, batching }.run(shutdown));
+        let start = Instant::now();
+        wait_for(name, Duration::from_secs(20), async || store.count_exams().await.unwrap() == exams_before + 1_000).await;
+        let took = start.elapsed();
+        wait_for("dead letter", Duration::from_secs(10), async || queue_depth(&config, &config.dead_letter_queue).await == 1).await;
+        wait_for("queue drained", Duration::from_secs(10), async || queue_depth(&config, &config.queue).await == 0).await;
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops on shutdown").unwrap();
+
+        let letters = store.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), n + 1, "{name}: one dead letter per poison message");
+        let reason = &letters.last().unwrap().reason;
+        assert!(reason.contains(field), "{name}: reason names {field}: {reason}");
+        assert!(reason.chars().count() < 700 && !reason.contains('\u{0}'), "{name}: reason clipped: {reason}");
+        assert!(took < Duration::from_secs(15), "{name}: 1,000 exams took {took:?}");
+        println!("poison '{name}': 1,000 valid exams committed in {:.2}s, 1 dead letter", took.as_secs_f64());
+    }
+}

@@ -6,7 +6,9 @@
 //!   `mover.workers` at once, wakes on NOTIFY, hands running jobs back on shutdown.
 //! - `retrieve.rs`: one attempt: C-MOVE or C-GET, progress persisted at a bounded rate
 //!   (extending the lease; a lost lease or a cancelled job sends C-CANCEL), verification.
-//! - `relay.rs`: C-GET into a bounded spool, forwarded to the destination by C-STORE.
+//! - `record.rs`: the outcome's write, retried until the database takes it.
+//! - `relay.rs`: C-GET into the spool, forwarded to the destination by C-STORE.
+//! - `spool.rs`: the spool's budget (one per process) and lifecycle (what holds PHI goes).
 //! - `verify.rs`: how many instances of a study the destination holds.
 //! - `outcome.rs`: the pure judgement: completed only when every instance arrived.
 //! - `window.rs`: retrieve windows from cron schedules.
@@ -14,8 +16,10 @@
 
 pub mod metrics;
 pub mod outcome;
+mod record;
 mod relay;
 mod retrieve;
+pub mod spool;
 pub mod verify;
 pub mod window;
 
@@ -23,8 +27,10 @@ pub use retrieve::RunEnd;
 
 use chrono::Utc;
 use priorfetch_config::Config;
-use priorfetch_store::{JobState, RetryPolicy, Store, StoreError};
-use std::sync::Arc;
+use priorfetch_store::{HeartbeatOptions, JobState, RetryPolicy, Store, StoreError};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -33,7 +39,9 @@ use tracing::{info, warn};
 /// What one mover process is called and how often it looks for work without a wake-up.
 #[derive(Debug, Clone)]
 pub struct MoverOptions {
-    /// Written into claimed jobs; unique per process (host and pid by default).
+    /// Written into claimed jobs and beaten as this process's heartbeat. Empty (the
+    /// default): `queue.instance` or the host name, then `/mover`. Stable across
+    /// restarts, so a restarted mover hands back at once what its crashed predecessor held.
     pub worker: String,
     /// Polling fallback when no NOTIFY arrives (scheduled jobs becoming due, windows).
     pub poll_interval: Duration,
@@ -41,8 +49,7 @@ pub struct MoverOptions {
 
 impl Default for MoverOptions {
     fn default() -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "mover".into());
-        MoverOptions { worker: format!("{host}-{}", std::process::id()), poll_interval: Duration::from_secs(1) }
+        MoverOptions { worker: String::new(), poll_interval: Duration::from_secs(1) }
     }
 }
 
@@ -52,6 +59,16 @@ pub(crate) struct Ctx {
     pub config: Arc<Config>,
     pub worker: String,
     pub policy: RetryPolicy,
+    /// The spool budget shared by every running C-GET of the process.
+    pub spool: Arc<spool::SpoolBudget>,
+    /// Jobs running in this process (the spool sweep leaves their folders alone).
+    pub running: Mutex<HashSet<i64>>,
+}
+
+impl Ctx {
+    pub(crate) fn running_ids(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct Mover {
@@ -69,16 +86,30 @@ impl Mover {
     pub fn new(store: Store, config: Arc<Config>, options: MoverOptions) -> Mover {
         let b = &config.retry.backoff;
         let policy = RetryPolicy { initial: b.initial, factor: b.factor, max: b.max, jitter: b.jitter };
+        let mut options = options;
+        if options.worker.trim().is_empty() {
+            options.worker = priorfetch_store::worker_identity(&config.queue.instance, "mover");
+        }
         let worker = options.worker.clone();
-        Mover { ctx: Arc::new(Ctx { store, config, worker, policy }), options }
+        let spool = spool::SpoolBudget::new(config.mover.spool_limit_mb);
+        Mover {
+            ctx: Arc::new(Ctx { store, config, worker, policy, spool, running: Mutex::new(HashSet::new()) }),
+            options,
+        }
     }
 
     /// Runs until `shutdown` turns true; then stops claiming, gives running retrieves
     /// `service.shutdown_grace` to finish, and hands the rest back to the queue.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), MoverError> {
         let ctx = self.ctx.clone();
-        let caps: Vec<(String, u32)> = ctx.config.archives.iter().map(|a| (a.name.clone(), a.max_associations)).collect();
+        let caps: Vec<(String, u32)> =
+            ctx.config.archives.iter().map(|a| (a.name.clone(), a.max_associations)).collect();
         ctx.store.sync_archive_slots(&caps).await.map_err(MoverError::Slots)?;
+        let spool_root = Path::new(&ctx.config.mover.spool_dir).to_path_buf();
+        // This process runs nothing yet: unmarked folders are a crashed predecessor's.
+        spool::remove_orphans(&spool_root);
+        let _heartbeat = start_heartbeat(&ctx).await;
+        let mut sweep = tokio::time::interval(Duration::from_secs(30));
         let workers = ctx.config.mover.workers.max(1) as usize;
         let (hand_back, hand_back_rx) = watch::channel(false);
         let mut running: JoinSet<RunEnd> = JoinSet::new();
@@ -113,24 +144,44 @@ impl Mover {
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 _ = signal.wait(self.options.poll_interval) => {}
                 _ = gauges.tick() => refresh_job_gauge(&ctx.store).await,
+                _ = sweep.tick() => {
+                    let running_ids = ctx.running_ids().clone();
+                    spool::sweep(&spool_root, ctx.config.mover.spool_retention, &running_ids);
+                }
             }
         }
 
         info!(running = running.len(), "mover stopping");
         let grace = ctx.config.service.shutdown_grace;
-        let drained = tokio::time::timeout(grace, async {
-            while running.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             let _ = hand_back.send(true);
             // Each job sends C-CANCEL and releases itself, bounded inside.
-            let _ = tokio::time::timeout(Duration::from_secs(15), async { while running.join_next().await.is_some() {} }).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(15), async { while running.join_next().await.is_some() {} })
+                    .await;
             running.abort_all();
         }
         info!("mover stopped");
         Ok(())
     }
+}
+
+/// Beats this mover's identity and hands back what its predecessor held (kill -9,
+/// OOM): those jobs and slots are free again at once instead of after a lease.
+async fn start_heartbeat(ctx: &Ctx) -> priorfetch_store::Heartbeat {
+    let q = &ctx.config.queue;
+    let options = HeartbeatOptions { every: q.heartbeat, dead_after: q.dead_after, exam_lease: None };
+    let (heartbeat, reclaimed) = ctx.store.start_worker(&ctx.worker, options).await;
+    match reclaimed {
+        Ok(r) if r.retried + r.failed + r.slots_freed > 0 => {
+            warn!(worker = %ctx.worker, retried = r.retried, failed = r.failed, slots_freed = r.slots_freed,
+                  "handed back the jobs of this worker's previous run")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(worker = %ctx.worker, error = %e, "cannot hand back the previous run's jobs; the rescuer will"),
+    }
+    heartbeat
 }
 
 /// Archives that may be retrieved from now (their retrieve window is open).

@@ -1,7 +1,7 @@
 //! The mover's metrics (names from ARCHITECTURE.md "Metrics").
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 use priorfetch_telemetry::metrics::register;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -19,7 +19,11 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 /// `priorfetch_job_attempts_total{archive,method,outcome}`: outcome is completed,
 /// partial, retry, failed, cancelled or handed_back.
 pub static JOB_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("priorfetch_job_attempts_total", "Retrieve attempts by archive, method and outcome", &["archive", "method", "outcome"])
+    counter(
+        "priorfetch_job_attempts_total",
+        "Retrieve attempts by archive, method and outcome",
+        &["archive", "method", "outcome"],
+    )
 });
 
 /// `priorfetch_suboperations_total{archive,result}`: completed, failed, warning as the
@@ -40,9 +44,8 @@ pub static RETRIEVE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 /// Bytes received from the archive (C-GET; a C-MOVE's bytes never pass through us).
-pub static RETRIEVE_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter("priorfetch_retrieve_bytes_total", "Bytes received from archives", &["archive"])
-});
+pub static RETRIEVE_BYTES: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter("priorfetch_retrieve_bytes_total", "Bytes received from archives", &["archive"]));
 
 pub static ASSOCIATIONS_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge("priorfetch_associations_active", "Open retrieve associations of this process, by archive", &["archive"])
@@ -50,9 +53,8 @@ pub static ASSOCIATIONS_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// 1 after an association was established, 0 after the archive could not be reached
 /// or refused us.
-pub static ARCHIVE_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge("priorfetch_archive_up", "Whether the archive accepted our last association", &["archive"])
-});
+pub static ARCHIVE_UP: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge("priorfetch_archive_up", "Whether the archive accepted our last association", &["archive"]));
 
 /// `priorfetch_jobs{state}`: the queue by state (refreshed by the mover).
 pub static JOBS: LazyLock<IntGaugeVec> =
@@ -61,4 +63,13 @@ pub static JOBS: LazyLock<IntGaugeVec> =
 /// The SLO: `priorfetch_exams_ready_total{outcome=in_time|late|failed}`.
 pub static EXAMS_READY: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter("priorfetch_exams_ready_total", "Exams whose priors all ended, against the scheduled time", &["outcome"])
+});
+
+/// `priorfetch_spool_bytes`: bytes the running C-GETs of this process hold in the spool
+/// (received, not yet confirmed by the destination), against `mover.spool_limit_mb`.
+pub static SPOOL_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    let g = prometheus::IntGauge::new("priorfetch_spool_bytes", "Bytes held in the C-GET spool by running retrieves")
+        .expect("valid metric");
+    register(&g);
+    g
 });

@@ -50,7 +50,11 @@ pub fn judge(a: &Attempt) -> Verdict {
     }
     if a.failed > 0 {
         let pending = (!a.failed_instances.is_empty()).then(|| a.failed_instances.clone());
-        let scope = if pending.is_some() { "retrying the failed instances" } else { "the archive did not name them: retrying the study" };
+        let scope = if pending.is_some() {
+            "retrying the failed instances"
+        } else {
+            "the archive did not name them: retrying the study"
+        };
         return Verdict::Partial {
             error: format!(
                 "{} sub-operations failed, {} arrived (status 0x{:04X}); {scope}",

@@ -1,11 +1,13 @@
 //! C-GET relay: instances arrive over the archive's association into a per-job spool
 //! folder (Part-10 files, written under a temporary name until complete), a forwarder
 //! sends each to the destination by C-STORE, and a file is deleted only once the
-//! destination confirmed it. The spool is bounded: receiving pauses while it is full.
-//! A crash leaves confirmed files deleted and the rest in the spool; the next attempt
-//! forwards those first, and counts each SOP instance once.
+//! destination confirmed it. The spool is bounded for the whole process (`spool.rs`):
+//! receiving pauses while it is full. A failed attempt put back for a retry leaves the
+//! unconfirmed files; the next attempt here forwards those first, and counts each SOP
+//! instance once. What happens to the folder when the job ends is `spool.rs`'s.
 
 use crate::retrieve::Live;
+use crate::spool::JobSpool;
 use crate::{Ctx, metrics};
 use dicom_object::InMemDicomObject;
 use priorfetch_dimse::get::{DirSink, StoreSink};
@@ -20,36 +22,22 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-/// A job's spool folder and the disk budget.
-pub struct Spool {
-    dir: PathBuf,
-    limit_bytes: u64,
-}
-
-impl Spool {
-    pub fn for_job(root: &str, job_id: i64, limit_mb: u64) -> Result<Spool, DimseError> {
-        let dir = Path::new(root).join(format!("job-{job_id}"));
-        std::fs::create_dir_all(&dir).map_err(|e| DimseError::Io(format!("spool folder {}: {e}", dir.display())))?;
-        Ok(Spool { dir, limit_bytes: limit_mb.saturating_mul(1 << 20) })
-    }
-
-    /// Complete files a crashed attempt left behind (half-written ones are discarded).
-    fn leftovers(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut files = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("dcm") => files.push(path),
-                Some("part") => {
-                    let _ = std::fs::remove_file(&path);
-                }
-                _ => {}
+/// Complete files a crashed or failed attempt left behind (half-written ones are discarded).
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("dcm") => files.push(path),
+            Some("part") => {
+                let _ = std::fs::remove_file(&path);
             }
+            _ => {}
         }
-        files.sort();
-        files
     }
+    files.sort();
+    files
 }
 
 /// The result of a relayed C-GET.
@@ -64,57 +52,71 @@ pub struct Relayed {
     pub bytes: u64,
 }
 
-/// Shared by the receiving sink and the forwarder.
+/// Shared by the receiving sink and the forwarder: the job's share of the process's
+/// spool budget.
 struct Budget {
-    spooled: AtomicU64,
-    limit: u64,
+    spool: JobSpool,
     /// The forwarder stopped (error): receiving must not wait for room any more.
     forwarder_gone: AtomicBool,
 }
 
-impl Budget {
-    /// A spooled file left the spool (never below zero if sizes drifted).
-    fn release(&self, size: u64) {
-        let _ = self.spooled.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(size)));
-    }
-}
-
+// One attempt's pieces, each owned by a different layer (association, job, progress).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn get_and_relay(
     ctx: &Ctx,
     archive: &str,
     assoc: &mut Association,
     model: QueryModel,
     ids: Vec<InMemDicomObject>,
-    spool: Spool,
+    spool: JobSpool,
     live: Arc<Mutex<Live>>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Relayed, DimseError> {
-    let budget = Arc::new(Budget { spooled: AtomicU64::new(0), limit: spool.limit_bytes, forwarder_gone: AtomicBool::new(false) });
+    let dir = spool.dir.clone();
+    let budget = Arc::new(Budget { spool, forwarder_gone: AtomicBool::new(false) });
     let (tx, rx) = mpsc::unbounded_channel();
-    for path in spool.leftovers() {
-        budget.spooled.fetch_add(file_size(&path), Ordering::Relaxed);
+    for path in leftovers(&dir) {
+        budget.spool.add(file_size(&path));
         let _ = tx.send(path);
     }
     let d = &ctx.config.destination;
-    let destination = Peer::new(&d.ae_title, &d.host, d.port as u16)
-        .map_err(|e| DimseError::Encode(format!("destination: {e}")))?;
+    let destination =
+        Peer::new(&d.ae_title, &d.host, d.port as u16).map_err(|e| DimseError::Encode(format!("destination: {e}")))?;
     let options = crate::retrieve::scu_options(ctx)?;
     let forwarder = tokio::spawn(forward(destination, options, rx, budget.clone(), live.clone()));
 
-    let mut sink = SpoolSink { inner: DirSink::new(&spool.dir).map_err(|e| DimseError::Io(e.to_string()))?, tx, budget: budget.clone(), bytes: Arc::new(AtomicU64::new(0)) };
+    let mut sink = SpoolSink {
+        inner: DirSink::new(&dir).map_err(|e| DimseError::Io(e.to_string()))?,
+        tx,
+        budget: budget.clone(),
+        bytes: Arc::new(AtomicU64::new(0)),
+    };
     let bytes = sink.bytes.clone();
-    let mut result = Relayed { status: 0, relayed: 0, failed: 0, failed_instances: Vec::new(), cancelled_by_archive: false, bytes: 0 };
+    let mut result = Relayed {
+        status: 0,
+        relayed: 0,
+        failed: 0,
+        failed_instances: Vec::new(),
+        cancelled_by_archive: false,
+        bytes: 0,
+    };
     let mut get_error = None;
     for id in &ids {
         let progress = live.clone();
         let outcome = assoc
-            .retrieve_get(model, id, &mut sink, |c| {
-                // Arrived means confirmed by the destination: the forwarder keeps that count
-                // in `done_before.completed`, so the archive leg's own completed stays out.
-                if let Ok(mut l) = progress.lock() {
-                    l.counts = SubOperations { completed: 0, ..*c };
-                }
-            }, Some(cancel.clone()))
+            .retrieve_get(
+                model,
+                id,
+                &mut sink,
+                |c| {
+                    // Arrived means confirmed by the destination: the forwarder keeps that count
+                    // in `done_before.completed`, so the archive leg's own completed stays out.
+                    if let Ok(mut l) = progress.lock() {
+                        l.counts = SubOperations { completed: 0, ..*c };
+                    }
+                },
+                Some(cancel.clone()),
+            )
             .await;
         match outcome {
             Ok(o) => {
@@ -157,9 +159,6 @@ pub(crate) async fn get_and_relay(
     }
     result.relayed = forwarded.confirmed.len() as u32;
     result.failed += forwarded.refused;
-    if std::fs::read_dir(&spool.dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
-        let _ = std::fs::remove_dir(&spool.dir);
-    }
     Ok(result)
 }
 
@@ -191,7 +190,7 @@ async fn forward(
             Err(e) => {
                 warn!(file = %path.display(), error = %e, "spooled file unreadable; dropped");
                 let _ = std::fs::remove_file(&path);
-                budget.release(size);
+                budget.spool.release(size);
                 done.refused += 1;
                 continue;
             }
@@ -214,7 +213,7 @@ async fn forward(
         match a.store_file(&part10, None).await {
             Ok(status) if status.kind != StoreStatusKind::Failure => {
                 let _ = std::fs::remove_file(&path);
-                budget.release(size);
+                budget.spool.release(size);
                 done.confirmed.insert(part10.sop_instance_uid.clone());
                 if let Ok(mut l) = live.lock() {
                     l.relayed = done.confirmed.len() as u32;
@@ -222,7 +221,10 @@ async fn forward(
                 }
             }
             Ok(status) => {
-                warn!(status = format!("0x{:04X}", status.status), "destination refused an instance; kept in the spool");
+                warn!(
+                    status = format!("0x{:04X}", status.status),
+                    "destination refused an instance; kept in the spool"
+                );
                 done.refused += 1;
             }
             // The destination takes no such SOP class: that instance cannot go, the rest can.
@@ -268,7 +270,12 @@ impl<W: Write> Write for Counting<W> {
 }
 
 impl StoreSink for SpoolSink {
-    fn begin(&mut self, sop_class: &str, sop_instance: &str, transfer_syntax: &str) -> std::io::Result<Box<dyn Write + Send>> {
+    fn begin(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+    ) -> std::io::Result<Box<dyn Write + Send>> {
         self.wait_for_room();
         let writer = self.inner.begin(sop_class, sop_instance, transfer_syntax)?;
         Ok(Box::new(Counting { inner: writer, bytes: self.bytes.clone() }))
@@ -280,7 +287,7 @@ impl StoreSink for SpoolSink {
         if self.inner.stored.len() > before
             && let Some(path) = self.inner.stored.pop()
         {
-            self.budget.spooled.fetch_add(file_size(&path), Ordering::Relaxed);
+            self.budget.spool.add(file_size(&path));
             // The forwarder gone means the attempt fails anyway; the file stays spooled.
             let _ = self.tx.send(path);
         }
@@ -292,13 +299,17 @@ impl SpoolSink {
     /// Pauses receiving while the spool is over budget. The archive's association then
     /// backs up in TCP, which is the point. Bounded: after 10 minutes it proceeds.
     fn wait_for_room(&self) {
-        let full = || self.budget.spooled.load(Ordering::Relaxed) > self.budget.limit && !self.budget.forwarder_gone.load(Ordering::Relaxed);
+        // The budget is the whole process's: another job's files may fill it too.
+        let full = || self.budget.spool.budget().is_full() && !self.budget.forwarder_gone.load(Ordering::Relaxed);
         if !full() {
             return;
         }
         // The sink is called from the association's task; blocking is only allowed on the
         // multi-thread runtime, where block_in_place hands the worker's other tasks away.
-        if tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread).unwrap_or(false) {
+        if tokio::runtime::Handle::try_current()
+            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .unwrap_or(false)
+        {
             tokio::task::block_in_place(|| {
                 for _ in 0..60_000 {
                     if !full() {

@@ -3,7 +3,8 @@
 //! destination, then judge and record the outcome.
 
 use crate::outcome::{self, Attempt, Verdict};
-use crate::{Ctx, metrics, relay};
+use crate::record::{finish, retry, roll_up, until_written};
+use crate::{Ctx, metrics, relay, spool};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use priorfetch_config::{ArchiveConfig, RetrieveMethod};
@@ -11,7 +12,7 @@ use priorfetch_dimse::scu::identifier;
 use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, Peer, QueryModel, ScuOptions, SubOperations};
 use priorfetch_events::short_hash;
 use priorfetch_store::entity::retrieve_job;
-use priorfetch_store::{Counts, Finish, JobState, RetryOutcome};
+use priorfetch_store::{Counts, Finish, JobState};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
@@ -67,22 +68,47 @@ struct Retrieved {
     bytes: u64,
 }
 
+/// Runs one attempt, then settles the job's spool folder: kept only when the job went
+/// back to the queue for a retry (the next attempt here forwards what it holds).
 pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch::Receiver<bool>) -> RunEnd {
+    let id = job.id;
+    ctx.running_ids().insert(id);
+    let end = run_attempt(&ctx, job, stop).await;
+    ctx.running_ids().remove(&id);
+    if end != RunEnd::Retrying {
+        // Nothing is left to debug in a completed job's folder.
+        let retention = match end {
+            RunEnd::Finished(JobState::Completed) => std::time::Duration::ZERO,
+            _ => ctx.config.mover.spool_retention,
+        };
+        spool::end_job(std::path::Path::new(&ctx.config.mover.spool_dir), id, retention);
+    }
+    end
+}
+
+async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Receiver<bool>) -> RunEnd {
     let Some(archive) = ctx.config.archives.iter().find(|a| a.name == job.archive).cloned() else {
-        let error = format!("archive '{}' is not configured in this process: add it to [[archives]] or retry the job elsewhere", job.archive);
-        return finish(&ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
+        let error = format!(
+            "archive '{}' is not configured in this process: add it to [[archives]] or retry the job elsewhere",
+            job.archive
+        );
+        return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
     };
     let method = match archive.retrieve {
         RetrieveMethod::Move => "move",
         RetrieveMethod::Get => "get",
         RetrieveMethod::Wado => {
-            let error = "retrieve = \"wado\" is not implemented in this version: use move or get for this archive".to_string();
-            return finish(&ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
+            let error =
+                "retrieve = \"wado\" is not implemented in this version: use move or get for this archive".to_string();
+            return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
         }
     };
     let study = short_hash(&job.study_instance_uid);
-    let pending: Option<Vec<String>> =
-        job.pending_instances.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()).filter(|p: &Vec<String>| !p.is_empty());
+    let pending: Option<Vec<String>> = job
+        .pending_instances
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .filter(|p: &Vec<String>| !p.is_empty());
     // Instances earlier attempts already delivered count towards this attempt's total.
     let base = match (&pending, job.expected_instances) {
         (Some(p), Some(expected)) => (expected - p.len() as i32).max(0),
@@ -100,15 +126,17 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
     let started = Instant::now();
     let labels = [archive.name.as_str(), method];
     metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).inc();
-    let retrieve = retrieve(&ctx, &archive, &job, pending.as_deref(), live.clone(), cancel_rx);
-    let persist = persist_progress(&ctx, &job, base, live.clone(), cancel_tx, stop);
+    let retrieve = retrieve(ctx, &archive, &job, pending.as_deref(), live.clone(), cancel_rx);
+    // Its own task: the heartbeat must go on while the retrieve's task blocks (a full
+    // spool pauses receiving inside the C-GET sink).
+    let persist = tokio::spawn(persist_progress(ctx.clone(), job.id, base, live.clone(), cancel_tx, stop));
     let (result, lost) = run_until_done(retrieve, persist).await;
     metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).dec();
     metrics::RETRIEVE_DURATION.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
 
     match lost {
         Some(Lost::Shutdown) => {
-            let _ = ctx.store.release_job(job.id, &ctx.worker).await;
+            let _ = until_written("hand back", job.id, || ctx.store.release_job(job.id, &ctx.worker)).await;
             metrics::JOB_ATTEMPTS.with_label_values(&[labels[0], labels[1], "handed_back"]).inc();
             info!(job = job.id, archive = %archive.name, "retrieve handed back at shutdown");
             return RunEnd::HandedBack;
@@ -117,8 +145,10 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
             metrics::JOB_ATTEMPTS.with_label_values(&[labels[0], labels[1], "cancelled"]).inc();
             info!(job = job.id, archive = %archive.name, "retrieve stopped: job cancelled or lease lost");
             // A cancelled job's worker still frees its slot and rolls the exam up.
-            let _ = ctx.store.finish_job(job.id, &ctx.worker, &Finish { state: JobState::Cancelled, counts: Counts::default(), last_status: None, error: None }).await;
-            roll_up(&ctx, job.exam_id).await;
+            let cancelled =
+                Finish { state: JobState::Cancelled, counts: Counts::default(), last_status: None, error: None };
+            let _ = until_written("cancel", job.id, || ctx.store.finish_job(job.id, &ctx.worker, &cancelled)).await;
+            roll_up(ctx, job.exam_id).await;
             return RunEnd::NotOwned;
         }
         None => {}
@@ -140,12 +170,13 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
             metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(1);
             metrics::RETRIEVE_BYTES.with_label_values(&[&archive.name]).inc_by(r.bytes);
             let verified = if ctx.config.destination.check_existing && r.failed == 0 && r.arrived > 0 {
-                verify(&ctx, &job).await
+                verify(ctx, &job).await
             } else {
                 None
             };
             if let Some((found, _)) = verified {
-                let _ = ctx.store.set_received(job.id, &ctx.worker, found as i32).await;
+                let _ = until_written("received", job.id, || ctx.store.set_received(job.id, &ctx.worker, found as i32))
+                    .await;
             }
             let attempt = Attempt {
                 expected: expected_now,
@@ -156,9 +187,17 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
                 cancelled_by_archive: r.cancelled,
                 verified,
                 method,
-                destination: archive.move_destination.clone().unwrap_or_else(|| ctx.config.destination.ae_title.clone()),
+                destination: archive
+                    .move_destination
+                    .clone()
+                    .unwrap_or_else(|| ctx.config.destination.ae_title.clone()),
             };
-            let counts = Counts { remaining: Some(0), completed: base + r.arrived as i32, failed: r.failed as i32, warning: counts_so_far.warning };
+            let counts = Counts {
+                remaining: Some(0),
+                completed: base + r.arrived as i32,
+                failed: r.failed as i32,
+                warning: counts_so_far.warning,
+            };
             (outcome::judge(&attempt), Some(r.status as i32), counts)
         }
     };
@@ -167,12 +206,13 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
         Verdict::Completed => {
             info!(job = job.id, archive = %archive.name, study = %study, completed = counts.completed,
                   seconds = started.elapsed().as_secs_f64(), "retrieve completed");
-            let _ = ctx.store.set_pending_instances(job.id, &ctx.worker, None).await;
-            finish(&ctx, &job, JobState::Completed, counts, status, None, "completed").await
+            let _ =
+                until_written("pending", job.id, || ctx.store.set_pending_instances(job.id, &ctx.worker, None)).await;
+            finish(ctx, &job, JobState::Completed, counts, status, None, "completed").await
         }
         Verdict::Permanent { error } => {
             warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve failed for good");
-            finish(&ctx, &job, JobState::Failed, counts, status, Some(error), "failed").await
+            finish(ctx, &job, JobState::Failed, counts, status, Some(error), "failed").await
         }
         Verdict::Partial { error, pending: next } => {
             warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve partial");
@@ -182,12 +222,15 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
                 Some(failed) => Some(failed),
                 None => pending,
             };
-            let _ = ctx.store.set_pending_instances(job.id, &ctx.worker, scope.as_deref()).await;
-            retry(&ctx, &job, &error, status, counts, "partial").await
+            let _ = until_written("pending", job.id, || {
+                ctx.store.set_pending_instances(job.id, &ctx.worker, scope.as_deref())
+            })
+            .await;
+            retry(ctx, &job, &error, status, counts, "partial").await
         }
         Verdict::Retry { error } => {
             warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve attempt failed");
-            retry(&ctx, &job, &error, status, counts, "retry").await
+            retry(ctx, &job, &error, status, counts, "retry").await
         }
     }
 }
@@ -202,13 +245,17 @@ enum Lost {
 /// hands it back.
 async fn run_until_done(
     retrieve: impl std::future::Future<Output = Result<Retrieved, DimseError>>,
-    persist: impl std::future::Future<Output = Lost>,
+    mut persist: tokio::task::JoinHandle<Lost>,
 ) -> (Result<Retrieved, DimseError>, Option<Lost>) {
     tokio::pin!(retrieve);
-    tokio::pin!(persist);
     tokio::select! {
-        result = &mut retrieve => (result, None),
-        lost = &mut persist => {
+        result = &mut retrieve => {
+            persist.abort();
+            (result, None)
+        }
+        joined = &mut persist => {
+            // A persister that panicked lost nothing: the retrieve goes on, unwatched.
+            let Ok(lost) = joined else { return (retrieve.await, None) };
             // The persister already sent C-CANCEL; let the archive answer, bounded.
             let result = match tokio::time::timeout(std::time::Duration::from_secs(10), &mut retrieve).await {
                 Ok(result) => result,
@@ -219,12 +266,13 @@ async fn run_until_done(
     }
 }
 
-/// Every `progress_interval`: persist counts and extend the lease. Returns (after sending
+/// The job's heartbeat, every `progress_interval` whatever the archive does: persist
+/// counts and extend the lease. Returns (after sending
 /// C-CANCEL) when the job is no longer ours or shutdown wants it back; otherwise runs
 /// until dropped.
 async fn persist_progress(
-    ctx: &Ctx,
-    job: &retrieve_job::Model,
+    ctx: Arc<Ctx>,
+    job_id: i64,
     base: i32,
     live: Arc<Mutex<Live>>,
     cancel: watch::Sender<bool>,
@@ -247,25 +295,29 @@ async fn persist_progress(
             Ok(l) => (l.total(base), l.relayed),
             Err(_) => continue,
         };
-        match ctx.store.update_progress(job.id, &ctx.worker, counts, lease).await {
-            Ok(true) => {}
-            Ok(false) => {
+        // Bounded: a hung connection must not hold back the next beat.
+        let beat = tokio::time::timeout(lease / 2, ctx.store.update_progress(job_id, &ctx.worker, counts, lease)).await;
+        match beat {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
                 let _ = cancel.send(true);
                 return Lost::NotOwned;
             }
             // The database is away: keep retrieving; the lease may lapse and another
             // worker would redo the study, which only costs time.
-            Err(e) => warn!(job = job.id, error = %e, "cannot persist progress"),
+            Ok(Err(e)) => warn!(job = job_id, error = %e, "cannot persist progress"),
+            Err(_) => warn!(job = job_id, "persisting progress timed out"),
         }
         if last != Some(relayed) && relayed > 0 {
-            let _ = ctx.store.set_received(job.id, &ctx.worker, relayed as i32).await;
+            let _ = ctx.store.set_received(job_id, &ctx.worker, relayed as i32).await;
             last = Some(relayed);
         }
     }
 }
 
 pub(crate) fn scu_options(ctx: &Ctx) -> Result<ScuOptions, DimseError> {
-    let ae = AeTitle::parse(&ctx.config.service.ae_title).map_err(|e| DimseError::Encode(format!("service.ae_title: {e}")))?;
+    let ae = AeTitle::parse(&ctx.config.service.ae_title)
+        .map_err(|e| DimseError::Encode(format!("service.ae_title: {e}")))?;
     let mut options = ScuOptions::new(ae);
     options.dimse_timeout = ctx.config.mover.dimse_timeout;
     Ok(options)
@@ -291,7 +343,9 @@ async fn retrieve(
     let model = QueryModel::StudyRoot;
     match archive.retrieve {
         RetrieveMethod::Get => {
-            let spool = relay::Spool::for_job(&ctx.config.mover.spool_dir, job.id, ctx.config.mover.spool_limit_mb)?;
+            let root = std::path::Path::new(&ctx.config.mover.spool_dir);
+            let spool = spool::JobSpool::open(root, job.id, ctx.spool.clone())
+                .map_err(|e| DimseError::Io(format!("spool folder under {}: {e}", root.display())))?;
             let mut contexts = vec![ContextRequest::new(model.find_uid())];
             contexts.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES));
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
@@ -309,8 +363,8 @@ async fn retrieve(
         }
         _ => {
             let destination = archive.move_destination.as_deref().unwrap_or(&ctx.config.destination.ae_title);
-            let destination =
-                AeTitle::parse(destination).map_err(|e| DimseError::Encode(format!("archives.move_destination: {e}")))?;
+            let destination = AeTitle::parse(destination)
+                .map_err(|e| DimseError::Encode(format!("archives.move_destination: {e}")))?;
             let contexts = [ContextRequest::new(model.find_uid()), ContextRequest::new(model.move_uid())];
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
             let ids = identifiers(&mut assoc, &job.study_instance_uid, pending).await?;
@@ -329,15 +383,22 @@ async fn move_all(
     live: &Arc<Mutex<Live>>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Retrieved, DimseError> {
-    let mut total = Retrieved { status: 0, arrived: 0, failed: 0, failed_instances: Vec::new(), cancelled: false, bytes: 0 };
+    let mut total =
+        Retrieved { status: 0, arrived: 0, failed: 0, failed_instances: Vec::new(), cancelled: false, bytes: 0 };
     for id in ids {
         let progress = live.clone();
         let outcome = assoc
-            .retrieve_move(model, id, destination, |c| {
-                if let Ok(mut l) = progress.lock() {
-                    l.counts = *c;
-                }
-            }, Some(cancel.clone()))
+            .retrieve_move(
+                model,
+                id,
+                destination,
+                |c| {
+                    if let Ok(mut l) = progress.lock() {
+                        l.counts = *c;
+                    }
+                },
+                Some(cancel.clone()),
+            )
             .await?;
         let c = outcome.counts;
         total.status = if total.status == 0 { outcome.status } else { total.status };
@@ -389,7 +450,9 @@ pub(crate) async fn instance_identifiers(
     );
     assoc
         .find(QueryModel::StudyRoot, &query, None, |m| {
-            let text = |tag: Tag| m.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').trim().to_string());
+            let text = |tag: Tag| {
+                m.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').trim().to_string())
+            };
             if let (Some(series), Some(sop)) = (text(tags::SERIES_INSTANCE_UID), text(tags::SOP_INSTANCE_UID))
                 && wanted.contains(sop.as_str())
             {
@@ -432,83 +495,5 @@ async fn verify(ctx: &Ctx, job: &retrieve_job::Model) -> Option<(u32, u32)> {
             warn!(job = job.id, error = %e, hint = %e.hint(), "cannot verify at the destination");
             None
         }
-    }
-}
-
-async fn finish(
-    ctx: &Ctx,
-    job: &retrieve_job::Model,
-    state: JobState,
-    counts: Counts,
-    last_status: Option<i32>,
-    error: Option<String>,
-    outcome: &str,
-) -> RunEnd {
-    metrics::JOB_ATTEMPTS.with_label_values(&[job.archive.as_str(), job.method.as_str(), outcome]).inc();
-    count_suboperations(&job.archive, counts);
-    let finish = Finish { state, counts, last_status, error };
-    match ctx.store.finish_job(job.id, &ctx.worker, &finish).await {
-        Ok(true) => {
-            roll_up(ctx, job.exam_id).await;
-            RunEnd::Finished(state)
-        }
-        Ok(false) => RunEnd::NotOwned,
-        Err(e) => {
-            warn!(job = job.id, error = %e, "cannot record the outcome; the lease will expire and the job be retried");
-            RunEnd::NotOwned
-        }
-    }
-}
-
-async fn retry(
-    ctx: &Ctx,
-    job: &retrieve_job::Model,
-    error: &str,
-    last_status: Option<i32>,
-    counts: Counts,
-    outcome: &str,
-) -> RunEnd {
-    metrics::JOB_ATTEMPTS.with_label_values(&[job.archive.as_str(), job.method.as_str(), outcome]).inc();
-    count_suboperations(&job.archive, counts);
-    let error = format!("attempt {}: {error}", job.attempt);
-    match ctx.store.retry_job(job.id, &ctx.worker, &error, last_status, counts, &ctx.policy).await {
-        Ok(RetryOutcome::Retrying { .. }) => RunEnd::Retrying,
-        Ok(RetryOutcome::Exhausted(state)) => {
-            roll_up(ctx, job.exam_id).await;
-            RunEnd::Finished(state)
-        }
-        Ok(RetryOutcome::NotOwned) => RunEnd::NotOwned,
-        Err(e) => {
-            warn!(job = job.id, error = %e, "cannot record the retry; the lease will expire and the job be retried");
-            RunEnd::NotOwned
-        }
-    }
-}
-
-fn count_suboperations(archive: &str, counts: Counts) {
-    for (result, n) in [("completed", counts.completed), ("failed", counts.failed), ("warning", counts.warning)] {
-        if n > 0 {
-            metrics::SUBOPERATIONS.with_label_values(&[archive, result]).inc_by(n as u64);
-        }
-    }
-}
-
-/// After a job ended: the exam's status, and the readiness SLO once its last job ended.
-pub(crate) async fn roll_up(ctx: &Ctx, exam_id: i64) {
-    match ctx.store.roll_up_exam(exam_id).await {
-        Ok(Some(r)) => {
-            let outcome = match r.status {
-                priorfetch_store::ExamStatus::Complete => match r.scheduled_at {
-                    Some(at) if r.ready_at > at => "late",
-                    _ => "in_time",
-                },
-                priorfetch_store::ExamStatus::Cancelled => return,
-                _ => "failed",
-            };
-            metrics::EXAMS_READY.with_label_values(&[outcome]).inc();
-            info!(exam = exam_id, status = r.status.as_str(), outcome, "exam priors ready");
-        }
-        Ok(None) => {}
-        Err(e) => warn!(exam = exam_id, error = %e, "cannot roll the exam up"),
     }
 }

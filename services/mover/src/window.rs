@@ -16,7 +16,10 @@ pub fn is_open(windows: &[RetrieveWindow], now: DateTime<Utc>) -> bool {
         let Ok(schedule) = cron::Schedule::from_str(&w.start) else { return false };
         let Ok(duration) = chrono::Duration::from_std(w.duration) else { return false };
         // The first start after (now - duration) is the only one whose window can cover now.
-        schedule.after(&(now - duration - chrono::Duration::seconds(1))).next().is_some_and(|start| start <= now && now < start + duration)
+        schedule
+            .after(&(now - duration - chrono::Duration::seconds(1)))
+            .next()
+            .is_some_and(|start| start <= now && now < start + duration)
     })
 }
 

@@ -15,6 +15,7 @@
 //! The selection logic itself is pure and lives in `priorfetch-domain`.
 
 pub mod api;
+pub mod guard;
 pub mod metrics;
 pub mod pool;
 pub mod query;
@@ -163,7 +164,8 @@ impl Planner {
         } else {
             None
         };
-        let worker = format!("planner-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        // Stable per host (or `queue.instance`): a restart hands back its predecessor's exams.
+        let worker = priorfetch_store::worker_identity(&config.queue.instance, "planner");
         Planner { inner: Arc::new(Inner { store, config, rules, archives, destination, worker }) }
     }
 
@@ -184,6 +186,20 @@ impl Planner {
         let exam = to_exam(row);
         let now = Utc::now();
         let timeout = config.planner.cfind_timeout;
+        // no C-FIND with a key that would match other patients (wildcard, list, empty)
+        if let Some(record) = guard::refusal(&exam, inner.rules.pick(&exam).map(|r| r.name.as_str())) {
+            inner.store.record_plan(&record).await?;
+            let why = record.refusal.unwrap_or_default();
+            return Ok(PlanReport {
+                exam_id: exam.id,
+                rule: record.rule,
+                decisions: Vec::new(),
+                jobs_enqueued: 0,
+                gaps: BTreeMap::from([("exam".to_string(), why)]),
+                replan_at: None,
+                cfinds: 0,
+            });
+        }
         let Some(rule) = inner.rules.pick(&exam) else {
             let record = PlanRecord {
                 exam_id: exam.id,
@@ -193,6 +209,8 @@ impl Planner {
                 replan_at: None,
                 priors: Vec::new(),
                 jobs: Vec::new(),
+                max_jobs: Some(0),
+                refusal: None,
             };
             inner.store.record_plan(&record).await?;
             tracing::info!(exam_id = exam.id, "no rule matches the exam: nothing to fetch");
@@ -327,13 +345,18 @@ impl Planner {
             replan_at,
             priors,
             jobs,
+            max_jobs: Some(rule.max),
+            refusal: None,
         };
-        let jobs_enqueued = inner.store.record_plan(&record).await?;
+        // the store reconciles with earlier plans' jobs (max counted over them all)
+        let outcome = inner.store.record_plan_outcome(&record).await?;
+        let jobs_enqueued = outcome.jobs_inserted;
+        apply_outcome(&mut decisions, &outcome);
         let selected = decisions.iter().filter(|d| d.selected).count();
         metrics::PRIORS_SELECTED.with_label_values(&[rule.name.as_str()]).inc_by(selected as u64);
         tracing::info!(
             exam_id = exam.id, rule = %rule.name, candidates = decisions.len(), selected, jobs_enqueued,
-            gaps = gaps.len(), cfinds, "exam planned"
+            jobs_stopped = outcome.jobs_stopped, gaps = gaps.len(), cfinds, "exam planned"
         );
         Ok(PlanReport {
             exam_id: exam.id,
@@ -358,6 +381,14 @@ impl Planner {
         let running: Arc<Mutex<HashSet<i64>>> = Default::default();
         let mut tasks = JoinSet::new();
         let mut signal = inner.store.work_signal().await;
+        // The heartbeat keeps this worker alive for the rescuer and extends the leases of
+        // the exams it plans (a plan may outlast `queue.lease`).
+        let q = &inner.config.queue;
+        let beat = priorfetch_store::HeartbeatOptions { every: q.heartbeat, dead_after: q.dead_after, exam_lease: Some(lease) };
+        let (_heartbeat, reclaimed) = inner.store.start_worker(&inner.worker, beat).await;
+        if let Err(e) = reclaimed {
+            tracing::warn!(error = %e, "cannot hand back the previous run's exams; the rescuer will");
+        }
         tracing::info!(worker = %inner.worker, concurrency, "planner started");
         while !*shutdown.borrow() {
             signal.mark_seen();
@@ -448,6 +479,18 @@ impl Planner {
             }
             running.lock().unwrap_or_else(|e| e.into_inner()).remove(&exam.id);
         });
+    }
+}
+
+/// The decisions as recorded (a re-plan may unselect over `max` or keep a started job).
+fn apply_outcome(decisions: &mut [Decision], outcome: &priorfetch_store::PlanOutcome) {
+    let recorded: std::collections::HashMap<(&str, &str), &PriorRecord> =
+        outcome.priors.iter().map(|p| ((p.archive.as_str(), p.study_instance_uid.as_str()), p)).collect();
+    for d in decisions.iter_mut() {
+        if let Some(p) = recorded.get(&(d.study.archive.as_str(), d.study.study_instance_uid.as_str())) {
+            d.selected = p.selected;
+            d.reason.clone_from(&p.reason);
+        }
     }
 }
 

@@ -37,3 +37,15 @@ pub static PRIORS_SELECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     priorfetch_telemetry::metrics::register(&c);
     c
 });
+
+/// `priorfetch_foreign_matches_total{archive}`: C-FIND matches discarded because their
+/// PatientID (or IssuerOfPatientID) is not the one queried: another patient's study.
+pub static FOREIGN_MATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new("priorfetch_foreign_matches_total", "C-FIND matches of another patient discarded, by archive"),
+        &["archive"],
+    )
+    .expect("valid metric");
+    priorfetch_telemetry::metrics::register(&c);
+    c
+});

@@ -3,6 +3,7 @@
 //! for attributes an archive only has there, and the destination check.
 //! Every query sent is logged with its keys for the plan's explanation.
 
+use crate::guard::{self, Identity};
 use crate::metrics;
 use crate::pool::Pool;
 use dicom_core::{Tag, VR};
@@ -52,9 +53,17 @@ pub struct Findings {
     pub queries: Vec<QueryLog>,
     /// The list is incomplete: why, and whether a later re-plan can help.
     pub gap: Option<(String, bool)>,
+    /// Matches of another patient the archive returned, discarded.
+    pub foreign: usize,
 }
 
 type Keys = Vec<(Tag, VR, &'static str, String)>;
+
+/// The patient keys [`study_keys`] sends to `archive`.
+fn identity<'a>(exam: &'a Exam, archive: &ArchiveConfig) -> Identity<'a> {
+    let issuer = exam.issuer.as_deref().filter(|i| archive.query_issuer && !i.trim().is_empty());
+    Identity { patient_id: &exam.patient_id, issuer }
+}
 
 fn study_keys(exam: &Exam, range: &DateRange, archive: &ArchiveConfig, needs: Needs) -> Keys {
     let mut keys: Keys = vec![
@@ -66,9 +75,7 @@ fn study_keys(exam: &Exam, range: &DateRange, archive: &ArchiveConfig, needs: Ne
         (tag::STUDY_DESCRIPTION, VR::LO, "StudyDescription", String::new()),
         (tag::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, "NumberOfStudyRelatedInstances", String::new()),
     ];
-    if archive.query_issuer
-        && let Some(issuer) = exam.issuer.as_deref().filter(|i| !i.trim().is_empty())
-    {
+    if let Some(issuer) = identity(exam, archive).issuer {
         keys.insert(1, (tag::ISSUER_OF_PATIENT_ID, VR::LO, "IssuerOfPatientID", issuer.to_string()));
     }
     if needs.body_part {
@@ -182,6 +189,19 @@ pub async fn find_studies(
                         ));
                     }
                     for m in &matches {
+                        // another patient's study is never a candidate (wrong-patient guard)
+                        let who = identity(exam, archive);
+                        if !who
+                            .admits(text(m, tag::PATIENT_ID).as_deref(), text(m, tag::ISSUER_OF_PATIENT_ID).as_deref())
+                        {
+                            findings.foreign += 1;
+                            guard::discarded(
+                                &archive.name,
+                                text(m, tag::STUDY_INSTANCE_UID).as_deref(),
+                                findings.foreign,
+                            );
+                            continue;
+                        }
                         if let Some(s) = study_from(m, archive) {
                             found.entry(s.study_instance_uid.clone()).or_insert(s);
                         }

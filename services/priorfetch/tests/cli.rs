@@ -37,6 +37,19 @@ fn config_check_prints_resolved_config_with_secrets_redacted() {
 }
 
 #[test]
+fn config_check_redacts_a_password_given_as_url_query_parameter() {
+    let out = priorfetch()
+        .args(["config", "check"])
+        .env("PRIORFETCH__DATABASE__URL", "postgres://app@db:5432/pf?password=hunter2&sslmode=require")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stdout.contains("password=[redacted]&sslmode=require"), "{stdout}");
+}
+
+#[test]
 fn bad_config_exits_2_naming_each_key() {
     let cases = [
         ("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=0\nretrieve='get'\n", "archives[0].port: must be 1..=65535"),

@@ -1,11 +1,19 @@
-//! C-STORE SCP: accepts every storage SOP class from allowed calling AEs, streams each
-//! instance to `<out>/<SOPInstanceUID>.dcm` (temporary name, then rename) and reports it
-//! on a channel with the C-MOVE that caused it (Move Originator AE / Message ID), so the
-//! mover can correlate arrivals with its jobs.
+//! C-STORE SCP: accepts every storage SOP class from allowed calling AEs, checks each
+//! data set's head, streams it to `<out>/<SOPInstanceUID>.dcm` (temporary name, then
+//! published without replacing anything; see `receive.rs`) and reports it on a channel
+//! with the C-MOVE that caused it (Move Originator AE / Message ID), so the mover can
+//! correlate arrivals with its jobs.
+//!
+//! A connection takes one of `max_associations` slots only once its A-ASSOCIATE-RQ has
+//! arrived (see `handshake.rs`); a connection that sends nothing is closed after
+//! `association_request_timeout`.
 
-use super::{ServerAssociation, VERIFICATION, accept_next, accepted, echo_response, next_command};
+use super::handshake::{Rejection, Waited, Waiting, reject, wait_for_request};
+use super::receive::{CANNOT_UNDERSTAND, Expected, Received, receive};
+use super::{ServerAssociation, VERIFICATION, accept_next, accepted, echo_on_context, next_command, uid_digest};
 use crate::association::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::command::{Command, field, tags};
+use crate::dataset_guard::is_valid_uid;
 use crate::error::DimseError;
 use crate::peer::AeTitle;
 use crate::storage_classes::STORAGE_SOP_CLASSES;
@@ -17,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -26,13 +34,21 @@ use tracing::{debug, info, warn};
 pub struct StoreScpOptions {
     /// Our AE title; associations calling another AE are rejected.
     pub ae_title: AeTitle,
-    /// Calling AEs allowed to store; empty means anyone (a test receiver).
+    /// Calling AEs allowed to store. Empty (and `allow_any_calling` off) refuses everyone.
     pub allowed_calling: Vec<AeTitle>,
+    /// Accept any calling AE (a test receiver); off by default.
+    pub allow_any_calling: bool,
     /// Folder the instances land in.
     pub out_dir: PathBuf,
-    /// Associations served at once; more are rejected (transient) rather than queued, so a
-    /// sender retries instead of timing out.
+    /// Associations served at once; more are rejected (transient, local limit exceeded)
+    /// rather than queued, so a sender retries instead of timing out.
     pub max_associations: usize,
+    /// Connections waiting for their A-ASSOCIATE-RQ; a new one beyond this closes the
+    /// oldest waiting one.
+    pub max_waiting: usize,
+    /// How long a new connection may take to send its A-ASSOCIATE-RQ (the ARTIM timer of
+    /// PS3.8 9.1.5), and to finish the negotiation.
+    pub association_request_timeout: Duration,
     /// Largest PDU we accept.
     pub max_pdu: u32,
     /// Longest silence inside an association before we give up on it.
@@ -44,8 +60,11 @@ impl StoreScpOptions {
         StoreScpOptions {
             ae_title,
             allowed_calling: Vec::new(),
+            allow_any_calling: false,
             out_dir: out_dir.to_path_buf(),
             max_associations: 8,
+            max_waiting: 64,
+            association_request_timeout: Duration::from_secs(10),
             max_pdu: 1 << 20,
             idle_timeout: Duration::from_secs(60),
         }
@@ -69,10 +88,24 @@ pub struct StoredInstance {
 }
 
 /// Rejects a wrong called AE and calling AEs not on the allow-list, with the A-ASSOCIATE-RJ
-/// reasons a strict PACS gives (the sender's log then says what to fix).
+/// reasons a strict PACS gives (the sender's log then says what to fix). The same rule is
+/// applied before a slot is taken (`Admission::check`); this copy guards dicom-ul's
+/// negotiation as well.
 #[derive(Debug, Clone)]
 struct AllowList {
-    allowed: Arc<Vec<String>>,
+    /// `None`: any calling AE.
+    allowed: Option<Arc<Vec<String>>>,
+}
+
+impl AllowList {
+    fn new(options: &StoreScpOptions) -> AllowList {
+        let list = options.allowed_calling.iter().map(|a| a.to_string()).collect();
+        AllowList { allowed: (!options.allow_any_calling).then(|| Arc::new(list)) }
+    }
+
+    fn allows(&self, calling_ae: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|list| list.iter().any(|a| a == calling_ae.trim()))
+    }
 }
 
 impl AccessControl for AllowList {
@@ -86,7 +119,7 @@ impl AccessControl for AllowList {
         if called_ae_title.trim() != this_ae_title.trim() {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        if !self.allowed.is_empty() && !self.allowed.iter().any(|a| a == calling_ae_title.trim()) {
+        if !self.allows(calling_ae_title) {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
@@ -95,15 +128,9 @@ impl AccessControl for AllowList {
 
 type ServerOptions = ServerAssociationOptions<'static, AllowList, dicom_ul::association::server::DefaultNegotiation>;
 
-fn server_options(options: &StoreScpOptions, accept: bool) -> ServerOptions {
-    // An over-cap association is answered by an allow-list nobody is on.
-    let allowed = if accept {
-        options.allowed_calling.iter().map(|a| a.to_string()).collect()
-    } else {
-        vec!["\u{1}over-capacity".to_string()]
-    };
+fn server_options(options: &StoreScpOptions) -> ServerOptions {
     let mut server = ServerAssociationOptions::new()
-        .ae_access_control(AllowList { allowed: Arc::new(allowed) })
+        .ae_access_control(AllowList::new(options))
         .ae_title(options.ae_title.to_string())
         .max_pdu_length(options.max_pdu)
         .read_timeout(options.idle_timeout)
@@ -128,6 +155,29 @@ fn server_options(options: &StoreScpOptions, accept: bool) -> ServerOptions {
     server
 }
 
+/// What every connection shares: the negotiation options, the association slots, the
+/// connections waiting for their request.
+struct Admission {
+    server: ServerOptions,
+    allow: AllowList,
+    slots: Arc<Semaphore>,
+    waiting: Arc<Waiting>,
+    sequence: AtomicU64,
+}
+
+impl Admission {
+    /// The A-ASSOCIATE-RJ a request gets before any slot is considered, if any.
+    fn check(&self, options: &StoreScpOptions, called_ae: &str, calling_ae: &str) -> Option<Rejection> {
+        if called_ae.trim() != options.ae_title.as_str().trim() {
+            Some(Rejection::CALLED_AE)
+        } else if !self.allow.allows(calling_ae) {
+            Some(Rejection::CALLING_AE)
+        } else {
+            None
+        }
+    }
+}
+
 /// Serves C-STORE (and C-ECHO) on `listener` until `shutdown` is cancelled, then waits for
 /// running associations to finish (at most `idle_timeout`). Each stored instance is sent
 /// on `stored`; a full channel slows the senders down (backpressure), a closed one is
@@ -140,23 +190,48 @@ pub async fn run_store_scp(
 ) -> Result<(), DimseError> {
     std::fs::create_dir_all(&options.out_dir)
         .map_err(|e| DimseError::Io(format!("creating {}: {e}", options.out_dir.display())))?;
-    let accepting = Arc::new(server_options(&options, true));
-    let refusing = Arc::new(server_options(&options, false));
-    let permits = Arc::new(Semaphore::new(options.max_associations.max(1)));
-    let sequence = Arc::new(AtomicU64::new(0));
+    let admission = Arc::new(Admission {
+        server: server_options(&options),
+        allow: AllowList::new(&options),
+        slots: Arc::new(Semaphore::new(options.max_associations.max(1))),
+        waiting: Arc::new(Waiting::new(options.max_waiting)),
+        sequence: AtomicU64::new(0),
+    });
+    if !options.allow_any_calling && options.allowed_calling.is_empty() {
+        warn!(ae = %options.ae_title, "c-store scp allows no calling AE: every association will be rejected");
+    }
     let mut tasks = tokio::task::JoinSet::new();
-    info!(ae = %options.ae_title, out = %options.out_dir.display(), "c-store scp listening");
+    info!(ae = %options.ae_title, out = %options.out_dir.display(), allowed = options.allowed_calling.len(),
+        any = options.allow_any_calling, "c-store scp listening");
     while let Some((socket, address)) = accept_next(&listener, &mut tasks, &shutdown).await {
-        let permit = permits.clone().try_acquire_owned().ok();
-        let server = if permit.is_some() { accepting.clone() } else { refusing.clone() };
-        if permit.is_none() {
-            warn!(%address, "association cap reached: rejecting");
+        let (ticket, evicted_one) = admission.waiting.admit();
+        if evicted_one {
+            debug!("too many connections without an association request: closed the oldest");
         }
-        let (options, stored, sequence, shutdown) =
-            (options.clone(), stored.clone(), sequence.clone(), shutdown.clone());
+        let (options, stored, shutdown, admission) =
+            (options.clone(), stored.clone(), shutdown.clone(), admission.clone());
         tasks.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = serve(socket, &server, &options, &stored, &sequence, &shutdown).await {
+            let waited = tokio::select! {
+                _ = ticket.evicted.cancelled() => return,
+                _ = shutdown.cancelled() => return,
+                w = wait_for_request(&socket, options.association_request_timeout) => w,
+            };
+            drop(ticket);
+            let request = match waited {
+                Waited::Request(r) => r,
+                Waited::TimedOut => return debug!(%address, "no association request in time: closing"),
+                Waited::NotARequest(why) => return debug!(%address, %why, "closing a connection"),
+            };
+            let within = options.association_request_timeout;
+            if let Some(rejection) = admission.check(&options, &request.called_ae, &request.calling_ae) {
+                info!(%address, calling_ae = %request.calling_ae, reason = rejection.reason, "association rejected");
+                return reject(socket, rejection, within).await;
+            }
+            let Ok(slot) = admission.slots.clone().try_acquire_owned() else {
+                warn!(%address, calling_ae = %request.calling_ae, "association cap reached: rejecting (local limit exceeded)");
+                return reject(socket, Rejection::LOCAL_LIMIT, within).await;
+            };
+            if let Err(e) = serve(socket, slot, &admission, &options, &stored, &shutdown).await {
                 debug!(%address, error = %e, "c-store association ended with an error");
             }
         });
@@ -170,70 +245,53 @@ pub async fn run_store_scp(
 
 async fn serve(
     socket: TcpStream,
-    server: &ServerOptions,
+    _slot: OwnedSemaphorePermit,
+    admission: &Admission,
     options: &StoreScpOptions,
     stored: &mpsc::Sender<StoredInstance>,
-    sequence: &AtomicU64,
     shutdown: &CancellationToken,
 ) -> Result<(), DimseError> {
-    let established = tokio::time::timeout(options.idle_timeout, server.establish_async(socket))
+    let within = options.association_request_timeout;
+    let established = tokio::time::timeout(within, admission.server.establish_async(socket))
         .await
         .map_err(|_| DimseError::Timeout {
             peer: "c-store peer".into(),
             what: "an association request",
-            after: options.idle_timeout,
+            after: within,
         })?
         .map_err(|e| DimseError::Io(format!("association not established: {e}")))?;
     let (mut assoc, calling_ae) = accepted(established, options.ae_title.clone(), options.idle_timeout);
     let contexts = assoc.accepted_contexts();
     debug!(calling_ae = %calling_ae, contexts = contexts.len(), "c-store association accepted");
     while let Some((context_id, command)) = next_command(&mut assoc, shutdown).await? {
+        // next_command only returns commands on accepted contexts
+        let Some((_, abstract_syntax, ts)) = contexts.iter().find(|(id, _, _)| *id == context_id) else {
+            continue;
+        };
         match command.command_field() {
-            Some(field::C_ECHO_RQ) => assoc.send(context_id, &echo_response(&command), None).await?,
+            Some(field::C_ECHO_RQ) => assoc.send(context_id, &echo_on_context(&command, abstract_syntax), None).await?,
             Some(field::C_STORE_RQ) => {
-                let ts = contexts.iter().find(|(id, _, _)| *id == context_id).map(|(_, _, ts)| ts.clone());
-                let class = command.string(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
-                let instance = command.string(tags::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default();
-                let status = match ts {
-                    Some(ts) if command.has_data_set() => {
-                        let n = sequence.fetch_add(1, Ordering::Relaxed);
-                        match store_one(&mut assoc, &options.out_dir, &class, &instance, &ts, n).await {
-                            Ok((path, size)) => {
-                                let record = StoredInstance {
-                                    calling_ae: calling_ae.clone(),
-                                    sop_class_uid: class.clone(),
-                                    sop_instance_uid: instance.clone(),
-                                    transfer_syntax: ts,
-                                    path,
-                                    size,
-                                    move_originator_ae: command
-                                        .string(tags::MOVE_ORIGINATOR_AE)
-                                        .filter(|s| !s.is_empty()),
-                                    move_originator_message_id: command.u16(tags::MOVE_ORIGINATOR_MESSAGE_ID),
-                                };
-                                let _ = stored.send(record).await;
-                                0x0000
-                            }
-                            Err(StoreFailure::Network(e)) => return Err(e),
-                            Err(StoreFailure::Disk(e)) => {
-                                warn!(error = %e, "cannot write a received instance");
-                                0xA700
-                            }
-                        }
-                    }
-                    Some(_) => 0xC000,
-                    None => {
-                        if command.has_data_set() {
-                            assoc.receive_data(|_| Ok(())).await?;
-                        }
-                        0x0122
-                    }
-                };
+                let n = admission.sequence.fetch_add(1, Ordering::Relaxed);
+                let (status, comment, record) =
+                    store_request(&mut assoc, &command, abstract_syntax, ts, options, n).await?;
+                if let Some(mut record) = record {
+                    record.calling_ae = calling_ae.clone();
+                    let _ = stored.send(record).await;
+                }
                 let mut rsp = Command::new(field::C_STORE_RSP);
                 rsp.put_u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, command.u16(tags::MESSAGE_ID).unwrap_or(0))
-                    .put_uid(tags::AFFECTED_SOP_CLASS_UID, &class)
-                    .put_uid(tags::AFFECTED_SOP_INSTANCE_UID, &instance)
+                    .put_uid(
+                        tags::AFFECTED_SOP_CLASS_UID,
+                        &command.string(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default(),
+                    )
+                    .put_uid(
+                        tags::AFFECTED_SOP_INSTANCE_UID,
+                        &command.string(tags::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default(),
+                    )
                     .put_u16(tags::STATUS, status);
+                if let Some(comment) = comment {
+                    rsp.put_ae(tags::ERROR_COMMENT, &comment);
+                }
                 assoc.send(context_id, &rsp, None).await?;
             }
             other => {
@@ -246,68 +304,56 @@ async fn serve(
     Ok(())
 }
 
-enum StoreFailure {
-    Network(DimseError),
-    Disk(std::io::Error),
-}
-
-/// Streams one data set to a temporary file, then renames it to `<SOPInstanceUID>.dcm`.
-/// Writes are plain buffered file writes of at most one PDU each (page cache, no fsync):
-/// cheaper than a blocking-pool round trip per fragment.
-async fn store_one(
+/// One C-STORE-RQ and its data set: the status, an error comment, and the record of a
+/// stored instance (its calling AE filled in by the caller).
+async fn store_request(
     assoc: &mut ServerAssociation,
-    dir: &Path,
-    class: &str,
-    instance: &str,
+    command: &Command,
+    context_class: &str,
     ts: &str,
+    options: &StoreScpOptions,
     n: u64,
-) -> Result<(PathBuf, u64), StoreFailure> {
-    let name = crate::get::safe_file_name(instance);
-    let temp = dir.join(format!(".{n}.{}.part", std::process::id()));
-    let opened = open_part10(&temp, class, instance, ts);
-    let mut writer = match opened {
-        Ok(w) => Some(w),
-        Err(e) => {
-            assoc.receive_data(|_| Ok(())).await.map_err(StoreFailure::Network)?;
-            return Err(StoreFailure::Disk(e));
+) -> Result<(u16, Option<String>, Option<StoredInstance>), DimseError> {
+    let class = command.string(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
+    let instance = command.string(tags::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default();
+    let refusal = if !command.has_data_set() {
+        Some((CANNOT_UNDERSTAND, "C-STORE-RQ without a data set"))
+    } else if !is_valid_uid(&class) || !is_valid_uid(&instance) {
+        Some((CANNOT_UNDERSTAND, "Affected SOP Class/Instance UID is not a valid UID"))
+    } else if class != context_class {
+        Some((0x0122, "SOP class differs from the presentation context's"))
+    } else {
+        None
+    };
+    if let Some((status, comment)) = refusal {
+        if command.has_data_set() {
+            assoc.receive_data(|_| Ok(())).await?;
         }
-    };
-    let mut disk_error: Option<std::io::Error> = None;
-    let size = assoc
-        .receive_data(|chunk| {
-            if let Some(w) = writer.as_mut()
-                && let Err(e) = w.write_all(chunk)
-            {
-                disk_error = Some(e);
-                writer = None;
+        debug!(status, comment, "c-store refused");
+        return Ok((status, Some(comment.to_string()), None));
+    }
+    let temp = options.out_dir.join(format!(".{n}.{}.part", std::process::id()));
+    let expected = Expected { sop_class: &class, sop_instance: &instance, transfer_syntax: ts };
+    match receive(assoc, &options.out_dir, &temp, &expected).await? {
+        Received::Stored { path, size, again } => {
+            if again {
+                debug!(instance = %uid_digest(&instance), "identical instance received again");
             }
-            Ok(())
-        })
-        .await;
-    let size = match size {
-        Ok(s) => s,
-        Err(e) => {
-            drop(writer);
-            let _ = std::fs::remove_file(&temp);
-            return Err(StoreFailure::Network(e));
+            let record = StoredInstance {
+                calling_ae: String::new(),
+                sop_class_uid: class,
+                sop_instance_uid: instance,
+                transfer_syntax: ts.to_string(),
+                path,
+                size,
+                move_originator_ae: command.string(tags::MOVE_ORIGINATOR_AE).filter(|s| !s.is_empty()),
+                move_originator_message_id: command.u16(tags::MOVE_ORIGINATOR_MESSAGE_ID),
+            };
+            Ok((0x0000, None, Some(record)))
         }
-    };
-    let finished = match (writer, disk_error) {
-        (Some(mut w), None) => w.flush().and_then(|_| {
-            if name.is_empty() {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "SOP instance UID is empty"));
-            }
-            let done = dir.join(format!("{name}.dcm"));
-            std::fs::rename(&temp, &done).map(|_| done)
-        }),
-        (_, Some(e)) => Err(e),
-        (None, None) => Err(std::io::Error::other("writer lost")),
-    };
-    match finished {
-        Ok(path) => Ok((path, size)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(StoreFailure::Disk(e))
+        Received::Refused { status, comment } => {
+            warn!(status = format_args!("0x{status:04X}"), %comment, instance = %uid_digest(&instance), "c-store refused");
+            Ok((status, Some(comment), None))
         }
     }
 }

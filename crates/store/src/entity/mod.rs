@@ -6,3 +6,4 @@ pub mod exam;
 pub mod exam_plan;
 pub mod prior;
 pub mod retrieve_job;
+pub mod worker;

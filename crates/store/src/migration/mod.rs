@@ -9,6 +9,7 @@ mod m20261202_000001_planning;
 mod m20261202_000002_retrieve_detail;
 mod m20261202_000003_queue_vacuum;
 mod m20261202_000004_lean_queue_indexes;
+mod m20261210_000001_workers;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_retrieve_detail::Migration),
             Box::new(m20261202_000003_queue_vacuum::Migration),
             Box::new(m20261202_000004_lean_queue_indexes::Migration),
+            Box::new(m20261210_000001_workers::Migration),
         ]
     }
 }

@@ -81,3 +81,49 @@ pub fn mixed_batch(total: usize) -> (Vec<Vec<u8>>, usize, usize) {
     }
     (payloads, unique, invalid)
 }
+
+/// The poison messages a hostile tester found (issue: "one message stops intake for
+/// good"), each with the field its dead letter must name.
+pub fn poison_events() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let json = |patient: serde_json::Value| {
+        serde_json::json!({ "event_id": format!("poison-{}", uuid::Uuid::new_v4()), "type": "exam.scheduled",
+            "patient": patient, "accession_number": "ACCP", "scheduled_at": "2026-11-23T09:30:00+01:00" })
+        .to_string()
+        .into_bytes()
+    };
+    let hl7_with_order_control = |control: &str| {
+        format!(
+            "MSH|^~\\&|RIS|HOSP|PRIORFETCH|HOSP|20261122083000||ORM^O01|HL7-POISON|P|2.5.1\r\
+             PID|1||MRN1^^^HOSP^MR||DOE^JOHN||19650304|M\r\
+             ORC|{control}|PL1|FL1||SC||^^^20261123093000+0100^^R\rOBR|1|PL1|FL1|CTCHEST^CT chest\r"
+        )
+        .into_bytes()
+    };
+    vec![
+        ("NUL in patient.id", json(serde_json::json!({ "id": "MRN\u{0}1" })), "patient.id"),
+        (
+            "NUL in birth_date",
+            json(serde_json::json!({ "id": "MRN1", "birth_date": "1970\u{0}0101" })),
+            "patient.birth_date",
+        ),
+        ("5,000-character patient ID", json(serde_json::json!({ "id": "7".repeat(5000) })), "patient.id"),
+        ("HL7 with a 200 KB field", hl7_with_order_control(&"X".repeat(200 * 1024)), "ORC-1"),
+        ("wildcard patient ID", json(serde_json::json!({ "id": "SIM-P*" })), "patient.id"),
+        (
+            "year 0",
+            String::from_utf8(json(serde_json::json!({ "id": "MRN1" })))
+                .unwrap()
+                .replace("2026-11-23", "0000-11-23")
+                .into_bytes(),
+            "scheduled_at",
+        ),
+        (
+            "year 9999",
+            String::from_utf8(json(serde_json::json!({ "id": "MRN1" })))
+                .unwrap()
+                .replace("2026-11-23", "9999-11-23")
+                .into_bytes(),
+            "scheduled_at",
+        ),
+    ]
+}

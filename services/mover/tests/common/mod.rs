@@ -38,7 +38,10 @@ pub fn config(db: &TestDb, spool: &std::path::Path, overlay: &str) -> Arc<Config
         spool.display()
     );
     let text = format!("{base}{overlay}");
-    Arc::new(Config::load(Sources { file: None, overlay: Some(&text), env: false }).unwrap_or_else(|e| panic!("{e}\n{text}")))
+    Arc::new(
+        Config::load(Sources { file: None, overlay: Some(&text), env: false })
+            .unwrap_or_else(|e| panic!("{e}\n{text}")),
+    )
 }
 
 pub async fn exam(store: &Store, key: &str) -> i64 {
@@ -78,7 +81,14 @@ pub async fn job(store: &Store, exam_id: i64, archive: &str, method: &str, study
         }])
         .await
         .expect("enqueue");
-    store.jobs_of_exam(exam_id).await.expect("jobs").into_iter().find(|j| j.study_instance_uid == study).expect("job").id
+    store
+        .jobs_of_exam(exam_id)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .find(|j| j.study_instance_uid == study)
+        .expect("job")
+        .id
 }
 
 pub struct Running {
@@ -129,7 +139,10 @@ pub async fn until(within: Duration, what: &str, mut check: impl AsyncFnMut() ->
 }
 
 pub fn errors_of(job: &retrieve_job::Model) -> Vec<String> {
-    job.errors.as_array().map(|a| a.iter().filter_map(|e| e["error"].as_str().map(String::from)).collect()).unwrap_or_default()
+    job.errors
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["error"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
 }
 
 pub fn archive_toml(name: &str, ae: &str, port: u16, retrieve: &str, extra: &str) -> String {
@@ -140,5 +153,7 @@ pub fn archive_toml(name: &str, ae: &str, port: u16, retrieve: &str, extra: &str
 }
 
 pub fn destination_toml(port: u16, check_existing: bool) -> String {
-    format!("[destination]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {port}\ncheck_existing = {check_existing}\n")
+    format!(
+        "[destination]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {port}\ncheck_existing = {check_existing}\n"
+    )
 }

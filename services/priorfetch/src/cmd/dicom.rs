@@ -257,9 +257,13 @@ pub struct StoreScpArgs {
     /// Folder the instances land in.
     #[arg(long, default_value = "received")]
     out: std::path::PathBuf,
-    /// Calling AEs allowed to store (repeatable); none means any.
+    /// Calling AEs allowed to store (repeatable), in addition to the AE titles of the
+    /// configured archives. Anyone else is rejected ("calling AE title not recognized").
     #[arg(long = "allow")]
     allow: Vec<String>,
+    /// Accept any calling AE (a test receiver); without it an empty allow-list is an error.
+    #[arg(long, conflicts_with = "allow")]
+    allow_any: bool,
     #[arg(long, default_value = "127.0.0.1")]
     bind: String,
     #[arg(long, default_value_t = 8)]
@@ -270,16 +274,28 @@ pub async fn store_scp(path: &Path, args: StoreScpArgs) -> Result<ExitCode, Fail
     let config = super::load_config(path)?;
     let _logs = super::init_logs(&config);
     let ae = AeTitle::parse(args.ae.as_deref().unwrap_or(&config.service.ae_title)).map_err(|e| usage(format!("--ae: {e}")))?;
-    let allowed = args
+    let mut allowed = args
         .allow
         .iter()
         .map(|a| AeTitle::parse(a).map_err(|e| usage(format!("--allow: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
+    // The configured archives are who sends us instances (C-MOVE sub-operations).
+    for archive in config.archives.iter().filter_map(|a| AeTitle::parse(&a.ae_title).ok()) {
+        if !allowed.contains(&archive) {
+            allowed.push(archive);
+        }
+    }
+    if allowed.is_empty() && !args.allow_any {
+        return Err(usage(
+            "no calling AE would be allowed: configure archives, pass --allow CALLING_AE, or --allow-any".into(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind((args.bind.as_str(), args.port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", args.bind, args.port))?;
     let mut options = priorfetch_dimse::StoreScpOptions::new(ae, &args.out);
     options.allowed_calling = allowed;
+    options.allow_any_calling = args.allow_any;
     options.max_associations = args.max_associations;
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let token = tokio_util::sync::CancellationToken::new();

@@ -2,7 +2,7 @@
 //! and queue housekeeping, until SIGTERM.
 
 use crate::Failure;
-use priorfetch_listener::{Intake, decode_options, http};
+use priorfetch_listener::http;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,9 +13,7 @@ pub async fn run(path: &Path) -> Result<ExitCode, Failure> {
     let store = super::connect(&config).await?;
     let shutdown = super::shutdown_signal();
 
-    let mut http_options = decode_options(&config);
-    http_options.source = "http".into();
-    let routes = http::routes(Intake::new(store.clone(), http_options));
+    let routes = http::routes(priorfetch_listener::http_intake(&config, store.clone()));
     let (addr, admin_task) = super::serve_admin(&config, &store, routes, shutdown.clone()).await?;
     tracing::info!(%addr, source = ?config.intake.source, "listener started");
 

@@ -83,12 +83,16 @@ pub fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     rx
 }
 
-/// Readiness for the admin server: the database answers.
+/// Readiness for the admin server: the database answers, and the bus intake (when this
+/// process runs one) is not stalled. The admin server bounds the wait.
 pub fn ready_check(store: &priorfetch_store::Store) -> priorfetch_telemetry::admin::ReadyCheck {
     let store = store.clone();
     std::sync::Arc::new(move || {
         let store = store.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            store.ping().await.map_err(|e| format!("database: {e}"))?;
+            priorfetch_listener::health::stalled().map_or(Ok(()), Err)
+        })
     })
 }
 

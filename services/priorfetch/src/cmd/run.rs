@@ -5,7 +5,7 @@
 //! supervisor restarts a whole, not a half-working, process.
 
 use crate::Failure;
-use priorfetch_listener::{Intake, decode_options, http};
+use priorfetch_listener::http;
 use priorfetch_mover::{Mover, MoverOptions};
 use priorfetch_planner::Planner;
 use std::path::Path;
@@ -29,9 +29,7 @@ pub async fn run(path: &Path) -> Result<ExitCode, Failure> {
         let _ = stop_on_signal.send(true);
     });
 
-    let mut http_options = decode_options(&config);
-    http_options.source = "http".into();
-    let routes = http::routes(Intake::new(store.clone(), http_options)).merge(priorfetch_planner::api::routes(store.clone()));
+    let routes = http::routes(priorfetch_listener::http_intake(&config, store.clone())).merge(priorfetch_planner::api::routes(store.clone()));
     let (addr, admin_task) = super::serve_admin(&config, &store, routes, shutdown.clone()).await?;
     tracing::info!(%addr, source = ?config.intake.source, archives = config.archives.len(), "priorfetch run started");
 
