@@ -33,7 +33,7 @@ UNIT = ROOT / "deploy" / "systemd" / "priorfetch.service"
 # newest schema kubernetes-validate ships.
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 
-# The metric contract of ARCHITECTURE.md ("Metrics"); planner/mover register theirs later, so
+# The metric contract of docs/architecture.md ("Metrics"); planner/mover register theirs later, so
 # these are allowed even before the code has them. Anything else must be registered in code.
 CONTRACT_METRICS = {
     "priorfetch_events_total",
@@ -279,11 +279,24 @@ def check_schema_rejects(chart: helm.Chart) -> None:
     )
 
 
+def check_shared_spool_refused(chart: helm.Chart) -> None:
+    # A starting mover deletes unmarked job folders: on a shared volume, other replicas' C-GETs.
+    for spool in ({"type": "pvc"}, {"existingClaim": "mine"}):
+        values = {"mover": {"replicas": 2, "spool": spool}}
+        try:
+            chart.render(values, name="pf", namespace="priorfetch", is_install=True)
+        except helm.HelmError as e:
+            if "shared by every mover replica" not in str(e):
+                fail("shared spool", f"refused for another reason: {e}")
+            continue
+        fail("shared spool", f"{spool} with 2 mover replicas rendered")
+
+
 def check_chart(binary: str, workdir: Path) -> None:
     production = load_values(CHART / "values-production.yaml")
     with_secrets = {
         "secrets": dict(SENTINELS),
-        "mover": {"spool": {"type": "pvc"}, "extraPorts": [{"name": "dicom", "port": 11112}]},
+        "mover": {"replicas": 1, "spool": {"type": "pvc"}, "extraPorts": [{"name": "dicom", "port": 11112}]},
         "otel": {"endpoint": "http://otel-collector:4317"},
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
@@ -296,6 +309,8 @@ def check_chart(binary: str, workdir: Path) -> None:
     with helm.Chart.load(str(CHART)) as chart:
         check_schema_rejects(chart)
         ok("values.schema.json rejects secrets in config and bad knobs, accepts new config sections")
+        check_shared_spool_refused(chart)
+        ok("a pvc spool shared by several mover replicas is refused")
         total = 0
         for name, values in cases.items():
             docs = render(chart, name, values)
@@ -382,6 +397,18 @@ def check_systemd(analyzer: str | None, workdir: Path, binary: str) -> None:
     ok("systemd-analyze verify deploy/systemd/priorfetch.service")
 
 
+def check_build_prerequisites() -> None:
+    # The README's package list is the one scripts/peers.sh installs before every CI build,
+    # so the list a reader follows on a fresh machine is the list CI builds with.
+    readme = re.search(r"`apt-get install ([a-z0-9 .+-]+)`", (ROOT / "README.md").read_text())
+    peers = re.search(r"ensure_build_tools\(\) \{.*?apt_install ([a-z0-9 .+-]+)\n", (ROOT / "scripts/peers.sh").read_text(), re.S)
+    if not readme or not peers:
+        fail("build prerequisites", "no `apt-get install ...` in README.md or no ensure_build_tools in scripts/peers.sh")
+    if set(readme.group(1).split()) != set(peers.group(1).split()):
+        fail("build prerequisites", f"README.md lists {readme.group(1)!r}, scripts/peers.sh installs {peers.group(1)!r}")
+    ok("README.md build prerequisites are the packages scripts/peers.sh installs for CI")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--priorfetch", required=True)
@@ -396,6 +423,7 @@ def main() -> int:
             check_prometheus(args.promtool, allowed)
             check_dashboard(allowed)
             check_systemd(args.systemd_analyze, Path(tmp), args.priorfetch)
+            check_build_prerequisites()
     except CheckFailed as e:
         print(f"check-deploy: FAIL {e}", file=sys.stderr)
         return 1

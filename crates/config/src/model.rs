@@ -1,4 +1,4 @@
-//! The settings types. Field names are the contract of ARCHITECTURE.md; every
+//! The settings types. Field names are the contract of docs/architecture.md; every
 //! struct rejects unknown keys so a typo is an error, not a silent default.
 
 use crate::secret::Secret;

@@ -89,4 +89,3 @@ pub fn clip_to(s: &str, max: usize) -> String {
     }
     out
 }
-

@@ -1,4 +1,4 @@
-//! The JSON event (ARCHITECTURE.md). Unknown fields are tolerated: interface engines add
+//! The JSON event (docs/architecture.md). Unknown fields are tolerated: interface engines add
 //! their own.
 
 use crate::error::DecodeError;
@@ -19,7 +19,13 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
         "exam.updated" => EventKind::Updated,
         "exam.cancelled" => EventKind::Cancelled,
         other => {
-            return Err(DecodeError::bad("type", format!("unknown type '{}' (exam.scheduled, exam.updated, exam.cancelled)", other.chars().take(40).collect::<String>())));
+            return Err(DecodeError::bad(
+                "type",
+                format!(
+                    "unknown type '{}' (exam.scheduled, exam.updated, exam.cancelled)",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
         }
     };
     let patient = match root.get("patient") {
@@ -48,9 +54,7 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
         return Err(DecodeError::missing("accession_number", "accession_number or study_instance_uid"));
     }
     let scheduled_at = match optional_str(&root, "scheduled_at", "scheduled_at")? {
-        Some(s) => Some(
-            DateTime::parse_from_rfc3339(&s).map_err(|_| DecodeError::bad_timestamp("scheduled_at", s))?,
-        ),
+        Some(s) => Some(DateTime::parse_from_rfc3339(&s).map_err(|_| DecodeError::bad_timestamp("scheduled_at", s))?),
         None if kind == EventKind::Cancelled => None,
         None => return Err(DecodeError::missing("scheduled_at", "scheduled time (RFC 3339 with offset)")),
     };

@@ -1,4 +1,4 @@
-//! Decoding of scheduled-exam events: the JSON event of ARCHITECTURE.md and raw HL7 v2
+//! Decoding of scheduled-exam events: the JSON event of docs/architecture.md and raw HL7 v2
 //! (ORM^O01, OMI^O23, SIU^S12..S15), detected by a leading `MSH|`. Pure code, no I/O.
 //!
 //! Layout:

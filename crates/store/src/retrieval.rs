@@ -2,9 +2,10 @@
 //! bring, the destination's count, and the exam roll-up once its last job ends.
 
 use crate::entity::{exam, retrieve_job};
+use crate::jobs::held_by;
 use crate::{ExamStatus, JobState, Store, StoreError};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 
 /// An exam whose jobs have all ended, with the status they add up to.
@@ -43,9 +44,7 @@ impl Store {
         let value = pending.map(|p| serde_json::json!(p));
         let result = retrieve_job::Entity::update_many()
             .col_expr(retrieve_job::Column::PendingInstances, Expr::value(value))
-            .filter(retrieve_job::Column::Id.eq(job_id))
-            .filter(retrieve_job::Column::Worker.eq(worker))
-            .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
+            .filter(held_by(job_id, worker))
             .exec(&self.db)
             .await
             .map_err(|e| StoreError::query("set pending instances", e))?;
@@ -56,13 +55,48 @@ impl Store {
     pub async fn set_received(&self, job_id: i64, worker: &str, received: i32) -> Result<bool, StoreError> {
         let result = retrieve_job::Entity::update_many()
             .col_expr(retrieve_job::Column::Received, Expr::value(received))
-            .filter(retrieve_job::Column::Id.eq(job_id))
-            .filter(retrieve_job::Column::Worker.eq(worker))
-            .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
+            .filter(held_by(job_id, worker))
             .exec(&self.db)
             .await
             .map_err(|e| StoreError::query("set received", e))?;
         Ok(result.rows_affected == 1)
+    }
+
+    /// Exams still `planned` or `fetching` although every job of theirs has ended: the
+    /// process that ended the last job died (or lost the database) before rolling the
+    /// exam up, or the rescuer ended that job. Rolls up to `limit` of them; returns the
+    /// roll-ups made final here (each exam is made final once, whoever gets there first).
+    pub async fn settle_exams(&self, limit: u64) -> Result<Vec<ExamRollUp>, StoreError> {
+        let jobs_of_exam = || {
+            Query::select()
+                .expr(Expr::val(1))
+                .from(retrieve_job::Entity)
+                .and_where(
+                    Expr::col((retrieve_job::Entity, retrieve_job::Column::ExamId))
+                        .equals((exam::Entity, exam::Column::Id)),
+                )
+                .to_owned()
+        };
+        let open: Vec<&str> = JobState::ALL.iter().filter(|s| !s.is_finished()).map(|s| s.as_str()).collect();
+        let open_jobs: SelectStatement = jobs_of_exam().and_where(retrieve_job::Column::State.is_in(open)).to_owned();
+        let ids: Vec<i64> = exam::Entity::find()
+            .select_only()
+            .column(exam::Column::Id)
+            .filter(exam::Column::Status.is_in([ExamStatus::Planned.as_str(), ExamStatus::Fetching.as_str()]))
+            .filter(Expr::exists(jobs_of_exam()))
+            .filter(Expr::exists(open_jobs).not())
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(|e| StoreError::query("find unsettled exams", e))?;
+        let mut settled = Vec::new();
+        for id in ids {
+            if let Some(r) = self.roll_up_exam(id).await? {
+                settled.push(r);
+            }
+        }
+        Ok(settled)
     }
 
     /// After a job ended: while the exam has open jobs it is `fetching`; once none is

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// `queue.heartbeat`, `queue.dead_after` and `queue.lease` defaults.
 const BEAT: HeartbeatOptions =
-    HeartbeatOptions { every: Duration::from_secs(2), dead_after: Duration::from_secs(10), exam_lease: None };
+    HeartbeatOptions { every: Duration::from_secs(2), dead_after: Duration::from_secs(6), exam_lease: None };
 const LEASE: Duration = Duration::from_secs(30);
 const TARGET: Duration = Duration::from_secs(15);
 
@@ -46,24 +46,26 @@ fn new_exam(key: &str) -> NewExam {
 async fn two_running_jobs(store: &Store, worker: &str) -> i64 {
     let exam = store.insert_exam(&new_exam("jobs")).await.unwrap().id();
     store.set_exam_status(exam, priorfetch_store::ExamStatus::Planned).await.unwrap(); // not for the planner
-    let jobs: Vec<NewJob> = ["1.2.3", "1.2.4"]
-        .iter()
-        .map(|study| NewJob {
-            exam_id: exam,
-            study_instance_uid: (*study).into(),
-            archive: "arch".into(),
-            method: "move".into(),
-            destination: "DEST".into(),
-            priority: 0,
-            not_before: Utc::now() - Days::seconds(1),
-            deadline: None,
-            max_attempts: 3,
-            expected_instances: Some(1),
-        })
-        .collect();
+    let jobs: Vec<NewJob> = ["1.2.3", "1.2.4"].iter().map(|study| move_job(exam, study, 3)).collect();
     store.enqueue_jobs(&jobs).await.unwrap();
     assert_eq!(store.claim_jobs(worker, &["arch".into()], 2, LEASE).await.unwrap().len(), 2);
     exam
+}
+
+/// A due C-MOVE job from `arch` for one instance.
+fn move_job(exam_id: i64, study: &str, max_attempts: i32) -> NewJob {
+    NewJob {
+        exam_id,
+        study_instance_uid: study.into(),
+        archive: "arch".into(),
+        method: "move".into(),
+        destination: "DEST".into(),
+        priority: 0,
+        not_before: Utc::now() - Days::seconds(1),
+        deadline: None,
+        max_attempts,
+        expected_instances: Some(1),
+    }
 }
 
 async fn busy_slots(store: &Store) -> i64 {
@@ -79,10 +81,10 @@ async fn busy_slots(store: &Store) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_jobs_slots_and_exams_are_claimable_again_within_15_s() {
     let (_db, store) = store().await;
-    // The survivor's housekeeping, on the default rescue schedule (every 5 s).
+    // The survivor's housekeeping, on the default rescue schedule (every 2 s).
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let housekeeping = Housekeeping {
-        rescue: cron::Schedule::from_str("*/5 * * * * *").unwrap(),
+        rescue: cron::Schedule::from_str("*/2 * * * * *").unwrap(),
         purge: cron::Schedule::from_str("0 0 3 1 1 *").unwrap(),
         retention: Duration::from_secs(3600),
     };
@@ -113,7 +115,8 @@ async fn a_dead_workers_jobs_slots_and_exams_are_claimable_again_within_15_s() {
     println!("dead worker's 2 jobs, 2 slots and 1 exam claimable again after {took:?}");
     assert_eq!((jobs, exams), (2, 1), "after {took:?}");
     assert!(took < TARGET, "recovery took {took:?}");
-    assert!(took >= Duration::from_secs(5), "rescued before its heartbeat could have expired: {took:?}");
+    // The last beat was at most 2 s before the kill, so it expires 4-6 s after it.
+    assert!(took >= Duration::from_secs(3), "rescued before its heartbeat could have expired: {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,4 +162,37 @@ async fn right_after_its_own_outage_the_rescuer_judges_by_leases_only() {
     let full = store.rescue_expired().await.unwrap();
     assert_eq!((full.retried, full.slots_freed), (2, 2));
     assert_eq!(busy_slots(&store).await, 0);
+}
+
+/// kill -9 between a job's finish and the exam's roll-up, or a last job failed by the
+/// rescuer: the exam must still end final (not `fetching` for good), counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exams_whose_last_job_ended_without_a_roll_up_are_settled_once() {
+    use priorfetch_store::{Counts, ExamStatus, Finish, JobState};
+    let (_db, store) = store().await;
+    let exam = two_running_jobs(&store, "host-a/mover").await;
+    let jobs = store.jobs_of_exam(exam).await.unwrap();
+    let done = Finish { state: JobState::Completed, counts: Counts::default(), last_status: Some(0), error: None };
+    assert!(store.finish_job(jobs[0].id, "host-a/mover", &done).await.unwrap());
+    assert_eq!(store.roll_up_exam(exam).await.unwrap(), None, "one job still open");
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "fetching");
+    // The second finish lands; the process dies before its roll-up.
+    assert!(store.finish_job(jobs[1].id, "host-a/mover", &done).await.unwrap());
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "fetching");
+
+    let settled = store.settle_exams(100).await.unwrap();
+    assert_eq!(settled.iter().map(|r| (r.exam_id, r.status)).collect::<Vec<_>>(), [(exam, ExamStatus::Complete)]);
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "complete");
+    assert!(store.settle_exams(100).await.unwrap().is_empty(), "settled once");
+
+    // A running job out of attempts whose worker died: the rescuer fails it, and the
+    // settle rolls its exam up as failed.
+    let other = store.insert_exam(&new_exam("rescued")).await.unwrap().id();
+    store.set_exam_status(other, ExamStatus::Fetching).await.unwrap();
+    store.enqueue_jobs(&[move_job(other, "1.2.9", 1)]).await.unwrap();
+    assert_eq!(store.claim_jobs("host-b/mover", &["arch".into()], 1, LEASE).await.unwrap().len(), 1);
+    let report = store.reclaim_worker("host-b/mover").await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let settled = store.settle_exams(100).await.unwrap();
+    assert_eq!(settled.iter().map(|r| (r.exam_id, r.status)).collect::<Vec<_>>(), [(other, ExamStatus::Failed)]);
 }

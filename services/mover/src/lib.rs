@@ -7,6 +7,7 @@
 //! - `retrieve.rs`: one attempt: C-MOVE or C-GET, progress persisted at a bounded rate
 //!   (extending the lease; a lost lease or a cancelled job sends C-CANCEL), verification.
 //! - `record.rs`: the outcome's write, retried until the database takes it.
+//! - `outage.rs`: archives that went away are held and probed; their return wakes their jobs.
 //! - `relay.rs`: C-GET into the spool, forwarded to the destination by C-STORE.
 //! - `spool.rs`: the spool's budget (one per process) and lifecycle (what holds PHI goes).
 //! - `verify.rs`: how many instances of a study the destination holds.
@@ -15,6 +16,7 @@
 //! - `metrics.rs`: the mover's Prometheus metrics.
 
 pub mod metrics;
+pub(crate) mod outage;
 pub mod outcome;
 mod record;
 mod relay;
@@ -63,6 +65,8 @@ pub(crate) struct Ctx {
     pub spool: Arc<spool::SpoolBudget>,
     /// Jobs running in this process (the spool sweep leaves their folders alone).
     pub running: Mutex<HashSet<i64>>,
+    /// Archives held while they are away (their jobs are not claimed).
+    pub outages: outage::Outages,
 }
 
 impl Ctx {
@@ -93,7 +97,15 @@ impl Mover {
         let worker = options.worker.clone();
         let spool = spool::SpoolBudget::new(config.mover.spool_limit_mb);
         Mover {
-            ctx: Arc::new(Ctx { store, config, worker, policy, spool, running: Mutex::new(HashSet::new()) }),
+            ctx: Arc::new(Ctx {
+                store,
+                config,
+                worker,
+                policy,
+                spool,
+                running: Mutex::new(HashSet::new()),
+                outages: outage::Outages::default(),
+            }),
             options,
         }
     }
@@ -124,7 +136,7 @@ impl Mover {
             let free = workers.saturating_sub(running.len());
             let mut claimed = 0;
             if free > 0 {
-                let open = open_archives(&ctx.config);
+                let open = open_archives(&ctx);
                 signal.mark_seen();
                 match ctx.store.claim_jobs(&ctx.worker, &open, free as u32, ctx.config.queue.lease).await {
                     Ok(jobs) => {
@@ -143,7 +155,10 @@ impl Mover {
                 _ = shutdown.changed() => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 _ = signal.wait(self.options.poll_interval) => {}
-                _ = gauges.tick() => refresh_job_gauge(&ctx.store).await,
+                _ = gauges.tick() => {
+                    refresh_job_gauge(&ctx.store).await;
+                    record::settle(&ctx).await;
+                }
                 _ = sweep.tick() => {
                     let running_ids = ctx.running_ids().clone();
                     spool::sweep(&spool_root, ctx.config.mover.spool_retention, &running_ids);
@@ -184,10 +199,16 @@ async fn start_heartbeat(ctx: &Ctx) -> priorfetch_store::Heartbeat {
     heartbeat
 }
 
-/// Archives that may be retrieved from now (their retrieve window is open).
-fn open_archives(config: &Config) -> Vec<String> {
+/// Archives that may be retrieved from now: their retrieve window is open and they are
+/// not away (see `outage.rs`).
+fn open_archives(ctx: &Ctx) -> Vec<String> {
     let now = Utc::now();
-    config.archives.iter().filter(|a| window::is_open(&a.retrieve_windows, now)).map(|a| a.name.clone()).collect()
+    ctx.config
+        .archives
+        .iter()
+        .filter(|a| window::is_open(&a.retrieve_windows, now) && !ctx.outages.is_held(&a.name))
+        .map(|a| a.name.clone())
+        .collect()
 }
 
 async fn refresh_job_gauge(store: &Store) {

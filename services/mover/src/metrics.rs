@@ -1,4 +1,4 @@
-//! The mover's metrics (names from ARCHITECTURE.md "Metrics").
+//! The mover's metrics (names from docs/architecture.md, "Metrics").
 
 use priorfetch_telemetry::metrics::register;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};

@@ -7,7 +7,7 @@
 use crate::retrieve::RunEnd;
 use crate::{Ctx, metrics};
 use priorfetch_store::entity::retrieve_job;
-use priorfetch_store::{Counts, Finish, JobState, RetryOutcome, StoreError};
+use priorfetch_store::{Counts, ExamRollUp, ExamStatus, Finish, JobState, RetryOutcome, StoreError};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -115,19 +115,41 @@ fn count_suboperations(archive: &str, counts: Counts) {
 /// After a job ended: the exam's status, and the readiness SLO once its last job ended.
 pub(crate) async fn roll_up(ctx: &Ctx, exam_id: i64) {
     match until_written("roll up", exam_id, || ctx.store.roll_up_exam(exam_id)).await {
-        Ok(Some(r)) => {
-            let outcome = match r.status {
-                priorfetch_store::ExamStatus::Complete => match r.scheduled_at {
-                    Some(at) if r.ready_at > at => "late",
-                    _ => "in_time",
-                },
-                priorfetch_store::ExamStatus::Cancelled => return,
-                _ => "failed",
-            };
-            metrics::EXAMS_READY.with_label_values(&[outcome]).inc();
-            info!(exam = exam_id, status = r.status.as_str(), outcome, "exam priors ready");
-        }
+        Ok(Some(r)) => count_ready(&r),
         Ok(None) => {}
         Err(e) => warn!(exam = exam_id, error = %e, "cannot roll the exam up"),
     }
+}
+
+/// Rolls up exams whose last job ended without a roll-up (its mover was killed between
+/// the two writes, or the rescuer ended the job): they would stay `fetching` for good.
+pub(crate) async fn settle(ctx: &Ctx) {
+    match ctx.store.settle_exams(SETTLE_BATCH).await {
+        Ok(settled) => {
+            for r in &settled {
+                count_ready(r);
+            }
+            if !settled.is_empty() {
+                info!(exams = settled.len(), "rolled up exams whose last job ended elsewhere");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot look for exams to roll up"),
+    }
+}
+
+/// Exams rolled up per settle pass (a pass runs every few seconds).
+const SETTLE_BATCH: u64 = 200;
+
+/// Counts a final roll-up in the readiness SLO.
+fn count_ready(r: &ExamRollUp) {
+    let outcome = match r.status {
+        ExamStatus::Complete => match r.scheduled_at {
+            Some(at) if r.ready_at > at => "late",
+            _ => "in_time",
+        },
+        ExamStatus::Cancelled => return,
+        _ => "failed",
+    };
+    metrics::EXAMS_READY.with_label_values(&[outcome]).inc();
+    info!(exam = r.exam_id, status = r.status.as_str(), outcome, "exam priors ready");
 }

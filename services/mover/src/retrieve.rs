@@ -2,6 +2,7 @@
 //! persist progress at a bounded rate while extending the lease, verify at the
 //! destination, then judge and record the outcome.
 
+use crate::outage;
 use crate::outcome::{self, Attempt, Verdict};
 use crate::record::{finish, retry, roll_up, until_written};
 use crate::{Ctx, metrics, relay, spool};
@@ -157,8 +158,11 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
     let counts_so_far = live.lock().map(|l| l.total(base)).unwrap_or_default();
     let verdict = match result {
         Err(error) => {
-            if matches!(error, DimseError::Connect { .. } | DimseError::Rejected { .. }) {
+            if matches!(error, DimseError::Rejected { .. }) {
                 metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(0);
+            }
+            if outage::is_loss(&error) {
+                outage::lost(ctx, &archive.name, &error);
             }
             let status = match &error {
                 DimseError::Status { status, .. } => Some(*status as i32),

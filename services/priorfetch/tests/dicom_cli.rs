@@ -1,6 +1,6 @@
 //! `priorfetch echo | find | retrieve` against a real Orthanc and DCMTK storescp.
 
-use priorfetch_testkit::dicom::{Orthanc, StudySpec, Storescp, store_files, write_study};
+use priorfetch_testkit::dicom::{Orthanc, Storescp, StudySpec, store_files, write_study};
 use std::process::Command;
 
 fn priorfetch(args: &[&str]) -> (i32, String, String) {
@@ -10,7 +10,11 @@ fn priorfetch(args: &[&str]) -> (i32, String, String) {
         .env("PRIORFETCH__SERVICE__AE_TITLE", "PRIORFETCH")
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -32,8 +36,17 @@ fn echo_find_and_retrieve_from_the_command_line() {
     assert_eq!(code, 1);
     assert!(stderr.contains("hint:") && stderr.contains("archives[].ae_title"), "{stderr}");
 
-    let (code, stdout, stderr) =
-        priorfetch(&["find", &archive, "-k", "PatientID=CLI1", "-k", "StudyInstanceUID", "-k", "AccessionNumber", "--json"]);
+    let (code, stdout, stderr) = priorfetch(&[
+        "find",
+        &archive,
+        "-k",
+        "PatientID=CLI1",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "AccessionNumber",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(line["StudyInstanceUID"], spec.study_uid.as_str());
@@ -43,7 +56,8 @@ fn echo_find_and_retrieve_from_the_command_line() {
     let (code, _, stderr) = priorfetch(&["find", &archive, "-k", "NoSuchKeyword=1"]);
     assert_eq!(code, 2, "{stderr}");
 
-    let (code, stdout, stderr) = priorfetch(&["retrieve", &archive, "--study", &spec.study_uid, "--dest", "DEST", "--json"]);
+    let (code, stdout, stderr) =
+        priorfetch(&["retrieve", &archive, "--study", &spec.study_uid, "--dest", "DEST", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["completed"], spec.instance_count() as u64);
@@ -52,12 +66,26 @@ fn echo_find_and_retrieve_from_the_command_line() {
     // C-GET into a folder
     let out = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = priorfetch(&[
-        "retrieve", &archive, "--study", &spec.study_uid, "--method", "get", "--out", out.path().to_str().unwrap(), "--json",
+        "retrieve",
+        &archive,
+        "--study",
+        &spec.study_uid,
+        "--method",
+        "get",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
     ]);
     assert_eq!(code, 0, "{stderr}");
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!((summary["method"].as_str(), summary["completed"].as_u64()), (Some("get"), Some(spec.instance_count() as u64)));
-    let files = std::fs::read_dir(out.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dcm")).count();
+    assert_eq!(
+        (summary["method"].as_str(), summary["completed"].as_u64()),
+        (Some("get"), Some(spec.instance_count() as u64))
+    );
+    let files = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dcm"))
+        .count();
     assert_eq!(files, spec.instance_count());
 
     // success with nothing moved is not a success
@@ -65,18 +93,14 @@ fn echo_find_and_retrieve_from_the_command_line() {
     assert_eq!(code, 1, "{stderr}");
 }
 
-/// `priorfetch store-scp` receives from DCMTK storescu, refuses a calling AE not allowed,
-/// and stops on SIGTERM.
-#[test]
-fn store_scp_receives_from_storescu_and_enforces_the_allow_list() {
-    let data = tempfile::tempdir().unwrap();
-    let spec = StudySpec::small("SCP1", 22);
-    write_study(data.path(), &spec);
-    let out = tempfile::tempdir().unwrap();
+/// Starts `priorfetch store-scp --ae PFSTORE` on a free port with `extra` arguments, and
+/// waits until it listens.
+fn start_store_scp(out: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
     let port = priorfetch_testkit::ports::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_priorfetch"))
-        .args(["store-scp", "--port", &port.to_string(), "--ae", "PFSTORE", "--allow", "STORESCU"])
-        .args(["--out", out.path().to_str().unwrap()])
+    let child = Command::new(env!("CARGO_BIN_EXE_priorfetch"))
+        .args(["store-scp", "--port", &port.to_string(), "--ae", "PFSTORE"])
+        .args(extra)
+        .args(["--out", out.to_str().unwrap()])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -87,22 +111,70 @@ fn store_scp_receives_from_storescu_and_enforces_the_allow_list() {
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "store-scp did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    store_files("PFSTORE", port, data.path());
-    let refused = Command::new("storescu")
-        .args(["-aet", "INTRUDER", "-aec", "PFSTORE", "+sd", "127.0.0.1", &port.to_string(), data.path().to_str().unwrap()])
+    (child, port)
+}
+
+fn dcm_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dcm"))
+        .count()
+}
+
+fn storescu(calling: &str, port: u16, dir: &std::path::Path) -> bool {
+    Command::new("storescu")
+        .args(["-aet", calling, "-aec", "PFSTORE", "+sd", "127.0.0.1", &port.to_string(), dir.to_str().unwrap()])
         .output()
-        .unwrap();
-    assert!(!refused.status.success(), "a calling AE not on the allow-list is rejected");
-    let stored = std::fs::read_dir(out.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dcm")).count();
-    assert_eq!(stored, spec.instance_count());
+        .unwrap()
+        .status
+        .success()
+}
+
+/// SIGTERM, then the exit status (bounded).
+fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let start = std::time::Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status;
         }
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "did not stop on SIGTERM");
         std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert!(status.success());
+    }
+}
+
+/// `priorfetch store-scp` receives from DCMTK storescu, refuses a calling AE not allowed,
+/// and stops on SIGTERM.
+#[test]
+fn store_scp_receives_from_storescu_and_enforces_the_allow_list() {
+    let data = tempfile::tempdir().unwrap();
+    let spec = StudySpec::small("SCP1", 22);
+    write_study(data.path(), &spec);
+    let out = tempfile::tempdir().unwrap();
+    let (child, port) = start_store_scp(out.path(), &["--allow", "STORESCU"]);
+    store_files("PFSTORE", port, data.path());
+    assert!(!storescu("INTRUDER", port, data.path()), "a calling AE not on the allow-list is rejected");
+    assert_eq!(dcm_files(out.path()), spec.instance_count());
+    assert!(terminate(child).success());
+}
+
+/// With no archive configured and no `--allow`, store-scp refuses to start (exit 2, the
+/// fix named) rather than accept anyone; `--allow-any` is the explicit opt-in.
+#[test]
+fn store_scp_needs_an_allow_list_or_allow_any() {
+    let out = tempfile::tempdir().unwrap();
+    let port = priorfetch_testkit::ports::free_port().to_string();
+    let (code, _, stderr) = priorfetch(&["store-scp", "--port", &port, "--out", out.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--allow-any") && stderr.contains("--allow CALLING_AE"), "{stderr}");
+    let (code, _, stderr) = priorfetch(&["store-scp", "--port", &port, "--allow", "A", "--allow-any"]);
+    assert_eq!(code, 2, "--allow and --allow-any conflict: {stderr}");
+
+    let data = tempfile::tempdir().unwrap();
+    let spec = StudySpec::small("SCP2", 23);
+    write_study(data.path(), &spec);
+    let (child, port) = start_store_scp(out.path(), &["--allow-any"]);
+    assert!(storescu("ANYONE", port, data.path()), "--allow-any accepts any calling AE");
+    assert_eq!(dcm_files(out.path()), spec.instance_count());
+    assert!(terminate(child).success());
 }

@@ -117,7 +117,9 @@ impl Default for Hl7FieldMap {
 impl Hl7FieldMap {
     /// Checks what serde cannot: the offset's syntax.
     pub fn validate(&self) -> Result<(), String> {
-        self.offset().map(|_| ()).ok_or_else(|| format!("default_utc_offset: '{}' is not like +01:00", self.default_utc_offset))
+        self.offset()
+            .map(|_| ())
+            .ok_or_else(|| format!("default_utc_offset: '{}' is not like +01:00", self.default_utc_offset))
     }
 
     pub(crate) fn offset(&self) -> Option<chrono::FixedOffset> {

@@ -13,7 +13,8 @@ use message::Message;
 pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, DecodeError> {
     let message = Message::parse(text)?;
     let map = &options.hl7;
-    let offset = map.offset().ok_or_else(|| DecodeError::bad("default_utc_offset", "bad offset in the HL7 field map"))?;
+    let offset =
+        map.offset().ok_or_else(|| DecodeError::bad("default_utc_offset", "bad offset in the HL7 field map"))?;
 
     let msh9 = message.field("MSH", 9).ok_or_else(|| DecodeError::TruncatedHl7("MSH ends before MSH-9".into()))?;
     let msh9 = message.repetitions(msh9).into_iter().next().unwrap_or_default();
@@ -32,7 +33,12 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
                 "XO" | "SC" | "RP" => EventKind::Updated,
                 "CA" | "OC" | "DC" | "CR" => EventKind::Cancelled,
                 "" => return Err(DecodeError::missing("ORC-1", "order control")),
-                other => return Err(DecodeError::bad("ORC-1", format!("order control '{other}' is not NW, XO, SC, CA, OC or DC"))),
+                other => {
+                    return Err(DecodeError::bad(
+                        "ORC-1",
+                        format!("order control '{other}' is not NW, XO, SC, CA, OC or DC"),
+                    ));
+                }
             }
         }
         ("SIU", "S12") => EventKind::Scheduled,
@@ -64,7 +70,9 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
         return Err(DecodeError::missing(positions.join(", "), "accession number and study instance uid"));
     }
     let scheduled_at = match Hl7FieldMap::first(&map.scheduled_at, &message) {
-        Some((value, at)) => Some(timestamp::parse_dtm(&value, offset).ok_or_else(|| DecodeError::bad_timestamp(at, value))?),
+        Some((value, at)) => {
+            Some(timestamp::parse_dtm(&value, offset).ok_or_else(|| DecodeError::bad_timestamp(at, value))?)
+        }
         None if kind == EventKind::Cancelled => None,
         None => {
             let positions: Vec<String> = map.scheduled_at.iter().map(|p| p.to_string()).collect();
@@ -80,9 +88,8 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
     let text_value = Hl7FieldMap::first(&map.procedure_text, &message).map(|(v, _)| v);
     let procedure =
         (code_value.is_some() || text_value.is_some()).then_some(Procedure { code: code_value, text: text_value });
-    let modality = Hl7FieldMap::first(&map.modality, &message)
-        .map(|(v, _)| v.to_ascii_uppercase())
-        .filter(|m| m.len() <= 16);
+    let modality =
+        Hl7FieldMap::first(&map.modality, &message).map(|(v, _)| v.to_ascii_uppercase()).filter(|m| m.len() <= 16);
     Ok(ExamEvent {
         event_key: format!("hl7:{}:{}", options.source, control_id),
         kind,

@@ -1,7 +1,7 @@
 //! A running job's progress and how its attempt ends: finish, retry with backoff,
 //! hand-back at shutdown, cancel. Each frees the job's slot in the same transaction.
 
-use super::{Counts, Finish, JobState, RetryOutcome, history_entry, state_in};
+use super::{Counts, Finish, JobState, RetryOutcome, held_by, history_entry, state_in};
 use crate::entity::{archive_slot, retrieve_job};
 use crate::{RetryPolicy, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -34,9 +34,7 @@ impl Store {
             .col_expr(retrieve_job::Column::Warning, Expr::value(counts.warning))
             .col_expr(retrieve_job::Column::LeasedUntil, Expr::value(until))
             .col_expr(retrieve_job::Column::UpdatedAt, Expr::value(now))
-            .filter(retrieve_job::Column::Id.eq(job_id))
-            .filter(retrieve_job::Column::Worker.eq(worker))
-            .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
+            .filter(held_by(job_id, worker))
             .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
@@ -196,9 +194,7 @@ impl Store {
             .col_expr(retrieve_job::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(retrieve_job::Column::Worker, Expr::value(Option::<String>::None))
             .col_expr(retrieve_job::Column::UpdatedAt, Expr::value(now))
-            .filter(retrieve_job::Column::Id.eq(job_id))
-            .filter(retrieve_job::Column::Worker.eq(worker))
-            .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
+            .filter(held_by(job_id, worker))
             .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
@@ -207,6 +203,32 @@ impl Store {
         txn.commit().await.map_err(|e| StoreError::query(op, e))?;
         self.wake_local();
         Ok(result.rows_affected == 1)
+    }
+
+    /// An archive is reachable again: its jobs that failed since `since` (when it went
+    /// away) are due at once instead of after their backoff, which the outage, not the
+    /// job, caused. Returns how many.
+    pub async fn wake_archive_jobs(&self, archive: &str, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        let op = "wake archive jobs";
+        let now = Utc::now();
+        let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        let result = retrieve_job::Entity::update_many()
+            .col_expr(retrieve_job::Column::NotBefore, Expr::value(now))
+            .filter(retrieve_job::Column::Archive.eq(archive))
+            .filter(retrieve_job::Column::State.eq(JobState::Retryable.as_str()))
+            .filter(retrieve_job::Column::NotBefore.gt(now))
+            .filter(retrieve_job::Column::UpdatedAt.gte(since))
+            .exec(&txn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?;
+        if result.rows_affected > 0 {
+            self.notify_work(&txn).await?;
+        }
+        txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+        if result.rows_affected > 0 {
+            self.wake_local();
+        }
+        Ok(result.rows_affected)
     }
 
     /// Cancels every unfinished job of an exam. Queued jobs end at once; running ones are
@@ -246,9 +268,8 @@ async fn owned_running(
     job_id: i64,
     worker: &str,
 ) -> Result<Option<retrieve_job::Model>, StoreError> {
-    retrieve_job::Entity::find_by_id(job_id)
-        .filter(retrieve_job::Column::Worker.eq(worker))
-        .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
+    retrieve_job::Entity::find()
+        .filter(held_by(job_id, worker))
         .one(txn)
         .await
         .map_err(|e| StoreError::query("load job", e))

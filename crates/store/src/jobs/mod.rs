@@ -206,6 +206,15 @@ fn state_in(states: &[JobState]) -> sea_orm::sea_query::SimpleExpr {
     retrieve_job::Column::State.is_in(states.iter().map(|s| s.as_str()))
 }
 
+/// Job `job_id` while `worker` still runs it: not cancelled, finished, or rescued and
+/// claimed by another worker since. Every write of a running attempt is bound by it.
+pub(crate) fn held_by(job_id: i64, worker: &str) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(retrieve_job::Column::Id.eq(job_id))
+        .add(retrieve_job::Column::Worker.eq(worker))
+        .add(retrieve_job::Column::State.eq(JobState::Running.as_str()))
+}
+
 fn history_entry(attempt: i32, error: &str) -> serde_json::Value {
     serde_json::json!({ "at": Utc::now().to_rfc3339(), "attempt": attempt, "error": error })
 }
