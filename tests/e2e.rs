@@ -142,7 +142,13 @@ dimse_timeout = "30s"
             "scheduled_at": scheduled, "priority": "routine", "modality": "CT", "body_part": "CHEST"
         });
         channel
-            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), event.to_string().as_bytes(), BasicProperties::default().with_delivery_mode(2))
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                event.to_string().as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
             .await
             .unwrap()
             .await
@@ -174,7 +180,8 @@ dimse_timeout = "30s"
     for e in &exams {
         jobs.extend(store.jobs_of_exam(e.id).await.unwrap());
     }
-    let mut fetched: Vec<(String, String)> = jobs.iter().map(|j| (j.study_instance_uid.clone(), j.archive.clone())).collect();
+    let mut fetched: Vec<(String, String)> =
+        jobs.iter().map(|j| (j.study_instance_uid.clone(), j.archive.clone())).collect();
     fetched.sort();
     let mut expected = vec![
         (a.study_uid.clone(), "north".to_string()),
@@ -193,11 +200,19 @@ dimse_timeout = "30s"
         .files()
         .iter()
         .filter_map(|p| dicom_object::open_file(p).ok())
-        .filter_map(|f| f.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').to_string()))
+        .filter_map(|f| {
+            f.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches('\0').to_string())
+        })
         .collect();
     let wanted: HashSet<String> = [&a, &b, &c, &d]
         .iter()
-        .flat_map(|s| (1..=s.series).flat_map(move |se| (1..=s.instances_per_series).map(move |i| format!("{}.{se}.{i}", s.study_uid))))
+        .flat_map(|s| {
+            (1..=s.series)
+                .flat_map(move |se| (1..=s.instances_per_series).map(move |i| format!("{}.{se}.{i}", s.study_uid)))
+        })
         .collect();
     assert_eq!(arrived, wanted, "every expected instance at the destination, nothing else");
     assert!(!log().contains("DOE^JANE") && !log().contains("E2E-1"), "no PHI in the logs");

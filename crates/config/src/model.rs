@@ -119,6 +119,11 @@ impl RetrieveMethod {
             RetrieveMethod::Wado => "wado",
         }
     }
+
+    /// The method a job row records (`as_str`); None for anything else.
+    pub fn parse(text: &str) -> Option<RetrieveMethod> {
+        [RetrieveMethod::Move, RetrieveMethod::Get, RetrieveMethod::Wado].into_iter().find(|m| m.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

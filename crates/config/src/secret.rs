@@ -110,6 +110,9 @@ mod tests {
             redact_url("postgres://u:pw@db/x?sslpassword=s3&application_name=pf#frag"),
             "postgres://u:[redacted]@db/x?sslpassword=[redacted]&application_name=pf#frag"
         );
-        assert_eq!(redact_url("https://h/api?access_token=abc&api_key=k"), "https://h/api?access_token=[redacted]&api_key=[redacted]");
+        assert_eq!(
+            redact_url("https://h/api?access_token=abc&api_key=k"),
+            "https://h/api?access_token=[redacted]&api_key=[redacted]"
+        );
     }
 }

@@ -130,7 +130,10 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
         issue("mover.spool_dir".into(), "must not be empty");
     }
     if mover.progress_interval.is_zero() || mover.progress_interval > config.queue.lease / 2 {
-        issue("mover.progress_interval".into(), "must be positive and at most half of queue.lease (it extends the lease)");
+        issue(
+            "mover.progress_interval".into(),
+            "must be positive and at most half of queue.lease (it extends the lease)",
+        );
     }
     if mover.dimse_timeout.as_secs() < 1 {
         issue("mover.dimse_timeout".into(), "must be at least 1s");

@@ -56,8 +56,8 @@ fn duplicate_archive_names_rejected() {
 fn unknown_keys_rejected_with_their_path() {
     let issues = load("[service]\nae_titel = 'X'\n").unwrap_err();
     assert!(issues.iter().any(|i| i.starts_with("service.ae_titel: unknown key")), "{issues:?}");
-    let issues = load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\ncolour='red'\n")
-        .unwrap_err();
+    let issues =
+        load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\ncolour='red'\n").unwrap_err();
     assert!(issues.iter().any(|i| i.starts_with("archives[0].colour: unknown key")), "{issues:?}");
 }
 
@@ -129,7 +129,9 @@ fn passwords_from_the_environment_are_taken_as_raw_strings() {
 #[test]
 fn mover_settings_are_checked() {
     let issues = load("[mover]\nworkers = 0\nspool_dir = \" \"\nspool_limit_mb = 0\nprogress_interval = \"10m\"\ndimse_timeout = \"0s\"\n").unwrap_err();
-    for key in ["mover.workers", "mover.spool_dir", "mover.spool_limit_mb", "mover.progress_interval", "mover.dimse_timeout"] {
+    for key in
+        ["mover.workers", "mover.spool_dir", "mover.spool_limit_mb", "mover.progress_interval", "mover.dimse_timeout"]
+    {
         assert!(issues.iter().any(|i| i.starts_with(key)), "{key} not named in {issues:?}");
     }
 }
@@ -140,10 +142,19 @@ fn planner_settings_and_query_issuer_are_checked() {
     assert_eq!(config.planner.concurrency, 8);
     assert_eq!(config.planner.association_idle.as_secs(), 2);
     assert!(!config.archives[0].query_issuer);
-    let config = load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\nquery_issuer=true\n").unwrap();
+    let config =
+        load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\nquery_issuer=true\n").unwrap();
     assert!(config.archives[0].query_issuer);
-    let issues = load("[planner]\nconcurrency = 0\nreplan_backoff = { initial = '1m', factor = 0.5, max = '1s', jitter = 2.0 }\n").unwrap_err();
-    for key in ["planner.concurrency", "planner.replan_backoff.factor", "planner.replan_backoff.jitter", "planner.replan_backoff.max"] {
+    let issues = load(
+        "[planner]\nconcurrency = 0\nreplan_backoff = { initial = '1m', factor = 0.5, max = '1s', jitter = 2.0 }\n",
+    )
+    .unwrap_err();
+    for key in [
+        "planner.concurrency",
+        "planner.replan_backoff.factor",
+        "planner.replan_backoff.jitter",
+        "planner.replan_backoff.max",
+    ] {
         assert!(issues.iter().any(|i| i.starts_with(key)), "{key}: {issues:?}");
     }
     let issues = load("[planner]\ncolour = 'red'\n").unwrap_err();

@@ -5,8 +5,8 @@
 use crate::command::Command;
 use crate::error::DimseError;
 use crate::peer::{AeTitle, Peer};
-use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
 use dicom_ul::association::AsyncAssociation;
+use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -26,10 +26,6 @@ pub struct ScuOptions {
     /// The largest PDU we accept. 1 MiB: measured against Orthanc, fewer and larger PDUs
     /// beat DCMTK's 16 KiB default on C-GET (see `scripts/bench-retrieve`).
     pub max_pdu: u32,
-    /// Upper bound for one whole operation run through a [`crate::Client`] (a C-FIND
-    /// with all its matches, a C-MOVE/C-GET with all sub-operations); `None`: no bound
-    /// beyond `dimse_timeout` between messages. Hitting it aborts the association.
-    pub operation_timeout: Option<Duration>,
 }
 
 impl ScuOptions {
@@ -40,7 +36,6 @@ impl ScuOptions {
             association_timeout: Duration::from_secs(30),
             dimse_timeout: Duration::from_secs(60),
             max_pdu: 1 << 20,
-            operation_timeout: None,
         }
     }
 }
@@ -84,7 +79,11 @@ pub struct Association<A = AsyncClientAssociation<TcpStream>> {
 }
 
 impl Association {
-    pub async fn connect(peer: &Peer, options: &ScuOptions, contexts: &[ContextRequest]) -> Result<Association, DimseError> {
+    pub async fn connect(
+        peer: &Peer,
+        options: &ScuOptions,
+        contexts: &[ContextRequest],
+    ) -> Result<Association, DimseError> {
         let mut request = ClientAssociationOptions::new()
             .calling_ae_title(options.calling_ae.as_str().to_string())
             .called_ae_title(peer.ae_title.as_str().to_string())
@@ -102,7 +101,11 @@ impl Association {
         let establish = request.establish_async(address.clone());
         let result = tokio::time::timeout(options.connect_timeout + options.association_timeout, establish)
             .await
-            .map_err(|_| DimseError::Timeout { peer: peer.to_string(), what: "the association answer", after: options.connect_timeout + options.association_timeout })?;
+            .map_err(|_| DimseError::Timeout {
+                peer: peer.to_string(),
+                what: "the association answer",
+                after: options.connect_timeout + options.association_timeout,
+            })?;
         let mut inner = result.map_err(|e| map_establish_error(e, peer, options))?;
         // Nagle would hold back small command PDUs for 40 ms each.
         let _ = inner.inner_stream().set_nodelay(true);
@@ -274,8 +277,12 @@ async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
 ) -> Result<(), DimseError> {
     let mut pieces = bytes.chunks(chunk).peekable();
     if pieces.peek().is_none() {
-        let pdu = Pdu::PData { data: vec![PDataValue { presentation_context_id: context_id, value_type, is_last: true, data: Vec::new() }] };
-        return AsyncAssociation::send(inner, &pdu).await.map_err(|e| DimseError::Io(format!("sending to {peer}: {e}")));
+        let pdu = Pdu::PData {
+            data: vec![PDataValue { presentation_context_id: context_id, value_type, is_last: true, data: Vec::new() }],
+        };
+        return AsyncAssociation::send(inner, &pdu)
+            .await
+            .map_err(|e| DimseError::Io(format!("sending to {peer}: {e}")));
     }
     while let Some(piece) = pieces.next() {
         let pdu = Pdu::PData {
@@ -323,11 +330,17 @@ fn map_establish_error(e: dicom_ul::association::Error, peer: &Peer, options: &S
         E::NoAcceptedPresentationContexts { .. } => {
             DimseError::NoContext { peer: peer.to_string(), what: "any proposed service".into() }
         }
-        E::Aborted { .. } => DimseError::Aborted { peer: peer.to_string(), during: " during association negotiation".into() },
+        E::Aborted { .. } => {
+            DimseError::Aborted { peer: peer.to_string(), during: " during association negotiation".into() }
+        }
         other => {
             let text = other.to_string();
             if text.contains("timed out") || text.contains("timeout") {
-                DimseError::Timeout { peer: peer.to_string(), what: "the association answer", after: options.association_timeout }
+                DimseError::Timeout {
+                    peer: peer.to_string(),
+                    what: "the association answer",
+                    after: options.association_timeout,
+                }
             } else {
                 DimseError::Io(format!("association with {peer}: {text}"))
             }

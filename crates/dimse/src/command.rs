@@ -115,7 +115,8 @@ impl Command {
     pub fn encode(&self) -> Result<Vec<u8>, DimseError> {
         let mut body = Vec::with_capacity(128);
         for (element, value) in self.elements.iter().filter(|(e, _)| **e != 0) {
-            let length = u32::try_from(value.len()).map_err(|_| DimseError::Encode("command element too long".into()))?;
+            let length =
+                u32::try_from(value.len()).map_err(|_| DimseError::Encode("command element too long".into()))?;
             body.extend_from_slice(&0u16.to_le_bytes());
             body.extend_from_slice(&element.to_le_bytes());
             body.extend_from_slice(&length.to_le_bytes());
@@ -144,7 +145,10 @@ impl Command {
                 return Err(DimseError::Protocol(format!("command set has an element of group {group:04X}")));
             }
             let value = rest.get(8..8 + length.min(rest.len())).filter(|v| v.len() == length).ok_or_else(|| {
-                DimseError::Protocol(format!("command element (0000,{element:04X}) claims {length} bytes, {} left", rest.len() - 8))
+                DimseError::Protocol(format!(
+                    "command element (0000,{element:04X}) claims {length} bytes, {} left",
+                    rest.len() - 8
+                ))
             })?;
             elements.insert(element, value.to_vec());
             rest = &rest[8 + length..];

@@ -22,7 +22,14 @@ pub enum DimseError {
     #[error("cannot encode: {0}")]
     Encode(String),
     #[error("{operation} failed with status 0x{status:04X} ({meaning}){comment}")]
-    Status { operation: &'static str, status: u16, meaning: &'static str, comment: String, move_destination: Option<String>, peer: String },
+    Status {
+        operation: &'static str,
+        status: u16,
+        meaning: &'static str,
+        comment: String,
+        move_destination: Option<String>,
+        peer: String,
+    },
     #[error("network: {0}")]
     Io(String),
 }
@@ -49,9 +56,13 @@ impl DimseError {
                 if reason.contains("called") {
                     format!("{peer} does not answer to called AE '{called_ae}': check archives[].ae_title")
                 } else if reason.contains("calling") {
-                    format!("{peer} does not know our AE '{calling_ae}': add it to the archive's AE table (or fix service.ae_title)")
+                    format!(
+                        "{peer} does not know our AE '{calling_ae}': add it to the archive's AE table (or fix service.ae_title)"
+                    )
                 } else {
-                    format!("{peer} refused the association ({reason}): it may be at its association limit; lower max_associations")
+                    format!(
+                        "{peer} refused the association ({reason}): it may be at its association limit; lower max_associations"
+                    )
                 }
             }
             DimseError::NoContext { peer, what } => {
@@ -70,8 +81,12 @@ impl DimseError {
                     "archive {peer} does not know move destination '{}': add it (host:port) to the archive's AE table",
                     move_destination.as_deref().unwrap_or("?")
                 ),
-                0xA700..=0xA7FF => format!("archive {peer} is out of resources (or hit a match limit): retry later or narrow the query"),
-                0xA900..=0xA9FF => "the identifier does not match the SOP class or query level: check the query level and keys".into(),
+                0xA700..=0xA7FF => format!(
+                    "archive {peer} is out of resources (or hit a match limit): retry later or narrow the query"
+                ),
+                0xA900..=0xA9FF => {
+                    "the identifier does not match the SOP class or query level: check the query level and keys".into()
+                }
                 0xC000..=0xCFFF => match move_destination {
                     Some(dest) => format!(
                         "archive {peer} could not process the request; for a C-MOVE this is often an unknown \

@@ -51,7 +51,12 @@ pub fn get_contexts(model: QueryModel, storage_classes: &[&str]) -> Vec<ContextR
 /// Where received instances go.
 pub trait StoreSink {
     /// A new instance starts; returns a writer for its data set (in `transfer_syntax`).
-    fn begin(&mut self, sop_class: &str, sop_instance: &str, transfer_syntax: &str) -> std::io::Result<Box<dyn Write + Send>>;
+    fn begin(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+    ) -> std::io::Result<Box<dyn Write + Send>>;
     /// The instance's data set was fully written (or `ok` is false: discard it).
     fn finish(&mut self, sop_instance: &str, ok: bool) -> std::io::Result<()>;
 }
@@ -76,7 +81,12 @@ pub(crate) fn safe_file_name(uid: &str) -> String {
 }
 
 impl StoreSink for DirSink {
-    fn begin(&mut self, sop_class: &str, sop_instance: &str, transfer_syntax: &str) -> std::io::Result<Box<dyn Write + Send>> {
+    fn begin(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+    ) -> std::io::Result<Box<dyn Write + Send>> {
         let name = safe_file_name(sop_instance);
         if name.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "SOP instance UID is empty or not a UID"));
@@ -122,13 +132,17 @@ impl Association {
     ) -> Result<RetrieveOutcome, DimseError> {
         let started = Instant::now();
         let sop = model.get_uid();
-        let (pc, ts) = self
-            .context_for(sop)
-            .ok_or_else(|| DimseError::NoContext { peer: self.peer.to_string(), what: "C-GET in this information model".into() })?;
+        let (pc, ts) = self.context_for(sop).ok_or_else(|| DimseError::NoContext {
+            peer: self.peer.to_string(),
+            what: "C-GET in this information model".into(),
+        })?;
         let contexts = self.accepted_contexts();
         let id = self.next_message_id();
         let mut rq = Command::new(field::C_GET_RQ);
-        rq.put_u16(tags::MESSAGE_ID, id).put_uid(tags::AFFECTED_SOP_CLASS_UID, sop).put_u16(tags::PRIORITY, 0).with_data_set();
+        rq.put_u16(tags::MESSAGE_ID, id)
+            .put_uid(tags::AFFECTED_SOP_CLASS_UID, sop)
+            .put_u16(tags::PRIORITY, 0)
+            .with_data_set();
         let mut identifier = Vec::new();
         crate::scu::encode_identifier_into(query, &ts, &mut identifier)?;
         self.send(pc, &rq, Some(&identifier)).await?;
@@ -178,7 +192,8 @@ impl Association {
                     self.send(context_id, &rsp, None).await?;
                 }
                 Some(field::C_GET_RSP) => {
-                    let status = command.status().ok_or_else(|| DimseError::Protocol("C-GET-RSP without status".into()))?;
+                    let status =
+                        command.status().ok_or_else(|| DimseError::Protocol("C-GET-RSP without status".into()))?;
                     let counts = SubOperations {
                         remaining: command.u16(tags::REMAINING),
                         completed: command.u16(tags::COMPLETED).unwrap_or(0),
@@ -201,7 +216,13 @@ impl Association {
                         continue;
                     }
                     let failed_instances = data.map(|d| crate::scu::failed_instance_list(&d, &ts)).unwrap_or_default();
-                    let outcome = RetrieveOutcome { status, counts, failed_instances, cancelled: status == 0xFE00, elapsed: started.elapsed() };
+                    let outcome = RetrieveOutcome {
+                        status,
+                        counts,
+                        failed_instances,
+                        cancelled: status == 0xFE00,
+                        elapsed: started.elapsed(),
+                    };
                     return match status {
                         0x0000 | 0x0001 | 0xB000..=0xBFFF | 0xFE00 => Ok(outcome),
                         _ => Err(DimseError::Status {
@@ -215,7 +236,10 @@ impl Association {
                     };
                 }
                 other => {
-                    return Err(DimseError::Protocol(format!("unexpected command 0x{:04X} during C-GET", other.unwrap_or(0))));
+                    return Err(DimseError::Protocol(format!(
+                        "unexpected command 0x{:04X} during C-GET",
+                        other.unwrap_or(0)
+                    )));
                 }
             }
         }

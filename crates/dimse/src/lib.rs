@@ -9,8 +9,6 @@
 //!   failed instance list, C-CANCEL).
 //! - `get.rs`: C-GET with storage sub-operations streamed to a sink (`DirSink`: Part-10
 //!   files, temp name then rename).
-//! - `client.rs`: one tokio task owns an association and serves requests from a channel;
-//!   matches and progress stream back, C-CANCEL can be sent mid-operation.
 //! - `scp/store.rs`: the C-STORE SCP (allow-list, association cap, files streamed to disk
 //!   atomically, each instance reported with its C-MOVE originator).
 //! - `store_scu.rs`: C-STORE SCU: Part-10 header reading, storage contexts, store (with
@@ -23,7 +21,6 @@
 //! Nothing read from the network can panic this crate: malformed input is an error.
 
 pub mod association;
-pub mod client;
 pub mod command;
 pub mod dataset_guard;
 pub mod error;
@@ -35,10 +32,9 @@ pub mod storage_classes;
 pub mod store_scu;
 
 pub use association::{Association, ContextRequest, ScuOptions};
-pub use client::{Client, FindStream, RetrieveStream};
-pub use get::{DirSink, StoreSink};
-pub use scp::store::{StoreScpOptions, StoredInstance, run_store_scp};
 pub use error::DimseError;
+pub use get::{DirSink, StoreSink};
 pub use peer::{AeTitle, Peer};
-pub use store_scu::{Part10, PendingStore, StoreStatus, StoreStatusKind, storage_contexts};
+pub use scp::store::{StoreScpOptions, StoredInstance, run_store_scp};
 pub use scu::{FindOutcome, QueryModel, RetrieveOutcome, SubOperations, echo, identifier};
+pub use store_scu::{Part10, PendingStore, StoreStatus, StoreStatusKind, storage_contexts};

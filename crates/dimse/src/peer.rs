@@ -58,12 +58,17 @@ impl Peer {
     pub fn parse(text: &str) -> Result<Peer, String> {
         let (ae, address) = text.split_once('@').ok_or_else(|| format!("'{text}' is not AET@host:port"))?;
         let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("'{text}' is not AET@host:port"))?;
-        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{port}' is not a port (1-65535)"))?;
+        let port: u16 =
+            port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{port}' is not a port (1-65535)"))?;
         Peer::new(ae, host.trim_start_matches('[').trim_end_matches(']'), port)
     }
 
     pub fn address(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 

@@ -94,8 +94,14 @@ fn encode_identifier(obj: &InMemDicomObject, ts_uid: &str) -> Result<Vec<u8>, Di
     Ok(out)
 }
 
-pub(crate) fn encode_identifier_into(obj: &InMemDicomObject, ts_uid: &str, out: &mut Vec<u8>) -> Result<(), DimseError> {
-    let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| DimseError::Encode(format!("unknown transfer syntax {ts_uid}")))?;
+pub(crate) fn encode_identifier_into(
+    obj: &InMemDicomObject,
+    ts_uid: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), DimseError> {
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid)
+        .ok_or_else(|| DimseError::Encode(format!("unknown transfer syntax {ts_uid}")))?;
     obj.write_dataset_with_ts(out, ts).map_err(|e| DimseError::Encode(e.to_string()))
 }
 
@@ -141,17 +147,22 @@ pub(crate) async fn decode_data_set_bounded(bytes: Vec<u8>, ts_uid: &str) -> Res
 }
 
 pub(crate) fn decode_data_set(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, DimseError> {
-    let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| DimseError::Protocol(format!("unknown transfer syntax {ts_uid}")))?;
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid)
+        .ok_or_else(|| DimseError::Protocol(format!("unknown transfer syntax {ts_uid}")))?;
     // dicom-object trusts lengths: check the structure first (see dataset_guard.rs).
     crate::dataset_guard::check(bytes, ts_uid)?;
-    InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| DimseError::Protocol(format!("malformed data set: {e}")))
+    InMemDicomObject::read_dataset_with_ts(bytes, ts)
+        .map_err(|e| DimseError::Protocol(format!("malformed data set: {e}")))
 }
 
 /// C-ECHO on a fresh association; returns the round trip.
 pub async fn echo(peer: &Peer, options: &ScuOptions) -> Result<Duration, DimseError> {
     let started = Instant::now();
     let mut assoc = Association::connect(peer, options, &[ContextRequest::new(VERIFICATION)]).await?;
-    let (pc, _) = assoc.context_for(VERIFICATION).ok_or_else(|| DimseError::NoContext { peer: peer.to_string(), what: "Verification (C-ECHO)".into() })?;
+    let (pc, _) = assoc
+        .context_for(VERIFICATION)
+        .ok_or_else(|| DimseError::NoContext { peer: peer.to_string(), what: "Verification (C-ECHO)".into() })?;
     let mut rq = Command::new(field::C_ECHO_RQ);
     let id = assoc.next_message_id();
     rq.put_u16(tags::MESSAGE_ID, id).put_uid(tags::AFFECTED_SOP_CLASS_UID, VERIFICATION);
@@ -160,7 +171,14 @@ pub async fn echo(peer: &Peer, options: &ScuOptions) -> Result<Duration, DimseEr
     let status = rsp.command.status().unwrap_or(0xFFFF);
     assoc.release().await;
     if status != 0 {
-        return Err(DimseError::Status { operation: "C-ECHO", status, meaning: status_meaning(status), comment: String::new(), move_destination: None, peer: peer.to_string() });
+        return Err(DimseError::Status {
+            operation: "C-ECHO",
+            status,
+            meaning: status_meaning(status),
+            comment: String::new(),
+            move_destination: None,
+            peer: peer.to_string(),
+        });
     }
     Ok(started.elapsed())
 }
@@ -199,12 +217,24 @@ impl Association {
         mut on_match: impl FnMut(InMemDicomObject) -> ControlFlow<()>,
     ) -> Result<FindOutcome, DimseError> {
         let sop = model.find_uid();
-        let (pc, ts) = self.context_for(sop).ok_or_else(|| DimseError::NoContext { peer: self.peer.to_string(), what: "C-FIND in this information model".into() })?;
+        let (pc, ts) = self.context_for(sop).ok_or_else(|| DimseError::NoContext {
+            peer: self.peer.to_string(),
+            what: "C-FIND in this information model".into(),
+        })?;
         let id = self.next_message_id();
         let mut rq = Command::new(field::C_FIND_RQ);
-        rq.put_u16(tags::MESSAGE_ID, id).put_uid(tags::AFFECTED_SOP_CLASS_UID, sop).put_u16(tags::PRIORITY, 0).with_data_set();
+        rq.put_u16(tags::MESSAGE_ID, id)
+            .put_uid(tags::AFFECTED_SOP_CLASS_UID, sop)
+            .put_u16(tags::PRIORITY, 0)
+            .with_data_set();
         self.send(pc, &rq, Some(&encode_identifier(query, &ts)?)).await?;
-        let mut outcome = FindOutcome { matches: 0, status: 0, cancelled_by_us: false, truncated: false, optional_keys_unsupported: false };
+        let mut outcome = FindOutcome {
+            matches: 0,
+            status: 0,
+            cancelled_by_us: false,
+            truncated: false,
+            optional_keys_unsupported: false,
+        };
         loop {
             let msg = tokio::select! {
                 msg = self.receive() => msg?,
@@ -215,9 +245,13 @@ impl Association {
                 }
             };
             if msg.command.command_field() != Some(field::C_FIND_RSP) {
-                return Err(DimseError::Protocol(format!("expected C-FIND-RSP, got command 0x{:04X}", msg.command.command_field().unwrap_or(0))));
+                return Err(DimseError::Protocol(format!(
+                    "expected C-FIND-RSP, got command 0x{:04X}",
+                    msg.command.command_field().unwrap_or(0)
+                )));
             }
-            let status = msg.command.status().ok_or_else(|| DimseError::Protocol("C-FIND-RSP without status".into()))?;
+            let status =
+                msg.command.status().ok_or_else(|| DimseError::Protocol("C-FIND-RSP without status".into()))?;
             if is_pending(status) {
                 outcome.optional_keys_unsupported |= status == 0xFF01;
                 if outcome.cancelled_by_us {
@@ -240,7 +274,14 @@ impl Association {
                     outcome.truncated = !outcome.cancelled_by_us;
                     Ok(outcome)
                 }
-                _ => Err(DimseError::Status { operation: "C-FIND", status, meaning: status_meaning(status), comment: comment(&msg.command), move_destination: None, peer: self.peer.to_string() }),
+                _ => Err(DimseError::Status {
+                    operation: "C-FIND",
+                    status,
+                    meaning: status_meaning(status),
+                    comment: comment(&msg.command),
+                    move_destination: None,
+                    peer: self.peer.to_string(),
+                }),
             };
         }
     }
@@ -261,7 +302,10 @@ impl Association {
     ) -> Result<RetrieveOutcome, DimseError> {
         let started = Instant::now();
         let sop = model.move_uid();
-        let (pc, ts) = self.context_for(sop).ok_or_else(|| DimseError::NoContext { peer: self.peer.to_string(), what: "C-MOVE in this information model".into() })?;
+        let (pc, ts) = self.context_for(sop).ok_or_else(|| DimseError::NoContext {
+            peer: self.peer.to_string(),
+            what: "C-MOVE in this information model".into(),
+        })?;
         let id = self.next_message_id();
         let mut rq = Command::new(field::C_MOVE_RQ);
         rq.put_u16(tags::MESSAGE_ID, id)
@@ -281,9 +325,13 @@ impl Association {
                 }
             };
             if msg.command.command_field() != Some(field::C_MOVE_RSP) {
-                return Err(DimseError::Protocol(format!("expected C-MOVE-RSP, got command 0x{:04X}", msg.command.command_field().unwrap_or(0))));
+                return Err(DimseError::Protocol(format!(
+                    "expected C-MOVE-RSP, got command 0x{:04X}",
+                    msg.command.command_field().unwrap_or(0)
+                )));
             }
-            let status = msg.command.status().ok_or_else(|| DimseError::Protocol("C-MOVE-RSP without status".into()))?;
+            let status =
+                msg.command.status().ok_or_else(|| DimseError::Protocol("C-MOVE-RSP without status".into()))?;
             let counts = SubOperations {
                 remaining: msg.command.u16(tags::REMAINING),
                 completed: msg.command.u16(tags::COMPLETED).unwrap_or(0),
@@ -295,7 +343,13 @@ impl Association {
                 continue;
             }
             let failed_instances = msg.data.map(|d| failed_instance_list(&d, &ts)).unwrap_or_default();
-            let outcome = RetrieveOutcome { status, counts, failed_instances, cancelled: status == 0xFE00, elapsed: started.elapsed() };
+            let outcome = RetrieveOutcome {
+                status,
+                counts,
+                failed_instances,
+                cancelled: status == 0xFE00,
+                elapsed: started.elapsed(),
+            };
             return match status {
                 0x0000 | 0xB000..=0xBFFF | 0x0001 | 0xFE00 => Ok(outcome),
                 _ => Err(DimseError::Status {

@@ -26,8 +26,15 @@ fn pixels_by_uid(paths: &[std::path::PathBuf]) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-async fn get_into(peer: &Peer, study: &str, out: &Path) -> (priorfetch_dimse::RetrieveOutcome, Vec<std::path::PathBuf>, usize) {
-    let mut assoc = Association::connect(peer, &options(), &get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES)).await.unwrap();
+async fn get_into(
+    peer: &Peer,
+    study: &str,
+    out: &Path,
+) -> (priorfetch_dimse::RetrieveOutcome, Vec<std::path::PathBuf>, usize) {
+    let mut assoc =
+        Association::connect(peer, &options(), &get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES))
+            .await
+            .unwrap();
     let mut sink = DirSink::new(out).unwrap();
     let mut updates = 0;
     let query = identifier("STUDY", &[(Tag(0x0020, 0x000D), VR::UI, study)]);
@@ -49,12 +56,23 @@ async fn c_get_streams_every_instance_byte_identical_from_orthanc_and_dcmqrscp()
     store_files(&orthanc.ae, orthanc.port, data.path());
     let dcmqrscp = Dcmqrscp::start("DCMQR", "PRIORFETCH", &[]);
     store_files(&dcmqrscp.ae, dcmqrscp.port, data.path());
-    for peer in [Peer::new("ORTHANC1", "127.0.0.1", orthanc.port).unwrap(), Peer::new("DCMQR", "127.0.0.1", dcmqrscp.port).unwrap()] {
+    for peer in [
+        Peer::new("ORTHANC1", "127.0.0.1", orthanc.port).unwrap(),
+        Peer::new("DCMQR", "127.0.0.1", dcmqrscp.port).unwrap(),
+    ] {
         let out = tempfile::tempdir().unwrap();
         let (outcome, stored, _) = get_into(&peer, &spec.study_uid, out.path()).await;
-        assert_eq!((outcome.status, outcome.counts.completed, outcome.counts.failed), (0, 15, 0), "{peer}: {outcome:?}");
+        assert_eq!(
+            (outcome.status, outcome.counts.completed, outcome.counts.failed),
+            (0, 15, 0),
+            "{peer}: {outcome:?}"
+        );
         assert_eq!(pixels_by_uid(&stored), sent, "{peer}: byte-identical pixel data");
-        let leftovers: Vec<_> = std::fs::read_dir(out.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(out.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .collect();
         assert!(leftovers.is_empty(), "no temp files left");
     }
 }
@@ -72,16 +90,25 @@ async fn c_cancel_stops_a_long_c_get() {
     store_files(&dcmqrscp.ae, dcmqrscp.port, data.path());
     let peer = Peer::new("DCMQR", "127.0.0.1", dcmqrscp.port).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut assoc = Association::connect(&peer, &options(), &get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES)).await.unwrap();
+    let mut assoc =
+        Association::connect(&peer, &options(), &get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES))
+            .await
+            .unwrap();
     let mut sink = DirSink::new(out.path()).unwrap();
     let (stop, cancel) = tokio::sync::watch::channel(false);
     let query = identifier("STUDY", &[(Tag(0x0020, 0x000D), VR::UI, spec.study_uid.as_str())]);
     let outcome = assoc
-        .retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |p| {
-            if p.completed >= 5 {
-                let _ = stop.send(true);
-            }
-        }, Some(cancel))
+        .retrieve_get(
+            QueryModel::StudyRoot,
+            &query,
+            &mut sink,
+            |p| {
+                if p.completed >= 5 {
+                    let _ = stop.send(true);
+                }
+            },
+            Some(cancel),
+        )
         .await
         .unwrap();
     assoc.release().await;

@@ -4,9 +4,9 @@
 
 use dicom_core::{Tag, VR};
 use dicom_object::InMemDicomObject;
-use priorfetch_dimse::{AeTitle, Association, DimseError, Peer, QueryModel, ScuOptions, echo, identifier};
 use priorfetch_dimse::scu::query_contexts;
-use priorfetch_testkit::dicom::{Dcmqrscp, Orthanc, StudySpec, Storescp, store_files, write_study};
+use priorfetch_dimse::{AeTitle, Association, DimseError, Peer, QueryModel, ScuOptions, echo, identifier};
+use priorfetch_testkit::dicom::{Dcmqrscp, Orthanc, Storescp, StudySpec, store_files, write_study};
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -24,7 +24,12 @@ fn options() -> ScuOptions {
 
 /// Three studies of patient P1 and one of P2.
 fn load_studies(dir: &Path) -> Vec<StudySpec> {
-    let specs = vec![StudySpec::small("P1", 1), StudySpec::small("P1", 2), StudySpec::small("P1", 3), StudySpec::small("P2", 4)];
+    let specs = vec![
+        StudySpec::small("P1", 1),
+        StudySpec::small("P1", 2),
+        StudySpec::small("P1", 3),
+        StudySpec::small("P2", 4),
+    ];
     for s in &specs {
         write_study(&dir.join(&s.study_uid), s);
     }
@@ -44,7 +49,12 @@ fn study_query(patient: &str) -> InMemDicomObject {
 }
 
 fn str_of(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches(['\0', ' ']).to_string()).unwrap_or_default()
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
 }
 
 /// (StudyInstanceUID, StudyDate, AccessionNumber) of each match, from our SCU.
@@ -62,7 +72,8 @@ async fn our_find(peer: &Peer, patient: &str) -> BTreeSet<(String, String, Strin
     assert!(!outcome.truncated);
     assert_eq!(outcome.matches, found.len());
     // the association is reused for a second query
-    let again = assoc.find(QueryModel::StudyRoot, &study_query(patient), None, |_| ControlFlow::Continue(())).await.unwrap();
+    let again =
+        assoc.find(QueryModel::StudyRoot, &study_query(patient), None, |_| ControlFlow::Continue(())).await.unwrap();
     assert_eq!(again.matches, found.len());
     assoc.release().await;
     found
@@ -73,7 +84,16 @@ fn findscu(peer: &Peer, patient: &str) -> BTreeSet<(String, String, String)> {
     let out = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("findscu")
         .args(["-S", "-aet", OUR_AE, "-aec", peer.ae_title.as_str(), "-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("PatientID={patient}"), "-k", "StudyInstanceUID", "-k", "StudyDate", "-k", "AccessionNumber"])
+        .args([
+            "-k",
+            &format!("PatientID={patient}"),
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            "StudyDate",
+            "-k",
+            "AccessionNumber",
+        ])
         .args(["-X", "-od", out.path().to_str().unwrap(), "127.0.0.1", &peer.port.to_string()])
         .env("TCP_NODELAY", "1")
         .output()
@@ -95,12 +115,16 @@ async fn echo_and_find_match_findscu_on_orthanc_and_dcmqrscp() {
     store_files(&orthanc.ae, orthanc.port, data.path());
     let dcmqrscp = Dcmqrscp::start("DCMQR", OUR_AE, &[]);
     store_files(&dcmqrscp.ae, dcmqrscp.port, data.path());
-    for peer in [Peer::new("ORTHANC1", "127.0.0.1", orthanc.port).unwrap(), Peer::new("DCMQR", "127.0.0.1", dcmqrscp.port).unwrap()] {
+    for peer in [
+        Peer::new("ORTHANC1", "127.0.0.1", orthanc.port).unwrap(),
+        Peer::new("DCMQR", "127.0.0.1", dcmqrscp.port).unwrap(),
+    ] {
         echo(&peer, &options()).await.unwrap();
         let ours = our_find(&peer, "P1").await;
         let theirs = findscu(&peer, "P1");
         assert_eq!(ours, theirs, "{peer}: our C-FIND equals findscu's");
-        let expected: BTreeSet<String> = specs.iter().filter(|s| s.patient_id == "P1").map(|s| s.study_uid.clone()).collect();
+        let expected: BTreeSet<String> =
+            specs.iter().filter(|s| s.patient_id == "P1").map(|s| s.study_uid.clone()).collect();
         assert_eq!(ours.iter().map(|m| m.0.clone()).collect::<BTreeSet<_>>(), expected, "{peer}");
     }
 }
@@ -113,7 +137,8 @@ async fn match_cap_is_reported_as_truncation_and_cancel_after_n_stops_a_find() {
     store_files(&capped.ae, capped.port, data.path());
     let peer = Peer::new("CAPPED", "127.0.0.1", capped.port).unwrap();
     let mut assoc = Association::connect(&peer, &options(), &query_contexts(QueryModel::StudyRoot)).await.unwrap();
-    let outcome = assoc.find(QueryModel::StudyRoot, &study_query("P1"), None, |_| ControlFlow::Continue(())).await.unwrap();
+    let outcome =
+        assoc.find(QueryModel::StudyRoot, &study_query("P1"), None, |_| ControlFlow::Continue(())).await.unwrap();
     assert_eq!((outcome.matches, outcome.status, outcome.truncated), (2, 0xFE00, true), "{outcome:?}");
     assoc.release().await;
 
@@ -173,7 +198,8 @@ async fn c_move_to_storescp_brings_every_instance_byte_identical() {
         assert_eq!(outcome.status, 0, "{name}: {outcome:?}");
         assert_eq!((outcome.counts.completed, outcome.counts.failed), (12, 0), "{name}: {outcome:?}");
         assert!(!progress.is_empty(), "{name}: pending responses surfaced");
-        let received: std::collections::BTreeMap<String, Vec<u8>> = dest.files().iter().map(|p| pixel_data(p)).collect();
+        let received: std::collections::BTreeMap<String, Vec<u8>> =
+            dest.files().iter().map(|p| pixel_data(p)).collect();
         assert_eq!(received.len(), 12, "{name}");
         for path in &sent {
             let (uid, pixels) = pixel_data(path);
@@ -259,7 +285,8 @@ async fn garbage_and_truncated_pdus_are_errors() {
         opts.association_timeout = Duration::from_secs(2);
         opts.dimse_timeout = Duration::from_secs(2);
         let peer = Peer::new("GARBAGE", "127.0.0.1", port).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(15), echo(&peer, &opts)).await.expect("bounded by the timeouts");
+        let result =
+            tokio::time::timeout(Duration::from_secs(15), echo(&peer, &opts)).await.expect("bounded by the timeouts");
         assert!(result.is_err());
         server.abort();
     }

@@ -162,7 +162,10 @@ fn hl7_rejections_name_the_field() {
         (base.replace("E1234567^^^EPI^MR~998877^^^SSA^SS", ""), "PID-3: patient id missing"),
         (base.replace("\rPID|", "\rZZZ|"), "truncated HL7: no PID segment"),
         (base.replace("ORM^O01^ORM_O01", "ADT^A01"), "MSH-9: unsupported message type ADT^A01"),
-        (base.replace("20261124140000-0500|20261124143000", "2026133|20261124143000"), "TQ1-7: bad timestamp '2026133'"),
+        (
+            base.replace("20261124140000-0500|20261124143000", "2026133|20261124143000"),
+            "TQ1-7: bad timestamp '2026133'",
+        ),
         (base[..60].to_string(), "truncated HL7"),
         (base.replace("ORC|NW|", "ORC|ZZ|"), "ORC-1"),
         ("MSH|^~\\&|A".into(), "MSH-9"),
@@ -239,7 +242,11 @@ fn json_rejections_name_the_field() {
     assert_eq!(json(v).unwrap_err().field(), Some("study_instance_uid"), "longer than 64");
     let mut v = valid_json();
     v["scheduled_at"] = "2026-11-23T09:30:00".into();
-    assert_eq!(json(v).unwrap_err().to_string(), "scheduled_at: bad timestamp '2026-11-23T09:30:00'", "offset required");
+    assert_eq!(
+        json(v).unwrap_err().to_string(),
+        "scheduled_at: bad timestamp '2026-11-23T09:30:00'",
+        "offset required"
+    );
     let mut v = remove(&["accession_number"]);
     assert_eq!(json(v.clone()).unwrap().study_instance_uid.as_deref(), Some("1.2.3.4"), "UID alone suffices");
     v["patient"]["birth_date"] = "1970-02-30".into();
@@ -279,10 +286,17 @@ fn debug_output_has_no_phi() {
 }
 
 fn fixtures() -> Vec<Vec<u8>> {
-    let mut all: Vec<Vec<u8>> = ["epic_orm_o01.hl7", "cerner_orm_xo.hl7", "agfa_omi_o23.hl7", "sched_siu_s12.hl7", "sched_siu_s14.hl7", "sched_siu_s15.hl7"]
-        .iter()
-        .map(|f| fixture(f))
-        .collect();
+    let mut all: Vec<Vec<u8>> = [
+        "epic_orm_o01.hl7",
+        "cerner_orm_xo.hl7",
+        "agfa_omi_o23.hl7",
+        "sched_siu_s12.hl7",
+        "sched_siu_s14.hl7",
+        "sched_siu_s15.hl7",
+    ]
+    .iter()
+    .map(|f| fixture(f))
+    .collect();
     all.push(valid_json().to_string().into_bytes());
     all
 }
@@ -302,13 +316,25 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::btree_map(".{0,12}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            proptest::collection::btree_map(".{0,12}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
-const JSON_KEYS: [&str; 11] = ["event_id", "type", "patient", "accession_number", "study_instance_uid", "scheduled_at",
-    "priority", "modality", "body_part", "procedure", "extra"];
+const JSON_KEYS: [&str; 11] = [
+    "event_id",
+    "type",
+    "patient",
+    "accession_number",
+    "study_instance_uid",
+    "scheduled_at",
+    "priority",
+    "modality",
+    "body_part",
+    "procedure",
+    "extra",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]

@@ -5,8 +5,8 @@
 //! have, claim and finish jobs as fast as they can. Reports claim latency p50/p99/max
 //! and claim+finish throughput for each claim size in `BENCH_BATCHES` (default 1 and 10 jobs).
 
-use priorfetch_testkit::bench::env_or;
 use priorfetch_store::{Counts, Finish, JobState, Store};
+use priorfetch_testkit::bench::env_or;
 use sea_orm::ConnectionTrait;
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,10 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
         .collect();
-    println!("bench-claim: {rows} open jobs over {ARCHIVES} archives (cap {CAP} each) loaded in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "bench-claim: {rows} open jobs over {ARCHIVES} archives (cap {CAP} each) loaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "bench-claim: {workers} claimers, each its own connection pool; {per_run} jobs claimed+finished per run; synchronous_commit={}; autovacuum={autovacuum}{}",
         if async_commit { "off" } else { "on" },

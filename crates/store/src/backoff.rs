@@ -32,7 +32,8 @@ mod tests {
 
     #[test]
     fn grows_caps_and_jitters() {
-        let p = RetryPolicy { initial: Duration::from_secs(30), factor: 2.0, max: Duration::from_secs(1800), jitter: 0.0 };
+        let p =
+            RetryPolicy { initial: Duration::from_secs(30), factor: 2.0, max: Duration::from_secs(1800), jitter: 0.0 };
         assert_eq!(p.delay(1), Duration::from_secs(30));
         assert_eq!(p.delay(2), Duration::from_secs(60));
         assert_eq!(p.delay(4), Duration::from_secs(240));

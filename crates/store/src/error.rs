@@ -46,7 +46,12 @@ fn runtime_unavailable(error: &RuntimeErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     let RuntimeErr::SqlxError(error) = error else { return false };
     match error.as_ref() {
-        Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::Protocol(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed => true,
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => true,
         // SQLSTATE classes: 08 connection, 53 insufficient resources, 57 operator
         // intervention (shutdown, cancel), 40 serialization/deadlock; SQLite's (extended) codes
         // are numbers: 5 BUSY, 6 LOCKED.

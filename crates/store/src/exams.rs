@@ -5,8 +5,8 @@ use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
 };
 use std::time::Duration;
 
@@ -139,7 +139,11 @@ impl Store {
             for e in chunk {
                 let key = e.event_key.as_str();
                 let id = ids.get(key).copied().unwrap_or_default();
-                outcomes.push(if new.contains(key) && seen.insert(key) { Inserted::New(id) } else { Inserted::Duplicate(id) });
+                outcomes.push(if new.contains(key) && seen.insert(key) {
+                    Inserted::New(id)
+                } else {
+                    Inserted::Duplicate(id)
+                });
             }
         }
         self.notify_work(&txn).await?;
@@ -209,8 +213,14 @@ impl Store {
             .col_expr(exam::Column::ScheduledAt, Expr::value(changes.scheduled_at.or(current.scheduled_at)))
             .col_expr(exam::Column::Modality, Expr::value(changes.modality.clone().or(current.modality)))
             .col_expr(exam::Column::BodyPart, Expr::value(changes.body_part.clone().or(current.body_part)))
-            .col_expr(exam::Column::ProcedureCode, Expr::value(changes.procedure_code.clone().or(current.procedure_code)))
-            .col_expr(exam::Column::ProcedureText, Expr::value(changes.procedure_text.clone().or(current.procedure_text)))
+            .col_expr(
+                exam::Column::ProcedureCode,
+                Expr::value(changes.procedure_code.clone().or(current.procedure_code)),
+            )
+            .col_expr(
+                exam::Column::ProcedureText,
+                Expr::value(changes.procedure_text.clone().or(current.procedure_text)),
+            )
             .col_expr(exam::Column::Priority, Expr::value(changes.priority.clone()))
             .col_expr(exam::Column::UpdatedAt, Expr::value(now))
             .filter(exam::Column::Id.eq(id));
@@ -364,5 +374,4 @@ impl Store {
             .map_err(|e| StoreError::query(op, e))?;
         Ok(deleted.rows_affected)
     }
-
 }

@@ -25,8 +25,8 @@ mod exams;
 pub mod housekeeping;
 mod jobs;
 pub mod liveness;
-mod planning;
 pub mod migration;
+mod planning;
 mod retrieval;
 mod signal;
 
@@ -35,8 +35,8 @@ pub use error::StoreError;
 pub use exams::{ExamStatus, Inserted, NewExam};
 pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome};
 pub use liveness::{Heartbeat, HeartbeatOptions, worker_identity};
-pub use retrieval::{ExamRollUp, exam_status_of};
 pub use planning::{PlanOutcome, PlanRecord, PriorRecord};
+pub use retrieval::{ExamRollUp, exam_status_of};
 pub use signal::WorkSignal;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
@@ -136,7 +136,13 @@ impl Store {
 fn with_password(url: &str, password: &str) -> String {
     let encoded: String = password
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect();
     match (url.find("://"), url.find('@')) {
         (Some(s), Some(at)) if at > s => {

@@ -152,7 +152,11 @@ async fn cap_holds_under_concurrent_claimers(db: TestDb) {
     }
     let max_running = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut tasks = Vec::new();
-    for (w, st) in stores.into_iter().enumerate().flat_map(|(i, st)| (0..if claimers == 1 { 4 } else { 1 }).map(move |k| (i * 4 + k, st.clone()))) {
+    for (w, st) in stores
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, st)| (0..if claimers == 1 { 4 } else { 1 }).map(move |k| (i * 4 + k, st.clone())))
+    {
         let max_running = max_running.clone();
         tasks.push(tokio::spawn(async move {
             let worker = format!("w{w}");
@@ -228,7 +232,8 @@ async fn retry_backs_off_then_exhausts(db: TestDb) {
     let e = s.insert_exam(&exam("e")).await.unwrap().id();
     s.enqueue_jobs(&[job(e, "4.1", "a", 1, 5)]).await.unwrap();
     let instant = RetryPolicy { initial: Duration::ZERO, factor: 2.0, max: Duration::ZERO, jitter: 0.0 };
-    let slow = RetryPolicy { initial: Duration::from_secs(30), factor: 2.0, max: Duration::from_secs(600), jitter: 0.0 };
+    let slow =
+        RetryPolicy { initial: Duration::from_secs(30), factor: 2.0, max: Duration::from_secs(600), jitter: 0.0 };
     let j = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().remove(0);
     let before = Utc::now();
     let RetryOutcome::Retrying { not_before } =
@@ -240,13 +245,13 @@ async fn retry_backs_off_then_exhausts(db: TestDb) {
     assert!((29..=31).contains(&waited), "backoff after attempt 1 is 30 s, got {waited}");
     assert!(s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().is_empty(), "backing off");
     // make it due again (as time passing would), then fail twice more
-    s.connection()
-        .execute_unprepared("UPDATE retrieve_jobs SET not_before = created_at")
-        .await
-        .unwrap();
+    s.connection().execute_unprepared("UPDATE retrieve_jobs SET not_before = created_at").await.unwrap();
     let j = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().remove(0);
     assert_eq!(j.attempt, 2);
-    assert!(matches!(s.retry_job(j.id, "w", "timeout", None, Counts::default(), &instant).await.unwrap(), RetryOutcome::Retrying { .. }));
+    assert!(matches!(
+        s.retry_job(j.id, "w", "timeout", None, Counts::default(), &instant).await.unwrap(),
+        RetryOutcome::Retrying { .. }
+    ));
     let j = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().remove(0);
     assert_eq!(j.attempt, 3);
     let some = Counts { remaining: Some(0), completed: 3, failed: 7, warning: 0 };
@@ -254,7 +259,8 @@ async fn retry_backs_off_then_exhausts(db: TestDb) {
     assert_eq!(out, RetryOutcome::Exhausted(JobState::Partial));
     let stored = s.job(j.id).await.unwrap().unwrap();
     assert_eq!(stored.state, "partial");
-    let history: Vec<String> = stored.errors.as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap().to_string()).collect();
+    let history: Vec<String> =
+        stored.errors.as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap().to_string()).collect();
     assert_eq!(history, ["association rejected", "timeout", "7 failed"]);
 }
 
@@ -267,7 +273,10 @@ async fn cancel_exam_cancels_queued_and_running(db: TestDb) {
     let running = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().remove(0);
     let was_running = s.cancel_exam_jobs(e).await.unwrap();
     assert_eq!(was_running, vec![running.id]);
-    assert!(!s.update_progress(running.id, "w", Counts::default(), LEASE).await.unwrap(), "worker learns of the cancel");
+    assert!(
+        !s.update_progress(running.id, "w", Counts::default(), LEASE).await.unwrap(),
+        "worker learns of the cancel"
+    );
     let done = Finish { state: JobState::Completed, counts: Counts::default(), last_status: None, error: None };
     assert!(!s.finish_job(running.id, "w", &done).await.unwrap(), "a cancelled job is not completed");
     let states: Vec<String> = s.jobs_of_exam(e).await.unwrap().into_iter().map(|j| j.state).collect();
@@ -297,7 +306,17 @@ async fn rescuer_returns_expired_leases(db: TestDb) {
     // the old worker waking up and finishing must not free the new claim's slot
     let late = Finish { state: JobState::Completed, counts: Counts::default(), last_status: Some(0), error: None };
     assert!(!s.finish_job(j.id, "dead-worker", &late).await.unwrap());
-    let retry = s.retry_job(j.id, "dead-worker", "late", None, Counts::default(), &RetryPolicy { initial: Duration::ZERO, factor: 1.0, max: Duration::ZERO, jitter: 0.0 }).await.unwrap();
+    let retry = s
+        .retry_job(
+            j.id,
+            "dead-worker",
+            "late",
+            None,
+            Counts::default(),
+            &RetryPolicy { initial: Duration::ZERO, factor: 1.0, max: Duration::ZERO, jitter: 0.0 },
+        )
+        .await
+        .unwrap();
     assert_eq!(retry, RetryOutcome::NotOwned);
     let e2 = s.insert_exam(&exam("e2")).await.unwrap().id();
     s.enqueue_jobs(&[job(e2, "6.2", "a", 1, 5)]).await.unwrap();
@@ -405,7 +424,12 @@ async fn operator_retry_and_cancel() {
     s.enqueue_jobs(&[job(e, "10.1", "a", 1, 5), job(e, "10.2", "a", 1, 5)]).await.unwrap();
     let j = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().remove(0);
     assert!(!s.retry_now(j.id).await.unwrap(), "a running job is not reset");
-    let failed = Finish { state: JobState::Failed, counts: Counts::default(), last_status: Some(0xA801), error: Some("unknown move destination".into()) };
+    let failed = Finish {
+        state: JobState::Failed,
+        counts: Counts::default(),
+        last_status: Some(0xA801),
+        error: Some("unknown move destination".into()),
+    };
     s.finish_job(j.id, "w", &failed).await.unwrap();
     assert!(s.retry_now(j.id).await.unwrap());
     let again = s.job(j.id).await.unwrap().unwrap();

@@ -79,14 +79,17 @@ pub fn init(options: TelemetryOptions<'_>) -> Result<TelemetryGuard, TelemetryEr
                 .with_tonic()
                 .build()
                 .map_err(|e| TelemetryError::Otlp { endpoint: endpoint.clone(), reason: e.to_string() })?;
-            let resource = opentelemetry_sdk::Resource::builder().with_service_name(options.service_name.to_string()).build();
+            let resource =
+                opentelemetry_sdk::Resource::builder().with_service_name(options.service_name.to_string()).build();
             let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
                 .with_resource(resource)
                 .build();
             let tracer = provider.tracer("priorfetch");
             opentelemetry::global::set_tracer_provider(provider.clone());
-            opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
             (Some(tracing_opentelemetry::layer().with_tracer(tracer)), Some(provider))
         }
         _ => (None, None),

@@ -8,10 +8,7 @@ use std::sync::Arc;
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let status = response[9..12].parse().unwrap();
@@ -23,11 +20,9 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn metrics_health_and_readiness() {
     let db = TestDb::postgres().await;
     let store = Store::connect(&db.url, "", 2).await.unwrap();
-    let counter = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("priorfetch_test_total", "a test counter"),
-        &["outcome"],
-    )
-    .unwrap();
+    let counter =
+        prometheus::IntCounterVec::new(prometheus::Opts::new("priorfetch_test_total", "a test counter"), &["outcome"])
+            .unwrap();
     metrics::register(&counter);
     metrics::register(&counter); // twice is fine
     counter.with_label_values(&["ok"]).inc();

@@ -105,7 +105,9 @@ pub fn write_study(dir: &Path, spec: &StudySpec) -> Vec<PathBuf> {
             let n = spec.rows as usize * spec.columns as usize;
             let seed = (s * 1000 + i) as u32;
             let pixels: Vec<u8> = (0..n as u32)
-                .flat_map(|p| (((p.wrapping_mul(2654435761).wrapping_add(seed * 7919)) >> 20) as u16 & 0x0FFF).to_le_bytes())
+                .flat_map(|p| {
+                    (((p.wrapping_mul(2654435761).wrapping_add(seed * 7919)) >> 20) as u16 & 0x0FFF).to_le_bytes()
+                })
                 .collect();
             obj.put(DataElement::new(Tag(0x7FE0, 0x0010), VR::OW, PrimitiveValue::from(pixels)));
             let file = obj
@@ -125,7 +127,12 @@ pub fn write_study(dir: &Path, spec: &StudySpec) -> Vec<PathBuf> {
 }
 
 fn require_binary(name: &str) -> String {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
         panic!("'{name}' not found: run the tests through scripts/test, which installs DCMTK and Orthanc");
     }
@@ -182,7 +189,8 @@ impl Orthanc {
                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true }),
         );
         for (i, d) in destinations.iter().enumerate() {
-            modalities.insert(format!("dest{i}"), serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port }));
+            modalities
+                .insert(format!("dest{i}"), serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port }));
         }
         let config = serde_json::json!({
             "Name": format!("pf-test-{ae}"),
@@ -213,7 +221,8 @@ impl Orthanc {
     pub fn restart(&mut self) {
         self.guard = None;
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("orthanc.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("orthanc.log")).unwrap();
         let mut child = Command::new(bin)
             .arg(self.dir.path().join("orthanc.json"))
             .env("TCP_NODELAY", "1")
@@ -329,7 +338,17 @@ pub fn load_studies(called_ae: &str, port: u16, specs: &[StudySpec]) {
 pub fn store_files(called_ae: &str, port: u16, dir: &Path) {
     let bin = require_binary("storescu");
     let out = Command::new(bin)
-        .args(["-aet", "STORESCU", "-aec", called_ae, "+sd", "+r", "127.0.0.1", &port.to_string(), dir.to_str().unwrap()])
+        .args([
+            "-aet",
+            "STORESCU",
+            "-aec",
+            called_ae,
+            "+sd",
+            "+r",
+            "127.0.0.1",
+            &port.to_string(),
+            dir.to_str().unwrap(),
+        ])
         .env("TCP_NODELAY", "1")
         .output()
         .expect("run storescu");

@@ -131,7 +131,10 @@ async fn start_archives(seed: u64, patients: usize) -> anyhow::Result<Archives> 
     let north = Sim::start(
         SimConfig::new("NORTH", DataSource::Synthetic(spec(seed)))
             .with_destination("DEST", "127.0.0.1", dest.port())
-            .with_faults(Faults { match_cap: Some(MatchCap { limit: 4, behaviour: CapBehaviour::Cancel }), ..Default::default() }),
+            .with_faults(Faults {
+                match_cap: Some(MatchCap { limit: 4, behaviour: CapBehaviour::Cancel }),
+                ..Default::default()
+            }),
         "127.0.0.1:0",
     )
     .await?;
@@ -206,9 +209,22 @@ retention = "30d"
     Config::load(Sources { file: None, overlay: Some(&text), env: false }).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// One exam of the burst, as the independent check expects it.
+struct ExpectedExam {
+    patient: String,
+    modality: String,
+    /// Each prior the demo rule should select, with its instance count.
+    priors: Vec<(String, usize)>,
+}
+
 /// What the demo rule should select for a patient and modality, from both archives'
 /// indexes: each expected study with its instance count.
-fn expected_priors(all: &[StudySummary], patient: &str, modality: &str, today: chrono::NaiveDate) -> Vec<(String, usize)> {
+fn expected_priors(
+    all: &[StudySummary],
+    patient: &str,
+    modality: &str,
+    today: chrono::NaiveDate,
+) -> Vec<(String, usize)> {
     let oldest = (today - chrono::Duration::days(LOOKBACK_DAYS)).format("%Y%m%d").to_string();
     let mut seen = HashSet::new();
     let mut studies: Vec<&StudySummary> = all
@@ -216,7 +232,8 @@ fn expected_priors(all: &[StudySummary], patient: &str, modality: &str, today: c
         .filter(|s| s.patient_id == patient && s.modalities.iter().any(|m| m == modality) && s.study_date >= oldest)
         .filter(|s| seen.insert(s.study_instance_uid.clone()))
         .collect();
-    studies.sort_by(|a, b| b.study_date.cmp(&a.study_date).then_with(|| a.study_instance_uid.cmp(&b.study_instance_uid)));
+    studies
+        .sort_by(|a, b| b.study_date.cmp(&a.study_date).then_with(|| a.study_instance_uid.cmp(&b.study_instance_uid)));
     studies.into_iter().take(MAX_PRIORS).map(|s| (s.study_instance_uid.clone(), s.instances)).collect()
 }
 
@@ -258,10 +275,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let all: Vec<StudySummary> = archives.north.index().into_iter().chain(archives.south.index()).collect();
     let today = chrono::Utc::now().date_naive();
     let scheduled = chrono::Utc::now() + chrono::Duration::hours(2);
-    let mut expected: HashMap<String, (String, String, Vec<(String, usize)>)> = HashMap::new();
+    let mut expected: HashMap<String, ExpectedExam> = HashMap::new();
     for i in 0..options.exams {
         let patient = SyntheticSpec::patient_id(i);
-        let Some(study) = all.iter().filter(|s| s.patient_id == patient).max_by(|a, b| a.study_date.cmp(&b.study_date)) else {
+        let Some(study) = all.iter().filter(|s| s.patient_id == patient).max_by(|a, b| a.study_date.cmp(&b.study_date))
+        else {
             continue;
         };
         let modality = study.modalities.first().cloned().unwrap_or_else(|| "CT".into());
@@ -278,10 +296,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         let status = post_event(admin, &body.to_string()).await?;
         anyhow::ensure!(status == 202, "the intake answered {status} to exam {i}");
         // The JSON decoder keys events as `json:<event_id>`.
-        expected.insert(format!("json:{event_id}"), (patient.clone(), modality.clone(), expected_priors(&all, &patient, &modality, today)));
+        let priors = expected_priors(&all, &patient, &modality, today);
+        expected.insert(format!("json:{event_id}"), ExpectedExam { patient: patient.clone(), modality, priors });
     }
 
-    let bars = Bars::new(options.progress, expected.len() as u64, expected.values().map(|e| e.2.len() as u64).sum());
+    let bars =
+        Bars::new(options.progress, expected.len() as u64, expected.values().map(|e| e.priors.len() as u64).sum());
     let deadline = Instant::now() + options.timeout;
     loop {
         let exams = store.list_exams(10_000).await?;
@@ -291,11 +311,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             .count();
         let planned = exams.iter().filter(|e| !["received", "planning"].contains(&e.status.as_str())).count();
         let counts = store.job_counts().await?;
-        let done_jobs: i64 = counts
-            .iter()
-            .filter(|(s, _)| JobState::parse(s).is_some_and(|s| s.is_finished()))
-            .map(|(_, n)| *n)
-            .sum();
+        let done_jobs: i64 =
+            counts.iter().filter(|(s, _)| JobState::parse(s).is_some_and(|s| s.is_finished())).map(|(_, n)| *n).sum();
         bars.update(planned as u64, done_jobs as u64, archives.dest.received().len() as u64);
         if finished == expected.len() || Instant::now() > deadline {
             break;
@@ -317,7 +334,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let mut jobs_by_state: BTreeMap<String, usize> = BTreeMap::new();
     let mut ok = true;
     for exam in store.list_exams(10_000).await?.into_iter().rev() {
-        let Some((patient, modality, priors)) = expected.get(&exam.event_key) else { continue };
+        let Some(ExpectedExam { patient, modality, priors }) = expected.get(&exam.event_key) else { continue };
         let jobs = store.jobs_of_exam(exam.id).await?;
         for j in &jobs {
             *jobs_by_state.entry(j.state.clone()).or_default() += 1;

@@ -60,19 +60,32 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..n {
         confirms.push(
             channel
-                .basic_publish("".into(), config.queue.as_str().into(), BasicPublishOptions::default(), &event(i), BasicProperties::default().with_delivery_mode(2))
+                .basic_publish(
+                    "".into(),
+                    config.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &event(i),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
                 .await?,
         );
     }
     for c in confirms {
         c.await?;
     }
-    let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+    );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     let task = tokio::spawn(
-        priorfetch_listener::rabbitmq::RabbitSource { config, intake, batching: Batching { max: 1000, wait: Duration::from_millis(20) } }
-            .run(shutdown),
+        priorfetch_listener::rabbitmq::RabbitSource {
+            config,
+            intake,
+            batching: Batching { max: 1000, wait: Duration::from_millis(20) },
+        }
+        .run(shutdown),
     );
     wait_count(&store, n as u64).await?;
     let secs = start.elapsed().as_secs_f64();
@@ -94,23 +107,36 @@ async fn main() -> anyhow::Result<()> {
     for r in admin.create_topics(&topics, &rdkafka::admin::AdminOptions::new()).await? {
         r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
     }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create()?;
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create()?;
     let mut sends = Vec::with_capacity(n);
     for i in 0..n {
         let (producer, topic) = (producer.clone(), topic.clone());
         sends.push(tokio::spawn(async move {
             let key = format!("k{}", i % 16);
-            producer.send(FutureRecord::to(&topic).key(&key).payload(&event(i)), Duration::from_secs(60)).await.map(|_| ())
+            producer
+                .send(FutureRecord::to(&topic).key(&key).payload(&event(i)), Duration::from_secs(60))
+                .await
+                .map(|_| ())
         }));
     }
     for s in sends {
         s.await?.map_err(|(e, _)| e)?;
     }
-    let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default() },
+    );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     let source = priorfetch_listener::kafka::KafkaSource {
-        config: KafkaConfig { brokers, topic: topic.clone(), group_id: format!("pf-bench-{id}"), dead_letter_topic: format!("{topic}.dead"), password: Secret::default() },
+        config: KafkaConfig {
+            brokers,
+            topic: topic.clone(),
+            group_id: format!("pf-bench-{id}"),
+            dead_letter_topic: format!("{topic}.dead"),
+            password: Secret::default(),
+        },
         intake,
         batching: Batching { max: 1000, wait: Duration::from_millis(20) },
         overrides: vec![("session.timeout.ms".into(), "6000".into())],
@@ -118,7 +144,10 @@ async fn main() -> anyhow::Result<()> {
     let task = tokio::spawn(source.run(shutdown));
     wait_count(&store, n as u64).await?;
     let secs = start.elapsed().as_secs_f64();
-    println!("bench-intake: kafka->postgres {n} events in {secs:.2} s = {:.0} events/s (includes the consumer group join)", n as f64 / secs);
+    println!(
+        "bench-intake: kafka->postgres {n} events in {secs:.2} s = {:.0} events/s (includes the consumer group join)",
+        n as f64 / secs
+    );
     stop.send(true)?;
     task.await??;
     Ok(())

@@ -56,7 +56,10 @@ async fn update_reschedules_and_cancel_ends_exam_and_jobs() {
     assert_eq!(intake.process(&[&cancel]).await.unwrap(), vec![Verdict::Cancelled]);
     assert_eq!(store.exam(exam_id).await.unwrap().unwrap().status, "cancelled");
     assert!(
-        !store.update_progress(running[0].id, "mover", Default::default(), std::time::Duration::from_secs(60)).await.unwrap(),
+        !store
+            .update_progress(running[0].id, "mover", Default::default(), std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
         "the running retrieve learns of the cancel"
     );
     // a cancel for an order never seen is counted, not an error

@@ -35,11 +35,8 @@ async fn create_topics(names: &[&str]) {
 }
 
 async fn produce(topic: &str, payloads: &[Vec<u8>]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("linger.ms", "5").create().unwrap();
     let mut sends = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
         let key = format!("k{}", i % 64);
@@ -73,7 +70,10 @@ async fn ten_thousand_events_exactly_once_with_dead_letter_topic() {
         dead_letter_topic: dead.clone(),
         password: Secret::default(),
     };
-    let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default() },
+    );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let source = KafkaSource {
         config,
@@ -84,7 +84,8 @@ async fn ten_thousand_events_exactly_once_with_dead_letter_topic() {
     let task = tokio::spawn(source.run(shutdown));
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(180) {
-        if store.count_exams().await.unwrap() as usize >= unique && store.dead_letters().await.unwrap().len() >= invalid {
+        if store.count_exams().await.unwrap() as usize >= unique && store.dead_letters().await.unwrap().len() >= invalid
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

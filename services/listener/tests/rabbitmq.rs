@@ -56,7 +56,11 @@ async fn queue_depth(config: &RabbitmqConfig, queue: &str) -> u32 {
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let q = channel
-        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, durable: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions { passive: true, durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     conn.close(200, "done".into()).await.ok();
@@ -90,9 +94,16 @@ async fn ten_thousand_events_exactly_once_across_a_broker_restart() {
     let (first, second) = payloads.split_at(5_000);
     publish_all(&config, first).await;
 
-    let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+    );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let source = RabbitSource { config: config.clone(), intake, batching: Batching { max: 200, wait: Duration::from_millis(20) } };
+    let source = RabbitSource {
+        config: config.clone(),
+        intake,
+        batching: Batching { max: 200, wait: Duration::from_millis(20) },
+    };
     let task = tokio::spawn(source.run(shutdown));
 
     // restart the broker while the listener is consuming
@@ -133,14 +144,22 @@ async fn killed_between_commit_and_ack_duplicates_nothing() {
     let config = config();
     let payloads: Vec<Vec<u8>> = (0..300).map(common::json_event).collect();
     publish_all(&config, &payloads).await;
-    let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+    );
 
     // the doomed listener: consume, commit, and vanish without acknowledging
     {
         let conn = Connection::connect(&config.url, ConnectionProperties::default()).await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         let mut consumer = channel
-            .basic_consume(config.queue.as_str().into(), "doomed".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                config.queue.as_str().into(),
+                "doomed".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let mut batch = Vec::new();
@@ -156,7 +175,11 @@ async fn killed_between_commit_and_ack_duplicates_nothing() {
     assert_eq!(queue_depth(&config, &config.queue).await, 300, "unacknowledged deliveries are back");
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let source = RabbitSource { config: config.clone(), intake, batching: Batching { max: 100, wait: Duration::from_millis(20) } };
+    let source = RabbitSource {
+        config: config.clone(),
+        intake,
+        batching: Batching { max: 100, wait: Duration::from_millis(20) },
+    };
     let task = tokio::spawn(source.run(shutdown));
     // Ready depth 0 is not enough: deliveries may still be in flight; wait until all 300
     // redeliveries were processed.
@@ -180,16 +203,34 @@ async fn dead_letters_carry_the_reason() {
     store.migrate().await.unwrap();
     let config = config();
     publish_all(&config, &[common::invalid_event(1), common::json_event(1)]).await;
-    let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+    );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(RabbitSource { config: config.clone(), intake, batching: Batching { max: 10, wait: Duration::from_millis(20) } }.run(shutdown));
-    wait_for("dead letter", Duration::from_secs(30), async || queue_depth(&config, &config.dead_letter_queue).await == 1).await;
+    let task = tokio::spawn(
+        RabbitSource {
+            config: config.clone(),
+            intake,
+            batching: Batching { max: 10, wait: Duration::from_millis(20) },
+        }
+        .run(shutdown),
+    );
+    wait_for("dead letter", Duration::from_secs(30), async || {
+        queue_depth(&config, &config.dead_letter_queue).await == 1
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let mut consumer = channel
-        .basic_consume(config.dead_letter_queue.as_str().into(), "reader".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            config.dead_letter_queue.as_str().into(),
+            "reader".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let letter = consumer.next().await.unwrap().unwrap();
@@ -227,15 +268,23 @@ async fn a_poison_message_blocks_nothing_behind_it() {
         payloads.extend((0..1_000).map(|i| common::json_event(100_000 * (n + 1) + i)));
         publish_all(&config, &payloads).await;
         let exams_before = store.count_exams().await.unwrap();
-        let intake = Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() });
+        let intake = Intake::new(
+            store.clone(),
+            priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+        );
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let batching = Batching { max: 250, wait: Duration::from_millis(20) };
         let task = tokio::spawn(RabbitSource { config: config.clone(), intake, batching }.run(shutdown));
         let start = Instant::now();
-        wait_for(name, Duration::from_secs(20), async || store.count_exams().await.unwrap() == exams_before + 1_000).await;
+        wait_for(name, Duration::from_secs(20), async || store.count_exams().await.unwrap() == exams_before + 1_000)
+            .await;
         let took = start.elapsed();
-        wait_for("dead letter", Duration::from_secs(10), async || queue_depth(&config, &config.dead_letter_queue).await == 1).await;
-        wait_for("queue drained", Duration::from_secs(10), async || queue_depth(&config, &config.queue).await == 0).await;
+        wait_for("dead letter", Duration::from_secs(10), async || {
+            queue_depth(&config, &config.dead_letter_queue).await == 1
+        })
+        .await;
+        wait_for("queue drained", Duration::from_secs(10), async || queue_depth(&config, &config.queue).await == 0)
+            .await;
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops on shutdown").unwrap();
 

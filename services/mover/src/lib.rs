@@ -6,6 +6,8 @@
 //!   `mover.workers` at once, wakes on NOTIFY, hands running jobs back on shutdown.
 //! - `retrieve.rs`: one attempt: C-MOVE or C-GET, progress persisted at a bounded rate
 //!   (extending the lease; a lost lease or a cancelled job sends C-CANCEL), verification.
+//! - `progress.rs`: the attempt's heartbeat: counts persisted, lease extended, a lost job cancelled.
+//! - `peer.rs`: our calling AE and timeouts, the archive's address.
 //! - `record.rs`: the outcome's write, retried until the database takes it.
 //! - `outage.rs`: archives that went away are held and probed; their return wakes their jobs.
 //! - `relay.rs`: C-GET into the spool, forwarded to the destination by C-STORE.
@@ -18,6 +20,8 @@
 pub mod metrics;
 pub(crate) mod outage;
 pub mod outcome;
+mod peer;
+mod progress;
 mod record;
 mod relay;
 mod retrieve;
@@ -25,7 +29,7 @@ pub mod spool;
 pub mod verify;
 pub mod window;
 
-pub use retrieve::RunEnd;
+pub use record::RunEnd;
 
 use chrono::Utc;
 use priorfetch_config::Config;
@@ -67,6 +71,8 @@ pub(crate) struct Ctx {
     pub running: Mutex<HashSet<i64>>,
     /// Archives held while they are away (their jobs are not claimed).
     pub outages: outage::Outages,
+    /// Each archive's retrieve windows, parsed once.
+    pub windows: Vec<(String, window::Windows)>,
 }
 
 impl Ctx {
@@ -96,6 +102,8 @@ impl Mover {
         }
         let worker = options.worker.clone();
         let spool = spool::SpoolBudget::new(config.mover.spool_limit_mb);
+        let windows =
+            config.archives.iter().map(|a| (a.name.clone(), window::Windows::parse(&a.retrieve_windows))).collect();
         Mover {
             ctx: Arc::new(Ctx {
                 store,
@@ -105,6 +113,7 @@ impl Mover {
                 spool,
                 running: Mutex::new(HashSet::new()),
                 outages: outage::Outages::default(),
+                windows,
             }),
             options,
         }
@@ -203,11 +212,10 @@ async fn start_heartbeat(ctx: &Ctx) -> priorfetch_store::Heartbeat {
 /// not away (see `outage.rs`).
 fn open_archives(ctx: &Ctx) -> Vec<String> {
     let now = Utc::now();
-    ctx.config
-        .archives
+    ctx.windows
         .iter()
-        .filter(|a| window::is_open(&a.retrieve_windows, now) && !ctx.outages.is_held(&a.name))
-        .map(|a| a.name.clone())
+        .filter(|(name, windows)| windows.is_open(now) && !ctx.outages.is_held(name))
+        .map(|(name, _)| name.clone())
         .collect()
 }
 

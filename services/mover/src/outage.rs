@@ -12,7 +12,7 @@
 //! association of ours (an AE table that lacks us) must not burn a job's attempts in
 //! seconds.
 
-use crate::retrieve::{archive_peer, scu_options};
+use crate::peer::{archive_peer, scu_options};
 use crate::{Ctx, metrics};
 use chrono::{DateTime, Utc};
 use priorfetch_dimse::DimseError;

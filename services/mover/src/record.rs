@@ -4,12 +4,24 @@
 //! instead of when the lease runs out. Bounded by [`WRITE_PATIENCE`]: by then the rescuer
 //! has long handed the job to another worker, and the write would find it gone.
 
-use crate::retrieve::RunEnd;
 use crate::{Ctx, metrics};
 use priorfetch_store::entity::retrieve_job;
 use priorfetch_store::{Counts, ExamRollUp, ExamStatus, Finish, JobState, RetryOutcome, StoreError};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// How a job run ended, for the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// The job is finished in this state.
+    Finished(JobState),
+    /// Back in the queue for a later attempt.
+    Retrying,
+    /// Shutdown: handed back untouched.
+    HandedBack,
+    /// Cancelled meanwhile, or the lease was lost to another worker.
+    NotOwned,
+}
 
 /// How long an outcome write is retried.
 pub const WRITE_PATIENCE: Duration = Duration::from_secs(600);

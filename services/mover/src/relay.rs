@@ -6,7 +6,7 @@
 //! unconfirmed files; the next attempt here forwards those first, and counts each SOP
 //! instance once. What happens to the folder when the job ends is `spool.rs`'s.
 
-use crate::retrieve::Live;
+use crate::progress::Live;
 use crate::spool::JobSpool;
 use crate::{Ctx, metrics};
 use dicom_object::InMemDicomObject;
@@ -82,7 +82,7 @@ pub(crate) async fn get_and_relay(
     let d = &ctx.config.destination;
     let destination =
         Peer::new(&d.ae_title, &d.host, d.port as u16).map_err(|e| DimseError::Encode(format!("destination: {e}")))?;
-    let options = crate::retrieve::scu_options(ctx)?;
+    let options = crate::peer::scu_options(ctx)?;
     let forwarder = tokio::spawn(forward(destination, options, rx, budget.clone(), live.clone()));
 
     let mut sink = SpoolSink {

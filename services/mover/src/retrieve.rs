@@ -4,13 +4,15 @@
 
 use crate::outage;
 use crate::outcome::{self, Attempt, Verdict};
-use crate::record::{finish, retry, roll_up, until_written};
+use crate::peer::{archive_peer, scu_options};
+use crate::progress::{Live, Lost, persist_progress, run_until_done};
+use crate::record::{RunEnd, finish, retry, roll_up, until_written};
 use crate::{Ctx, metrics, relay, spool};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use priorfetch_config::{ArchiveConfig, RetrieveMethod};
 use priorfetch_dimse::scu::identifier;
-use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, Peer, QueryModel, ScuOptions, SubOperations};
+use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, Peer, QueryModel, SubOperations};
 use priorfetch_events::short_hash;
 use priorfetch_store::entity::retrieve_job;
 use priorfetch_store::{Counts, Finish, JobState};
@@ -21,43 +23,9 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// How a job run ended, for the dispatcher.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEnd {
-    /// The job is finished in this state.
-    Finished(JobState),
-    /// Back in the queue for a later attempt.
-    Retrying,
-    /// Shutdown: handed back untouched.
-    HandedBack,
-    /// Cancelled meanwhile, or the lease was lost to another worker.
-    NotOwned,
-}
-
 /// Identifiers are sent in batches of at most this many SOP Instance UIDs (a long UID
 /// list in one identifier trips some archives' parsers).
 const UIDS_PER_REQUEST: usize = 200;
-
-/// Live progress of the attempt, shared between the retrieve and the persister.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Live {
-    pub counts: SubOperations,
-    /// Instances of earlier requests of this attempt (several series/batches).
-    pub done_before: Counts,
-    /// C-GET relay: instances the destination confirmed.
-    pub relayed: u32,
-}
-
-impl Live {
-    fn total(&self, base: i32) -> Counts {
-        Counts {
-            remaining: self.counts.remaining.map(i32::from),
-            completed: base + self.done_before.completed + self.counts.completed as i32,
-            failed: self.done_before.failed + self.counts.failed as i32,
-            warning: self.done_before.warning + self.counts.warning as i32,
-        }
-    }
-}
 
 /// The result of the network part of an attempt.
 struct Retrieved {
@@ -95,12 +63,16 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
         );
         return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
     };
-    let method = match archive.retrieve {
-        RetrieveMethod::Move => "move",
-        RetrieveMethod::Get => "get",
-        RetrieveMethod::Wado => {
+    // The job says how (the planner recorded the archive's method when it planned).
+    let method = match RetrieveMethod::parse(&job.method) {
+        Some(m @ (RetrieveMethod::Move | RetrieveMethod::Get)) => m,
+        Some(RetrieveMethod::Wado) => {
             let error =
                 "retrieve = \"wado\" is not implemented in this version: use move or get for this archive".to_string();
+            return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
+        }
+        None => {
+            let error = format!("job method '{}' is not move, get or wado", job.method);
             return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
         }
     };
@@ -119,15 +91,15 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
         Some(p) => Some(p.len() as u32),
         None => job.expected_instances.map(|e| e.max(0) as u32),
     };
-    info!(job = job.id, archive = %archive.name, method, study = %study, attempt = job.attempt,
+    info!(job = job.id, archive = %archive.name, method = method.as_str(), study = %study, attempt = job.attempt,
           scope = if pending.is_some() { "failed instances" } else { "study" }, "retrieve started");
 
     let live = Arc::new(Mutex::new(Live::default()));
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let started = Instant::now();
-    let labels = [archive.name.as_str(), method];
+    let labels = [archive.name.as_str(), method.as_str()];
     metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).inc();
-    let retrieve = retrieve(ctx, &archive, &job, pending.as_deref(), live.clone(), cancel_rx);
+    let retrieve = retrieve(ctx, &archive, method, &job, pending.as_deref(), live.clone(), cancel_rx);
     // Its own task: the heartbeat must go on while the retrieve's task blocks (a full
     // spool pauses receiving inside the C-GET sink).
     let persist = tokio::spawn(persist_progress(ctx.clone(), job.id, base, live.clone(), cancel_tx, stop));
@@ -190,11 +162,8 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
                 failed_instances: r.failed_instances,
                 cancelled_by_archive: r.cancelled,
                 verified,
-                method,
-                destination: archive
-                    .move_destination
-                    .clone()
-                    .unwrap_or_else(|| ctx.config.destination.ae_title.clone()),
+                method: method.as_str(),
+                destination: move_destination(ctx, &archive, &job).to_string(),
             };
             let counts = Counts {
                 remaining: Some(0),
@@ -239,97 +208,13 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
     }
 }
 
-enum Lost {
-    Shutdown,
-    NotOwned,
-}
-
-/// Drives the retrieve and the progress persister together; the persister stops first
-/// when the retrieve ends, and cancels the retrieve when the job is lost or shutdown
-/// hands it back.
-async fn run_until_done(
-    retrieve: impl std::future::Future<Output = Result<Retrieved, DimseError>>,
-    mut persist: tokio::task::JoinHandle<Lost>,
-) -> (Result<Retrieved, DimseError>, Option<Lost>) {
-    tokio::pin!(retrieve);
-    tokio::select! {
-        result = &mut retrieve => {
-            persist.abort();
-            (result, None)
-        }
-        joined = &mut persist => {
-            // A persister that panicked lost nothing: the retrieve goes on, unwatched.
-            let Ok(lost) = joined else { return (retrieve.await, None) };
-            // The persister already sent C-CANCEL; let the archive answer, bounded.
-            let result = match tokio::time::timeout(std::time::Duration::from_secs(10), &mut retrieve).await {
-                Ok(result) => result,
-                Err(_) => Err(DimseError::Protocol("no answer to C-CANCEL".into())),
-            };
-            (result, Some(lost))
-        }
+/// The AE title a C-MOVE names: the job's destination, under the name the archive knows
+/// it by (`move_destination`) when it is our configured destination.
+fn move_destination<'a>(ctx: &'a Ctx, archive: &'a ArchiveConfig, job: &'a retrieve_job::Model) -> &'a str {
+    match &archive.move_destination {
+        Some(alias) if job.destination == ctx.config.destination.ae_title => alias,
+        _ => &job.destination,
     }
-}
-
-/// The job's heartbeat, every `progress_interval` whatever the archive does: persist
-/// counts and extend the lease. Returns (after sending
-/// C-CANCEL) when the job is no longer ours or shutdown wants it back; otherwise runs
-/// until dropped.
-async fn persist_progress(
-    ctx: Arc<Ctx>,
-    job_id: i64,
-    base: i32,
-    live: Arc<Mutex<Live>>,
-    cancel: watch::Sender<bool>,
-    mut stop: watch::Receiver<bool>,
-) -> Lost {
-    let lease = ctx.config.queue.lease;
-    let mut tick = tokio::time::interval(ctx.config.mover.progress_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut last = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => {
-                let _ = cancel.send(true);
-                return Lost::Shutdown;
-            }
-        }
-        let (counts, relayed) = match live.lock() {
-            Ok(l) => (l.total(base), l.relayed),
-            Err(_) => continue,
-        };
-        // Bounded: a hung connection must not hold back the next beat.
-        let beat = tokio::time::timeout(lease / 2, ctx.store.update_progress(job_id, &ctx.worker, counts, lease)).await;
-        match beat {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                let _ = cancel.send(true);
-                return Lost::NotOwned;
-            }
-            // The database is away: keep retrieving; the lease may lapse and another
-            // worker would redo the study, which only costs time.
-            Ok(Err(e)) => warn!(job = job_id, error = %e, "cannot persist progress"),
-            Err(_) => warn!(job = job_id, "persisting progress timed out"),
-        }
-        if last != Some(relayed) && relayed > 0 {
-            let _ = ctx.store.set_received(job_id, &ctx.worker, relayed as i32).await;
-            last = Some(relayed);
-        }
-    }
-}
-
-pub(crate) fn scu_options(ctx: &Ctx) -> Result<ScuOptions, DimseError> {
-    let ae = AeTitle::parse(&ctx.config.service.ae_title)
-        .map_err(|e| DimseError::Encode(format!("service.ae_title: {e}")))?;
-    let mut options = ScuOptions::new(ae);
-    options.dimse_timeout = ctx.config.mover.dimse_timeout;
-    Ok(options)
-}
-
-pub(crate) fn archive_peer(archive: &ArchiveConfig) -> Result<Peer, DimseError> {
-    Peer::new(&archive.ae_title, &archive.host, archive.port as u16)
-        .map_err(|e| DimseError::Encode(format!("archive '{}': {e}", archive.name)))
 }
 
 /// The network part: one association, one request for the study or one per batch of
@@ -337,6 +222,7 @@ pub(crate) fn archive_peer(archive: &ArchiveConfig) -> Result<Peer, DimseError> 
 async fn retrieve(
     ctx: &Ctx,
     archive: &ArchiveConfig,
+    method: RetrieveMethod,
     job: &retrieve_job::Model,
     pending: Option<&[String]>,
     live: Arc<Mutex<Live>>,
@@ -345,7 +231,7 @@ async fn retrieve(
     let peer = archive_peer(archive)?;
     let options = scu_options(ctx)?;
     let model = QueryModel::StudyRoot;
-    match archive.retrieve {
+    match method {
         RetrieveMethod::Get => {
             let root = std::path::Path::new(&ctx.config.mover.spool_dir);
             let spool = spool::JobSpool::open(root, job.id, ctx.spool.clone())
@@ -366,9 +252,8 @@ async fn retrieve(
             })
         }
         _ => {
-            let destination = archive.move_destination.as_deref().unwrap_or(&ctx.config.destination.ae_title);
-            let destination = AeTitle::parse(destination)
-                .map_err(|e| DimseError::Encode(format!("archives.move_destination: {e}")))?;
+            let destination = AeTitle::parse(move_destination(ctx, archive, job))
+                .map_err(|e| DimseError::Encode(format!("move destination of job {}: {e}", job.id)))?;
             let contexts = [ContextRequest::new(model.find_uid()), ContextRequest::new(model.move_uid())];
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
             let ids = identifiers(&mut assoc, &job.study_instance_uid, pending).await?;

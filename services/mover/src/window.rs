@@ -5,22 +5,34 @@ use chrono::{DateTime, Utc};
 use priorfetch_config::RetrieveWindow;
 use std::str::FromStr;
 
-/// True when no window is configured, or `now` lies in [start, start + duration) of some
-/// window. Bad cron expressions were rejected by config validation; one that slips
-/// through keeps its window closed.
-pub fn is_open(windows: &[RetrieveWindow], now: DateTime<Utc>) -> bool {
-    if windows.is_empty() {
-        return true;
+/// An archive's windows, parsed once when the mover starts (not on every claim).
+#[derive(Debug, Clone)]
+pub struct Windows(Vec<Option<(cron::Schedule, chrono::Duration)>>);
+
+impl Windows {
+    /// Bad cron expressions were rejected by config validation; one that slips through
+    /// keeps its window closed.
+    pub fn parse(windows: &[RetrieveWindow]) -> Windows {
+        Windows(
+            windows
+                .iter()
+                .map(|w| Some((cron::Schedule::from_str(&w.start).ok()?, chrono::Duration::from_std(w.duration).ok()?)))
+                .collect(),
+        )
     }
-    windows.iter().any(|w| {
-        let Ok(schedule) = cron::Schedule::from_str(&w.start) else { return false };
-        let Ok(duration) = chrono::Duration::from_std(w.duration) else { return false };
-        // The first start after (now - duration) is the only one whose window can cover now.
-        schedule
-            .after(&(now - duration - chrono::Duration::seconds(1)))
-            .next()
-            .is_some_and(|start| start <= now && now < start + duration)
-    })
+
+    /// True when no window is configured, or `now` lies in [start, start + duration) of
+    /// some window.
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        self.0.is_empty()
+            || self.0.iter().flatten().any(|(schedule, duration)| {
+                // The first start after (now - duration) is the only one whose window can cover now.
+                schedule
+                    .after(&(now - *duration - chrono::Duration::seconds(1)))
+                    .next()
+                    .is_some_and(|start| start <= now && now < start + *duration)
+            })
+    }
 }
 
 #[cfg(test)]
@@ -31,6 +43,10 @@ mod tests {
 
     fn window(start: &str, hours: u64) -> RetrieveWindow {
         RetrieveWindow { start: start.into(), duration: Duration::from_secs(hours * 3600) }
+    }
+
+    fn is_open(windows: &[RetrieveWindow], now: DateTime<Utc>) -> bool {
+        Windows::parse(windows).is_open(now)
     }
 
     #[test]
@@ -51,5 +67,10 @@ mod tests {
         let w = [window("0 0 1 * * *", 1), window("0 0 13 * * *", 1)];
         assert!(is_open(&w, Utc.with_ymd_and_hms(2026, 12, 2, 13, 30, 0).unwrap()));
         assert!(!is_open(&w, Utc.with_ymd_and_hms(2026, 12, 2, 15, 0, 0).unwrap()));
+    }
+
+    #[test]
+    fn a_bad_expression_keeps_its_window_closed() {
+        assert!(!is_open(&[window("every night", 1)], Utc::now()));
     }
 }

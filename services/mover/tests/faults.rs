@@ -21,9 +21,18 @@ struct Setup {
 /// simulator (DEST) it can move to.
 async fn setup(faults: Faults, instances_per_series: usize) -> Setup {
     let dest = Sim::start(SimConfig::new("DEST", DataSource::Empty), "127.0.0.1:0").await.unwrap();
-    let spec = SyntheticSpec { patients: 1, seed: 11, instances_per_series, studies_per_patient: (3, 3), series_per_study: (2, 3), ..Default::default() };
+    let spec = SyntheticSpec {
+        patients: 1,
+        seed: 11,
+        instances_per_series,
+        studies_per_patient: (3, 3),
+        series_per_study: (2, 3),
+        ..Default::default()
+    };
     let archive = Sim::start(
-        SimConfig::new("ARCH", DataSource::Synthetic(spec)).with_destination("DEST", "127.0.0.1", dest.port()).with_faults(faults),
+        SimConfig::new("ARCH", DataSource::Synthetic(spec))
+            .with_destination("DEST", "127.0.0.1", dest.port())
+            .with_faults(faults),
         "127.0.0.1:0",
     )
     .await
@@ -42,7 +51,8 @@ async fn run_one(s: &Setup, method: &str, check_existing: bool) -> priorfetch_st
     let config = config(
         &db,
         spool.path(),
-        &(archive_toml("arch", "ARCH", s.archive.port(), method, "") + &destination_toml(s.dest.port(), check_existing)),
+        &(archive_toml("arch", "ARCH", s.archive.port(), method, "")
+            + &destination_toml(s.dest.port(), check_existing)),
     );
     let exam = exam(&store, "f1").await;
     let job = job(&store, exam, "arch", method, &s.study.study_instance_uid, Some(s.study.instances as i32)).await;
@@ -60,14 +70,18 @@ async fn success_with_nothing_sent_is_partial_then_recovers_by_retry() {
     assert_eq!(done.state, "completed", "{done:?}");
     assert_eq!(done.attempt, 2);
     let errors = errors_of(&done);
-    assert!(errors[0].contains("destination received nothing") && errors[0].contains("maps DEST to host:port"), "{errors:?}");
+    assert!(
+        errors[0].contains("destination received nothing") && errors[0].contains("maps DEST to host:port"),
+        "{errors:?}"
+    );
     assert_eq!(arrived(&s.dest, &s.study.study_instance_uid).len(), s.study.instances);
     assert_eq!(done.received as usize, s.study.instances, "verified at the destination");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sub_operations_are_retried_by_instance_only() {
-    let s = setup(Faults { failed_suboperation_ratio: 0.3, faults_first_attempts: Some(1), ..Default::default() }, 10).await;
+    let s = setup(Faults { failed_suboperation_ratio: 0.3, faults_first_attempts: Some(1), ..Default::default() }, 10)
+        .await;
     let total = s.study.instances;
     let done = run_one(&s, "move", true).await;
     assert_eq!(done.state, "completed", "{done:?}");
@@ -84,7 +98,8 @@ async fn failed_sub_operations_are_retried_by_instance_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_get_with_failed_sub_operations_is_relayed_and_completed_by_retry() {
-    let s = setup(Faults { failed_suboperation_ratio: 0.3, faults_first_attempts: Some(1), ..Default::default() }, 10).await;
+    let s = setup(Faults { failed_suboperation_ratio: 0.3, faults_first_attempts: Some(1), ..Default::default() }, 10)
+        .await;
     let done = run_one(&s, "get", false).await;
     assert_eq!(done.state, "completed", "{done:?}");
     assert_eq!(done.completed as usize, s.study.instances);
@@ -111,7 +126,11 @@ async fn shutdown_hands_a_running_retrieve_back_to_the_queue() {
     let s = setup(Faults { response_delay: Some(Duration::from_millis(500)), ..Default::default() }, 40).await;
     let (db, store) = postgres().await;
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("arch", "ARCH", s.archive.port(), "move", "") + &destination_toml(s.dest.port(), false)));
+    let config = config(
+        &db,
+        spool.path(),
+        &(archive_toml("arch", "ARCH", s.archive.port(), "move", "") + &destination_toml(s.dest.port(), false)),
+    );
     let exam = exam(&store, "f5").await;
     let job = job(&store, exam, "arch", "move", &s.study.study_instance_uid, Some(s.study.instances as i32)).await;
     let mover = start_mover(&store, config, "w1");
@@ -128,7 +147,11 @@ async fn cancelling_the_exam_stops_a_running_retrieve_with_c_cancel() {
     let s = setup(Faults { response_delay: Some(Duration::from_millis(300)), ..Default::default() }, 10).await;
     let (db, store) = postgres().await;
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("arch", "ARCH", s.archive.port(), "move", "") + &destination_toml(s.dest.port(), false)));
+    let config = config(
+        &db,
+        spool.path(),
+        &(archive_toml("arch", "ARCH", s.archive.port(), "move", "") + &destination_toml(s.dest.port(), false)),
+    );
     let exam = exam(&store, "f6").await;
     let job = job(&store, exam, "arch", "move", &s.study.study_instance_uid, Some(s.study.instances as i32)).await;
     let mover = start_mover(&store, config, "w1");
@@ -137,7 +160,10 @@ async fn cancelling_the_exam_stops_a_running_retrieve_with_c_cancel() {
     })
     .await;
     store.cancel_exam(exam).await.unwrap();
-    until(Duration::from_secs(10), "slot freed after C-CANCEL", async || store.running_jobs("arch").await.unwrap() == 0).await;
+    until(Duration::from_secs(10), "slot freed after C-CANCEL", async || {
+        store.running_jobs("arch").await.unwrap() == 0
+    })
+    .await;
     // The archive stopped sending: a few more at most, never the whole study.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let sent = s.archive.stats().stores_sent as usize;

@@ -25,7 +25,11 @@ async fn c_move_from_orthanc_arrives_complete_at_storescp() {
     let spec = StudySpec::small("P1", 1);
     let _files = load("ARCH", orthanc.port, &spec);
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("main", "ARCH", orthanc.port, "move", "") + &destination_toml(dest.port, false)));
+    let config = config(
+        &db,
+        spool.path(),
+        &(archive_toml("main", "ARCH", orthanc.port, "move", "") + &destination_toml(dest.port, false)),
+    );
     let exam = exam(&store, "e1").await;
     let job = job(&store, exam, "main", "move", &spec.study_uid, Some(spec.instance_count() as i32)).await;
 
@@ -48,7 +52,11 @@ async fn c_get_from_orthanc_is_relayed_to_storescp_and_the_spool_emptied() {
     spec.instances_per_series = 10;
     let _files = load("ARCH", orthanc.port, &spec);
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("main", "ARCH", orthanc.port, "get", "") + &destination_toml(dest.port, false)));
+    let config = config(
+        &db,
+        spool.path(),
+        &(archive_toml("main", "ARCH", orthanc.port, "get", "") + &destination_toml(dest.port, false)),
+    );
     let exam = exam(&store, "e2").await;
     let job = job(&store, exam, "main", "get", &spec.study_uid, Some(20)).await;
 
@@ -80,7 +88,11 @@ async fn an_unknown_move_destination_fails_for_good_with_the_fix() {
     let spec = StudySpec::small("P3", 3);
     let _files = load("QRSCP", archive.port, &spec);
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("qr", "QRSCP", archive.port, "move", "") + &destination_toml(1, false)));
+    let config = config(
+        &db,
+        spool.path(),
+        &(archive_toml("qr", "QRSCP", archive.port, "move", "") + &destination_toml(1, false)),
+    );
     let exam = exam(&store, "e3").await;
     let job = job(&store, exam, "qr", "move", &spec.study_uid, Some(6)).await;
 
@@ -101,7 +113,8 @@ async fn an_unreachable_archive_is_retried_with_backoff_then_fails() {
     let (db, store) = postgres().await;
     let closed = priorfetch_testkit::ports::free_port();
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("gone", "GONE", closed, "move", "") + &destination_toml(1, false)));
+    let config =
+        config(&db, spool.path(), &(archive_toml("gone", "GONE", closed, "move", "") + &destination_toml(1, false)));
     let exam = exam(&store, "e4").await;
     let job = job(&store, exam, "gone", "move", "1.2.3.4", Some(1)).await;
 
@@ -121,11 +134,20 @@ async fn the_destination_confirms_what_arrived_when_check_existing_is_on() {
     let (db, store) = postgres().await;
     // Orthanc as the destination: it answers C-FIND, so the count can be verified.
     let dest = Orthanc::start("DEST", "PRIORFETCH", &[], None);
-    let archive = Orthanc::start("ARCH", "PRIORFETCH", &[priorfetch_testkit::dicom::Destination { ae: "DEST".into(), port: dest.port }], None);
+    let archive = Orthanc::start(
+        "ARCH",
+        "PRIORFETCH",
+        &[priorfetch_testkit::dicom::Destination { ae: "DEST".into(), port: dest.port }],
+        None,
+    );
     let spec = StudySpec::small("P5", 5);
     let _files = load("ARCH", archive.port, &spec);
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("main", "ARCH", archive.port, "move", "") + &destination_toml(dest.port, true)));
+    let config = config(
+        &db,
+        spool.path(),
+        &(archive_toml("main", "ARCH", archive.port, "move", "") + &destination_toml(dest.port, true)),
+    );
     let exam = exam(&store, "e5").await;
     let job = job(&store, exam, "main", "move", &spec.study_uid, Some(6)).await;
 
@@ -143,7 +165,8 @@ async fn jobs_wait_while_the_retrieve_window_is_closed() {
     let spool = tempfile::tempdir().unwrap();
     // A window on 1 January only: closed today (the test date is not 1 January).
     let window = "retrieve_windows = [{ start = \"0 0 0 1 1 *\", duration = \"1h\" }]";
-    let config = config(&db, spool.path(), &(archive_toml("night", "NIGHT", 1, "move", window) + &destination_toml(1, false)));
+    let config =
+        config(&db, spool.path(), &(archive_toml("night", "NIGHT", 1, "move", window) + &destination_toml(1, false)));
     let exam = exam(&store, "e6").await;
     let job = job(&store, exam, "night", "move", "1.2.3.5", Some(1)).await;
 
@@ -163,7 +186,11 @@ async fn c_move_on_sqlite_updates_counts_and_metrics() {
     let spec = StudySpec::small("P7", 7);
     let _files = load("ARCH", orthanc.port, &spec);
     let spool = tempfile::tempdir().unwrap();
-    let config = config(&db, spool.path(), &(archive_toml("sq", "ARCH", orthanc.port, "move", "") + &destination_toml(dest.port, false)));
+    let config = config(
+        &db,
+        spool.path(),
+        &(archive_toml("sq", "ARCH", orthanc.port, "move", "") + &destination_toml(dest.port, false)),
+    );
     let exam = exam(&store, "e7").await;
     let job = job(&store, exam, "sq", "move", &spec.study_uid, Some(6)).await;
 

@@ -142,7 +142,17 @@ async fn cfinds_only(config: &Config, reuse: bool, exams: usize, patients: usize
         .iter()
         .map(|a| {
             let peer = priorfetch_dimse::Peer::new(&a.ae_title, &a.host, a.port as u16).unwrap();
-            (a.clone(), priorfetch_planner::pool::Pool::new(&a.name, peer, options.clone(), a.max_associations, Duration::from_secs(2), reuse))
+            (
+                a.clone(),
+                priorfetch_planner::pool::Pool::new(
+                    &a.name,
+                    peer,
+                    options.clone(),
+                    a.max_associations,
+                    Duration::from_secs(2),
+                    reuse,
+                ),
+            )
         })
         .collect();
     let now = Utc::now();
@@ -166,7 +176,14 @@ async fn cfinds_only(config: &Config, reuse: bool, exams: usize, patients: usize
                     priority: ExamPriority::Routine,
                 };
                 let all = futures::future::join_all(pools.iter().map(|(a, p)| {
-                    priorfetch_planner::query::find_studies(p, a, &exam, window, Needs::default(), Duration::from_secs(30))
+                    priorfetch_planner::query::find_studies(
+                        p,
+                        a,
+                        &exam,
+                        window,
+                        Needs::default(),
+                        Duration::from_secs(30),
+                    )
                 }))
                 .await;
                 all.iter().map(|f| f.studies.len()).sum::<usize>()

@@ -384,7 +384,11 @@ impl Planner {
         // The heartbeat keeps this worker alive for the rescuer and extends the leases of
         // the exams it plans (a plan may outlast `queue.lease`).
         let q = &inner.config.queue;
-        let beat = priorfetch_store::HeartbeatOptions { every: q.heartbeat, dead_after: q.dead_after, exam_lease: Some(lease) };
+        let beat = priorfetch_store::HeartbeatOptions {
+            every: q.heartbeat,
+            dead_after: q.dead_after,
+            exam_lease: Some(lease),
+        };
         let (_heartbeat, reclaimed) = inner.store.start_worker(&inner.worker, beat).await;
         if let Err(e) = reclaimed {
             tracing::warn!(error = %e, "cannot hand back the previous run's exams; the rescuer will");

@@ -45,7 +45,7 @@ async fn rules_dedupe_destination_and_match_cap() {
     let other = study("SOMEONE-ELSE", &uid(8), &years_ago(1.0), "CT", "CHEST");
     load_studies("ARCH1", arch1.port, &[s1.clone(), s3.clone(), s4.clone(), s5.clone(), old.clone(), other.clone()]);
     load_studies("ARCH2", arch2.port, &[s1.clone(), s2.clone(), s6.clone()]);
-    load_studies("DEST", dest.port, &[s4.clone()]);
+    load_studies("DEST", dest.port, std::slice::from_ref(&s4));
 
     let config = config(&format!(
         "{}{}{}{RULES}",

@@ -52,8 +52,14 @@ fn config_check_redacts_a_password_given_as_url_query_parameter() {
 #[test]
 fn bad_config_exits_2_naming_each_key() {
     let cases = [
-        ("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=0\nretrieve='get'\n", "archives[0].port: must be 1..=65535"),
-        ("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\n", "archives[0].move_destination: required when retrieve = \"move\""),
+        (
+            "[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=0\nretrieve='get'\n",
+            "archives[0].port: must be 1..=65535",
+        ),
+        (
+            "[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\n",
+            "archives[0].move_destination: required when retrieve = \"move\"",
+        ),
         ("[service]\nbogus = 1\n", "service.bogus: unknown key"),
         ("[queue]\nlease = 'forever'\n", "queue.lease:"),
         ("not toml at all [", "invalid configuration"),

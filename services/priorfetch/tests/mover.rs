@@ -84,7 +84,9 @@ backoff = {{ initial = "200ms", factor = 2.0, max = "1s", jitter = 0.0 }}
 async fn sims(spec: SyntheticSpec, faults: Faults) -> (SimHandle, SimHandle) {
     let dest = Sim::start(SimConfig::new("DEST", DataSource::Empty), "127.0.0.1:0").await.unwrap();
     let archive = Sim::start(
-        SimConfig::new("ARCH", DataSource::Synthetic(spec)).with_destination("DEST", "127.0.0.1", dest.port()).with_faults(faults),
+        SimConfig::new("ARCH", DataSource::Synthetic(spec))
+            .with_destination("DEST", "127.0.0.1", dest.port())
+            .with_faults(faults),
         "127.0.0.1:0",
     )
     .await
@@ -154,8 +156,16 @@ async fn three_mover_processes_never_exceed_the_archive_cap() {
     let db = TestDb::postgres().await;
     let store = Store::connect(&db.url, "", 4).await.unwrap();
     store.migrate().await.unwrap();
-    let spec = SyntheticSpec { patients: 6, seed: 3, studies_per_patient: (3, 3), series_per_study: (1, 1), instances_per_series: 8, ..Default::default() };
-    let (archive, dest) = sims(spec, Faults { response_delay: Some(Duration::from_millis(100)), ..Default::default() }).await;
+    let spec = SyntheticSpec {
+        patients: 6,
+        seed: 3,
+        studies_per_patient: (3, 3),
+        series_per_study: (1, 1),
+        instances_per_series: 8,
+        ..Default::default()
+    };
+    let (archive, dest) =
+        sims(spec, Faults { response_delay: Some(Duration::from_millis(100)), ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &archive, &dest, "move");
     let ids = enqueue_all(&store, &archive, "move").await;
@@ -185,8 +195,16 @@ async fn kill_mid_retrieve(method: &str) {
     let db = TestDb::postgres().await;
     let store = Store::connect(&db.url, "", 4).await.unwrap();
     store.migrate().await.unwrap();
-    let spec = SyntheticSpec { patients: 1, seed: 5, studies_per_patient: (1, 1), series_per_study: (2, 2), instances_per_series: 20, ..Default::default() };
-    let (archive, dest) = sims(spec, Faults { response_delay: Some(Duration::from_millis(700)), ..Default::default() }).await;
+    let spec = SyntheticSpec {
+        patients: 1,
+        seed: 5,
+        studies_per_patient: (1, 1),
+        series_per_study: (2, 2),
+        instances_per_series: 20,
+        ..Default::default()
+    };
+    let (archive, dest) =
+        sims(spec, Faults { response_delay: Some(Duration::from_millis(700)), ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &archive, &dest, method);
     let ids = enqueue_all(&store, &archive, method).await;
@@ -223,13 +241,18 @@ async fn kill_mid_retrieve(method: &str) {
     let errors = j.errors.to_string();
     // found dead by its heartbeat, or (the backstop) by its expired lease
     assert!(errors.contains("stopped reporting") || errors.contains("lease expired"), "{errors}");
-    let arrived: HashSet<String> =
-        dest.received().into_iter().filter(|r| r.study_instance_uid == study.study_instance_uid).map(|r| r.sop_instance_uid).collect();
+    let arrived: HashSet<String> = dest
+        .received()
+        .into_iter()
+        .filter(|r| r.study_instance_uid == study.study_instance_uid)
+        .map(|r| r.sop_instance_uid)
+        .collect();
     assert_eq!(arrived.len(), study.instances, "every instance at the destination");
     assert_eq!(j.received as usize, study.instances, "verified at the destination");
     if method == "get" {
         let spool = dir.path().join("spool");
-        let left: Vec<_> = std::fs::read_dir(&spool).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let left: Vec<_> =
+            std::fs::read_dir(&spool).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         assert!(left.is_empty(), "spool emptied: {left:?}");
     }
 }

@@ -21,20 +21,30 @@ impl MigrationTrait for Migration {
         // SQLite takes one column per ALTER TABLE.
         manager
             .alter_table(
-                Table::alter().table(RetrieveJobs::Table).add_column(json_binary_null(RetrieveJobs::PendingInstances)).to_owned(),
+                Table::alter()
+                    .table(RetrieveJobs::Table)
+                    .add_column(json_binary_null(RetrieveJobs::PendingInstances))
+                    .to_owned(),
             )
             .await?;
         manager
             .alter_table(
-                Table::alter().table(RetrieveJobs::Table).add_column(integer(RetrieveJobs::Received).default(0)).to_owned(),
+                Table::alter()
+                    .table(RetrieveJobs::Table)
+                    .add_column(integer(RetrieveJobs::Received).default(0))
+                    .to_owned(),
             )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.alter_table(Table::alter().table(RetrieveJobs::Table).drop_column(RetrieveJobs::Received).to_owned()).await?;
         manager
-            .alter_table(Table::alter().table(RetrieveJobs::Table).drop_column(RetrieveJobs::PendingInstances).to_owned())
+            .alter_table(Table::alter().table(RetrieveJobs::Table).drop_column(RetrieveJobs::Received).to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter().table(RetrieveJobs::Table).drop_column(RetrieveJobs::PendingInstances).to_owned(),
+            )
             .await
     }
 }

@@ -8,7 +8,7 @@ pub fn json_event(i: usize) -> Vec<u8> {
         "event_id": format!("ris-{i}"), "type": "exam.scheduled",
         "patient": { "id": format!("MRN{}", i % 997), "issuer": "HOSP", "name": "DOE^JANE", "birth_date": "19700101" },
         "accession_number": format!("ACC{i}"), "study_instance_uid": format!("1.2.826.0.1.3680043.10.1.{i}"),
-        "scheduled_at": "2026-11-23T09:30:00+01:00", "priority": if i % 10 == 0 { "stat" } else { "routine" },
+        "scheduled_at": "2026-11-23T09:30:00+01:00", "priority": if i.is_multiple_of(10) { "stat" } else { "routine" },
         "modality": "CT", "body_part": "CHEST", "procedure": { "code": "CTCHEST", "text": "CT chest" }
     })
     .to_string()

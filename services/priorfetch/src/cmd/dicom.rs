@@ -164,7 +164,11 @@ pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
             eprintln!(
                 "{} match(es){}{}",
                 outcome.matches,
-                if outcome.truncated { "; the archive stopped at its match limit (0xFE00): the list is incomplete" } else { "" },
+                if outcome.truncated {
+                    "; the archive stopped at its match limit (0xFE00): the list is incomplete"
+                } else {
+                    ""
+                },
                 if outcome.cancelled_by_us { "; cancelled after --max" } else { "" }
             );
             Ok(ExitCode::SUCCESS)
@@ -206,7 +210,8 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
         Method::Move => (assoc.retrieve_move(model, &query, &dest, progress, None).await, dest.to_string()),
         Method::Get => {
             let out = args.out.clone().unwrap_or_else(|| std::path::PathBuf::from("retrieved").join(&args.study));
-            let mut sink = priorfetch_dimse::DirSink::new(&out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+            let mut sink =
+                priorfetch_dimse::DirSink::new(&out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
             (assoc.retrieve_get(model, &query, &mut sink, progress, None).await, out.display().to_string())
         }
     };
@@ -273,7 +278,8 @@ pub struct StoreScpArgs {
 pub async fn store_scp(path: &Path, args: StoreScpArgs) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
     let _logs = super::init_logs(&config);
-    let ae = AeTitle::parse(args.ae.as_deref().unwrap_or(&config.service.ae_title)).map_err(|e| usage(format!("--ae: {e}")))?;
+    let ae = AeTitle::parse(args.ae.as_deref().unwrap_or(&config.service.ae_title))
+        .map_err(|e| usage(format!("--ae: {e}")))?;
     let mut allowed = args
         .allow
         .iter()

@@ -63,8 +63,8 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                 }
             } else {
                 println!(
-                    "{:>8} {:>8} {:<16} {:<6} {:<10} {:>4} {:>9} {:>9} {:>6}  {}",
-                    "job", "exam", "archive", "method", "state", "try", "completed", "expected", "failed", "last error"
+                    "{:>8} {:>8} {:<16} {:<6} {:<10} {:>4} {:>9} {:>9} {:>6}  last error",
+                    "job", "exam", "archive", "method", "state", "try", "completed", "expected", "failed"
                 );
                 for j in &jobs {
                     println!(
@@ -102,7 +102,9 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                 });
             }
             let priors = store.priors_of_exam(job.exam_id).await?;
-            if let Some(p) = priors.iter().find(|p| p.study_instance_uid == job.study_instance_uid && p.archive == job.archive) {
+            if let Some(p) =
+                priors.iter().find(|p| p.study_instance_uid == job.study_instance_uid && p.archive == job.archive)
+            {
                 value["reason"] = serde_json::json!(p.reason);
             }
             if json {

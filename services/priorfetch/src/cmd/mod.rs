@@ -8,9 +8,9 @@ pub mod jobs;
 pub mod listener;
 pub mod migrate;
 pub mod mover;
-pub mod sim;
 pub mod planner;
 pub mod run;
+pub mod sim;
 
 use crate::Failure;
 use priorfetch_config::{Config, Sources};
@@ -100,7 +100,9 @@ pub fn ready_check(store: &priorfetch_store::Store) -> priorfetch_telemetry::adm
 pub fn housekeeping(config: &Config) -> Result<priorfetch_store::housekeeping::Housekeeping, Failure> {
     use std::str::FromStr;
     // Both expressions were validated at load; parse errors here would be a bug.
-    let parse = |expr: &str| cron::Schedule::from_str(expr).map_err(|e| Failure::Runtime(anyhow::anyhow!("cron '{expr}': {e}")));
+    let parse = |expr: &str| {
+        cron::Schedule::from_str(expr).map_err(|e| Failure::Runtime(anyhow::anyhow!("cron '{expr}': {e}")))
+    };
     Ok(priorfetch_store::housekeeping::Housekeeping {
         rescue: parse(&config.queue.rescue_schedule)?,
         purge: parse(&config.queue.purge_schedule)?,

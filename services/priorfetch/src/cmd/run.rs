@@ -29,14 +29,17 @@ pub async fn run(path: &Path) -> Result<ExitCode, Failure> {
         let _ = stop_on_signal.send(true);
     });
 
-    let routes = http::routes(priorfetch_listener::http_intake(&config, store.clone())).merge(priorfetch_planner::api::routes(store.clone()));
+    let routes = http::routes(priorfetch_listener::http_intake(&config, store.clone()))
+        .merge(priorfetch_planner::api::routes(store.clone()));
     let (addr, admin_task) = super::serve_admin(&config, &store, routes, shutdown.clone()).await?;
     tracing::info!(%addr, source = ?config.intake.source, archives = config.archives.len(), "priorfetch run started");
 
     let mut services: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
     {
         let (config, store, shutdown) = (config.clone(), store.clone(), shutdown.clone());
-        services.spawn(async move { ("listener", priorfetch_listener::run(&config, store, shutdown).await.map_err(|e| e.to_string())) });
+        services.spawn(async move {
+            ("listener", priorfetch_listener::run(&config, store, shutdown).await.map_err(|e| e.to_string()))
+        });
     }
     {
         let planner = Planner::new(store.clone(), config.clone());
