@@ -2,6 +2,7 @@
 //! struct rejects unknown keys so a typo is an error, not a silent default.
 
 use crate::secret::Secret;
+pub use priorfetch_domain::{PriorSelection, RuleConfig, RuleMatch};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -200,47 +201,6 @@ pub struct PrefetchConfig {
     /// Retrieves start at `scheduled_at - lead_time`; STAT exams at once.
     #[serde(with = "crate::duration")]
     pub lead_time: Duration,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleMatch {
-    #[serde(default)]
-    pub modality: Vec<String>,
-    #[serde(default)]
-    pub body_part: Vec<String>,
-    #[serde(default)]
-    pub procedure_code: Vec<String>,
-    /// Regex on the procedure text.
-    #[serde(default)]
-    pub procedure_text: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriorSelection {
-    /// Priors of the exam's own modality (in addition to `modalities`).
-    #[serde(default)]
-    pub same_modality: bool,
-    #[serde(default)]
-    pub modalities: Vec<String>,
-    #[serde(default)]
-    pub body_part: Vec<String>,
-    #[serde(with = "crate::duration")]
-    pub lookback: Duration,
-    pub max: u32,
-    /// Regex on StudyDescription.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub name: String,
-    #[serde(default, rename = "match")]
-    pub matches: RuleMatch,
-    pub priors: PriorSelection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-/// routine | urgent | stat, as the intake stored it; anything else counts as routine.
+/// routine | urgent | stat: the one priority from intake to queue; anything else counts
+/// as routine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ExamPriority {
     Stat,
@@ -11,6 +12,16 @@ pub enum ExamPriority {
 }
 
 impl ExamPriority {
+    /// The stored and logged form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExamPriority::Routine => "routine",
+            ExamPriority::Urgent => "urgent",
+            ExamPriority::Stat => "stat",
+        }
+    }
+
+    /// The stored form back (`as_str`), or an event's word (`asap` is urgent).
     pub fn parse(text: &str) -> ExamPriority {
         match text.trim().to_ascii_lowercase().as_str() {
             "stat" => ExamPriority::Stat,

@@ -4,13 +4,16 @@
 //! Layout:
 //! - `exam.rs`: the scheduled exam as the planner sees it, and its priority.
 //! - `study.rs`: one study as an archive reported it (a candidate prior).
+//! - `rule_config.rs`: `[[rules]]` as the config file spells them (`duration.rs`: "30s").
 //! - `rules.rs`: compiled `[[rules]]`: first match wins; what each rule selects.
 //! - `select.rs`: prior selection and cross-archive dedupe, every candidate with a reason.
 //! - `range.rs`: StudyDate ranges for C-FIND, split in halves when an archive caps matches.
 //! - `timing.rs`: a job's not_before, deadline and queue priority.
 
+pub mod duration;
 pub mod exam;
 pub mod range;
+pub mod rule_config;
 pub mod rules;
 pub mod select;
 pub mod study;
@@ -18,6 +21,7 @@ pub mod timing;
 
 pub use exam::{Exam, ExamPriority, UnsafeIdentifier};
 pub use range::{DateRange, EARLIEST, LATEST};
+pub use rule_config::{PriorSelection, RuleConfig, RuleMatch};
 pub use rules::{Rule, RuleError, RuleSet};
 pub use select::{Decision, Needs, select_priors, skip_present};
 pub use study::StudyMatch;

@@ -6,7 +6,7 @@
 //! archives disagree on case.
 
 use crate::exam::Exam;
-use priorfetch_config::RuleConfig;
+use crate::rule_config::RuleConfig;
 use regex::{Regex, RegexBuilder};
 use std::time::Duration;
 

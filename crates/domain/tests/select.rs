@@ -1,8 +1,8 @@
 //! Rule matching and prior selection on hand-made candidates.
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use priorfetch_config::{PriorSelection, RuleConfig, RuleMatch};
 use priorfetch_domain::*;
+use priorfetch_domain::{PriorSelection, RuleConfig, RuleMatch};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;

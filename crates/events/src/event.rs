@@ -1,4 +1,5 @@
 use chrono::{DateTime, FixedOffset, NaiveDate};
+use priorfetch_domain::ExamPriority;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,23 +15,6 @@ impl EventKind {
             EventKind::Scheduled => "exam.scheduled",
             EventKind::Updated => "exam.updated",
             EventKind::Cancelled => "exam.cancelled",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    Routine,
-    Urgent,
-    Stat,
-}
-
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Routine => "routine",
-            Priority::Urgent => "urgent",
-            Priority::Stat => "stat",
         }
     }
 }
@@ -78,7 +62,7 @@ pub struct ExamEvent {
     pub study_instance_uid: Option<String>,
     /// Required except on cancel events.
     pub scheduled_at: Option<DateTime<FixedOffset>>,
-    pub priority: Priority,
+    pub priority: ExamPriority,
     pub modality: Option<String>,
     pub body_part: Option<String>,
     pub procedure: Option<Procedure>,

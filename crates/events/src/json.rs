@@ -2,8 +2,9 @@
 //! their own.
 
 use crate::error::DecodeError;
-use crate::event::{EventKind, ExamEvent, Format, Patient, Priority, Procedure};
+use crate::event::{EventKind, ExamEvent, Format, Patient, Procedure};
 use chrono::{DateTime, NaiveDate};
+use priorfetch_domain::ExamPriority;
 use serde_json::{Map, Value};
 
 pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
@@ -59,11 +60,11 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
         None => return Err(DecodeError::missing("scheduled_at", "scheduled time (RFC 3339 with offset)")),
     };
     let priority = match optional_str(&root, "priority", "priority")?.map(|p| p.to_ascii_lowercase()) {
-        None => Priority::Routine,
+        None => ExamPriority::Routine,
         Some(p) => match p.as_str() {
-            "routine" => Priority::Routine,
-            "urgent" | "asap" => Priority::Urgent,
-            "stat" => Priority::Stat,
+            "routine" => ExamPriority::Routine,
+            "urgent" | "asap" => ExamPriority::Urgent,
+            "stat" => ExamPriority::Stat,
             _ => return Err(DecodeError::bad("priority", "must be routine, urgent or stat")),
         },
     };

@@ -19,8 +19,9 @@ mod json;
 mod validate;
 
 pub use error::{DecodeError, clip_to};
-pub use event::{EventKind, ExamEvent, Format, Patient, Priority, Procedure, short_hash};
+pub use event::{EventKind, ExamEvent, Format, Patient, Procedure, short_hash};
 pub use hl7::mapping::{FieldPath, Hl7FieldMap};
+pub use priorfetch_domain::ExamPriority;
 pub use validate::{MATCH_KEY_FORBIDDEN, validate};
 
 /// How to decode: the source name goes into HL7 event keys (MSH-10 is unique only per

@@ -1,7 +1,7 @@
 //! Decoding tests: realistic messages of several vendor styles, every mapped field
 //! asserted; JSON rules; PHI kept out of Debug; no input panics the decoder.
 
-use priorfetch_events::{DecodeError, DecodeOptions, EventKind, FieldPath, Format, Hl7FieldMap, Priority, decode};
+use priorfetch_events::{DecodeError, DecodeOptions, EventKind, ExamPriority, FieldPath, Format, Hl7FieldMap, decode};
 use proptest::prelude::*;
 
 fn opts() -> DecodeOptions {
@@ -25,7 +25,7 @@ fn epic_style_orm_with_tq1_escapes_and_repeated_identifiers() {
     assert_eq!(e.patient.birth_date.unwrap().to_string(), "1958-02-14");
     assert_eq!(e.accession_number.as_deref(), Some("ACC55501"));
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-24T14:00:00-05:00");
-    assert_eq!(e.priority, Priority::Stat);
+    assert_eq!(e.priority, ExamPriority::Stat);
     assert_eq!(e.modality.as_deref(), Some("CT"));
     let p = e.procedure.unwrap();
     assert_eq!(p.code.as_deref(), Some("IMG123"));
@@ -51,7 +51,7 @@ fn cerner_style_update_with_custom_delimiters_and_newlines() {
     assert_eq!(e.accession_number.as_deref(), Some("CRN-ACC-314"), "OBR-18 before the filler order number");
     assert_eq!(e.study_instance_uid, None);
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-25T08:00:00+00:00", "ORC-7.4, site offset");
-    assert_eq!(e.priority, Priority::Routine);
+    assert_eq!(e.priority, ExamPriority::Routine);
     assert_eq!(e.modality.as_deref(), Some("CR"));
     assert_eq!(e.body_part, None, "no body part position by default");
     let p = e.procedure.unwrap();
@@ -77,7 +77,7 @@ fn agfa_style_omi_with_ipc_study_uid_in_mllp_frame() {
     assert_eq!(e.patient.issuer.as_deref(), Some("AGFAHOSP"));
     assert_eq!(e.patient.name.as_deref(), Some("MUELLER^HANS"));
     assert_eq!(e.patient.birth_date.unwrap().to_string(), "1944-12-31");
-    assert_eq!(e.priority, Priority::Routine);
+    assert_eq!(e.priority, ExamPriority::Routine);
     assert_eq!(e.body_part, None);
     assert_eq!(e.accession_number.as_deref(), Some("AGF-ACC-9"));
     assert_eq!(e.study_instance_uid.as_deref(), Some("1.2.276.0.7230010.3.1.2.8323329.1234.1"));
@@ -98,7 +98,7 @@ fn siu_schedule_update_and_cancel() {
     assert_eq!(e.patient.issuer.as_deref(), Some("CLINIC"));
     assert_eq!(e.patient.name.as_deref(), Some("LEE^ANN"));
     assert_eq!(e.patient.birth_date.unwrap().to_string(), "1990-05-05");
-    assert_eq!(e.priority, Priority::Routine, "SCH-7 ROUTINE");
+    assert_eq!(e.priority, ExamPriority::Routine, "SCH-7 ROUTINE");
     assert_eq!((e.modality.as_deref(), e.body_part.as_deref(), e.study_instance_uid.as_deref()), (None, None, None));
     assert_eq!(e.accession_number.as_deref(), Some("APT-9001"));
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-27T10:00:00+00:00");
@@ -123,7 +123,7 @@ fn siu_reschedule_and_cancel_fixtures_mllp_framed() {
     assert_eq!(e.patient.id, "SIU-PAT-1");
     assert_eq!(e.accession_number.as_deref(), Some("APT-9001"));
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-28T14:15:00+00:00", "SCH-11.4 without offset");
-    assert_eq!(e.priority, Priority::Stat, "SCH-11.6 S");
+    assert_eq!(e.priority, ExamPriority::Stat, "SCH-11.6 S");
     let p = e.procedure.unwrap();
     assert_eq!((p.code.as_deref(), p.text.as_deref()), (Some("USABD"), Some("US abdomen")));
     let e = decode(&fixture("sched_siu_s15.hl7"), &opts()).unwrap();
@@ -131,7 +131,7 @@ fn siu_reschedule_and_cancel_fixtures_mllp_framed() {
     assert_eq!(e.event_key, "hl7:rabbitmq:SIU-503");
     assert_eq!(e.accession_number.as_deref(), Some("APT-9001"));
     assert_eq!(e.scheduled_at, None);
-    assert_eq!(e.priority, Priority::Routine);
+    assert_eq!(e.priority, ExamPriority::Routine);
 }
 
 #[test]
@@ -207,10 +207,10 @@ fn json_event_of_the_contract() {
     assert_eq!(e.patient.id, "MRN123");
     assert_eq!(e.scheduled_at.unwrap().to_rfc3339(), "2026-11-23T09:30:00+01:00");
     assert_eq!(e.body_part.as_deref(), Some("CHEST"));
-    assert_eq!(e.priority, Priority::Routine);
+    assert_eq!(e.priority, ExamPriority::Routine);
     let mut stat = valid_json();
     stat["priority"] = "STAT".into();
-    assert_eq!(json(stat).unwrap().priority, Priority::Stat);
+    assert_eq!(json(stat).unwrap().priority, ExamPriority::Stat);
 }
 
 #[test]

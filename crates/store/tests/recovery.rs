@@ -196,3 +196,27 @@ async fn exams_whose_last_job_ended_without_a_roll_up_are_settled_once() {
     let settled = store.settle_exams(100).await.unwrap();
     assert_eq!(settled.iter().map(|r| (r.exam_id, r.status)).collect::<Vec<_>>(), [(other, ExamStatus::Failed)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rescuer_at_a_time_across_replicas() {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    let (db, store) = store().await;
+    let exam = store.insert_exam(&new_exam("leader")).await.unwrap().id();
+    store.set_exam_status(exam, priorfetch_store::ExamStatus::Planned).await.unwrap();
+    store.enqueue_jobs(&[move_job(exam, "1.2.7", 3)]).await.unwrap();
+    assert_eq!(
+        store.claim_jobs("host-a/mover", &["arch".into()], 1, Duration::from_millis(10)).await.unwrap().len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await; // the lease expired
+
+    // Another replica's rescuer is mid-tick: it holds the rescuer's advisory lock.
+    let other = Database::connect(format!("{}?max_connections=1", db.url)).await.unwrap();
+    let lock =
+        |f: &str| Statement::from_string(DbBackend::Postgres, format!("SELECT {f}({})", 0x7066_7265_7363_7565_i64));
+    other.execute_raw(lock("pg_advisory_lock")).await.unwrap();
+    let expired = RescueScope::Expired { dead_workers: false };
+    assert_eq!(store.rescue(expired).await.unwrap().retried, 0, "this tick is the other rescuer's");
+    other.execute_raw(lock("pg_advisory_unlock")).await.unwrap();
+    assert_eq!(store.rescue(expired).await.unwrap().retried, 1, "the next tick rescues");
+}

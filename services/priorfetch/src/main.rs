@@ -5,6 +5,7 @@
 mod cmd;
 
 use clap::{Parser, Subcommand};
+use cmd::serve::Roles;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -90,10 +91,10 @@ fn main() -> ExitCode {
             Command::Config { command } => cmd::config::run(&cli.config, command).await,
             Command::Migrate => cmd::migrate::run(&cli.config).await,
             Command::Demo(args) => cmd::demo::run(args).await,
-            Command::Run => cmd::run::run(&cli.config).await,
-            Command::Listener => cmd::listener::run(&cli.config).await,
-            Command::Mover => cmd::mover::run(&cli.config).await,
-            Command::Planner => cmd::planner::run(&cli.config).await,
+            Command::Run => cmd::serve::serve(&cli.config, Roles::ALL).await,
+            Command::Listener => cmd::serve::serve(&cli.config, Roles::LISTENER).await,
+            Command::Mover => cmd::serve::serve(&cli.config, Roles::MOVER).await,
+            Command::Planner => cmd::serve::serve(&cli.config, Roles::PLANNER).await,
             Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
             Command::Echo(args) => cmd::dicom::echo(&cli.config, args).await,
             Command::Find(args) => cmd::dicom::find(&cli.config, args).await,

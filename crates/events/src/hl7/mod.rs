@@ -5,10 +5,11 @@ mod message;
 mod timestamp;
 
 use crate::error::DecodeError;
-use crate::event::{EventKind, ExamEvent, Format, Patient, Priority, Procedure};
+use crate::event::{EventKind, ExamEvent, Format, Patient, Procedure};
 use crate::{DecodeOptions, json::check_uid};
 use mapping::{Hl7FieldMap, require};
 use message::Message;
+use priorfetch_domain::ExamPriority;
 
 pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, DecodeError> {
     let message = Message::parse(text)?;
@@ -80,9 +81,9 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
         }
     };
     let priority = match Hl7FieldMap::first(&map.priority, &message).map(|(v, _)| v.to_ascii_uppercase()) {
-        Some(p) if p == "S" || p == "STAT" => Priority::Stat,
-        Some(p) if p == "A" || p == "ASAP" || p == "U" || p == "URGENT" => Priority::Urgent,
-        _ => Priority::Routine,
+        Some(p) if p == "S" || p == "STAT" => ExamPriority::Stat,
+        Some(p) if p == "A" || p == "ASAP" || p == "U" || p == "URGENT" => ExamPriority::Urgent,
+        _ => ExamPriority::Routine,
     };
     let code_value = Hl7FieldMap::first(&map.procedure_code, &message).map(|(v, _)| v);
     let text_value = Hl7FieldMap::first(&map.procedure_text, &message).map(|(v, _)| v);

@@ -24,6 +24,25 @@ pub enum RescueScope<'a> {
     Worker(&'a str),
 }
 
+/// Advisory lock key of the periodic rescuer ("pfrescue" in ASCII).
+const RESCUER_LOCK: i64 = 0x7066_7265_7363_7565;
+
+/// Postgres: takes the transaction-scoped advisory lock `key` if it is free (the
+/// rescuer's leader for this transaction). Other databases have one process: always true.
+async fn lead(txn: &DatabaseTransaction, key: i64) -> Result<bool, StoreError> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(true);
+    }
+    let stmt =
+        Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_try_advisory_xact_lock($1)", [key.into()]);
+    let row = txn.query_one_raw(stmt).await.map_err(|e| StoreError::query("rescuer lock", e))?;
+    row.map(|r| r.try_get_by_index::<bool>(0))
+        .transpose()
+        .map_err(|e| StoreError::query("rescuer lock", e))
+        .map(|b| b.unwrap_or(false))
+}
+
 /// Worker identities whose heartbeat expired.
 fn dead_workers(now: DateTime<Utc>) -> SelectStatement {
     Query::select()
@@ -61,6 +80,11 @@ impl Store {
         let op = "rescue";
         let now = Utc::now();
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        if matches!(scope, RescueScope::Expired { .. }) && !lead(&txn, RESCUER_LOCK).await? {
+            // Another replica's rescuer holds this tick: two would only contend (and could
+            // deadlock) on the same rows.
+            return Ok(RescueReport::default());
+        }
         let mut report = rescue_jobs(&txn, scope, now).await?;
         report.slots_freed = free_slots(&txn, scope, now).await?;
         let exams = exam::Entity::update_many()

@@ -1,15 +1,13 @@
-//! One module per subcommand.
+//! One module per subcommand; `serve.rs` wires the long-running roles (`run`, `listener`,
+//! `planner`, `mover`).
 
 pub mod config;
 pub mod demo;
 pub mod dicom;
 pub mod doctor;
 pub mod jobs;
-pub mod listener;
 pub mod migrate;
-pub mod mover;
-pub mod planner;
-pub mod run;
+pub mod serve;
 pub mod sim;
 
 use crate::Failure;
