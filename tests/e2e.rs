@@ -9,6 +9,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use priorfetch_store::ExamStatus;
 use priorfetch_testkit::dicom::{Destination, Orthanc, Storescp, StudySpec, store_files, write_study};
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -175,10 +176,10 @@ dimse_timeout = "30s"
     }
     let _ = child.kill();
 
-    assert!(exams.iter().all(|e| e.status == "complete"), "{exams:?}\n{}", log());
+    assert!(exams.iter().all(|e| e.status == ExamStatus::Complete), "{exams:?}\n{}", log());
     let mut jobs = Vec::new();
     for e in &exams {
-        jobs.extend(store.jobs_of_exam(e.id).await.unwrap());
+        jobs.extend(store.jobs_of_exam(e.exam.id).await.unwrap());
     }
     let mut fetched: Vec<(String, String)> =
         jobs.iter().map(|j| (j.study_instance_uid.clone(), j.archive.clone())).collect();
@@ -192,7 +193,7 @@ dimse_timeout = "30s"
     expected.sort();
     assert_eq!(fetched, expected, "the expected priors, each once, from the preferred archive");
     for j in &jobs {
-        assert_eq!((j.state.as_str(), j.completed, j.failed), ("completed", 6, 0), "{j:?}");
+        assert_eq!((j.state.as_str(), j.counts.completed, j.counts.failed), ("completed", 6, 0), "{j:?}");
         assert_eq!(j.expected_instances, Some(6));
     }
     // At the destination: exactly the instances of the four priors, none missing.

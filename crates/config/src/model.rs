@@ -2,7 +2,7 @@
 //! struct rejects unknown keys so a typo is an error, not a silent default.
 
 use crate::secret::Secret;
-pub use priorfetch_domain::{PriorSelection, RuleConfig, RuleMatch};
+pub use priorfetch_domain::{PriorSelection, RetrieveMethod, RuleConfig, RuleMatch};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -102,29 +102,6 @@ pub struct KafkaConfig {
 pub enum Protocol {
     Dimse,
     Dicomweb,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RetrieveMethod {
-    Move,
-    Get,
-    Wado,
-}
-
-impl RetrieveMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetrieveMethod::Move => "move",
-            RetrieveMethod::Get => "get",
-            RetrieveMethod::Wado => "wado",
-        }
-    }
-
-    /// The method a job row records (`as_str`); None for anything else.
-    pub fn parse(text: &str) -> Option<RetrieveMethod> {
-        [RetrieveMethod::Move, RetrieveMethod::Get, RetrieveMethod::Wado].into_iter().find(|m| m.as_str() == text)
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,10 +1,12 @@
 //! The scheduled exam, reduced to what planning needs.
 
+use crate::job::JobState;
 use chrono::{DateTime, Utc};
 
 /// routine | urgent | stat: the one priority from intake to queue; anything else counts
 /// as routine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExamPriority {
     Stat,
     Urgent,
@@ -54,6 +56,96 @@ pub struct Exam {
     pub procedure_code: Option<String>,
     pub procedure_text: Option<String>,
     pub priority: ExamPriority,
+}
+
+/// Where an exam stands, from intake to the roll-up of its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExamStatus {
+    Received,
+    Planning,
+    Planned,
+    Fetching,
+    Complete,
+    Partial,
+    Failed,
+    Cancelled,
+}
+
+impl ExamStatus {
+    pub const ALL: [ExamStatus; 8] = [
+        ExamStatus::Received,
+        ExamStatus::Planning,
+        ExamStatus::Planned,
+        ExamStatus::Fetching,
+        ExamStatus::Complete,
+        ExamStatus::Partial,
+        ExamStatus::Failed,
+        ExamStatus::Cancelled,
+    ];
+    pub const TERMINAL: [ExamStatus; 4] =
+        [ExamStatus::Complete, ExamStatus::Partial, ExamStatus::Failed, ExamStatus::Cancelled];
+
+    /// The stored and printed form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExamStatus::Received => "received",
+            ExamStatus::Planning => "planning",
+            ExamStatus::Planned => "planned",
+            ExamStatus::Fetching => "fetching",
+            ExamStatus::Complete => "complete",
+            ExamStatus::Partial => "partial",
+            ExamStatus::Failed => "failed",
+            ExamStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ExamStatus> {
+        ExamStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        ExamStatus::TERMINAL.contains(&self)
+    }
+
+    /// The status a set of finished job states adds up to: complete when every job that
+    /// was not cancelled completed (or was skipped: already at the destination), partial
+    /// when some priors arrived, cancelled when all were cancelled, else failed.
+    pub fn roll_up(states: &[JobState]) -> ExamStatus {
+        let done = |s: &JobState| matches!(s, JobState::Completed | JobState::Skipped);
+        if states.iter().all(|s| *s == JobState::Cancelled) && !states.is_empty() {
+            ExamStatus::Cancelled
+        } else if states.iter().filter(|s| **s != JobState::Cancelled).all(done) {
+            ExamStatus::Complete
+        } else if states.iter().any(|s| done(s) || *s == JobState::Partial) {
+            ExamStatus::Partial
+        } else {
+            ExamStatus::Failed
+        }
+    }
+}
+
+impl std::fmt::Display for ExamStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// An exam as the database holds it: the planning view plus its intake key, where it
+/// stands, and the planner's lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExamRecord {
+    pub exam: Exam,
+    /// The intake's idempotency key.
+    pub event_key: String,
+    pub status: ExamStatus,
+    /// W3C traceparent of the intake span, so planner and mover traces join it.
+    pub trace_parent: Option<String>,
+    /// Planner lease (status = planning).
+    pub leased_until: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Why an exam's patient identifier cannot be sent as a C-FIND matching key. A C-FIND

@@ -2,7 +2,9 @@
 //! when. No I/O: the planner service feeds it C-FIND results and records its decisions.
 //!
 //! Layout:
-//! - `exam.rs`: the scheduled exam as the planner sees it, and its priority.
+//! - `exam.rs`: the scheduled exam as the planner sees it, its priority, its status (and
+//!   how job states roll up into it), and the exam as recorded.
+//! - `job.rs`: retrieve jobs: method, state, sub-operation counts, the job as queued.
 //! - `study.rs`: one study as an archive reported it (a candidate prior).
 //! - `rule_config.rs`: `[[rules]]` as the config file spells them (`duration.rs`: "30s").
 //! - `rules.rs`: compiled `[[rules]]`: first match wins; what each rule selects.
@@ -12,6 +14,7 @@
 
 pub mod duration;
 pub mod exam;
+pub mod job;
 pub mod range;
 pub mod rule_config;
 pub mod rules;
@@ -19,7 +22,8 @@ pub mod select;
 pub mod study;
 pub mod timing;
 
-pub use exam::{Exam, ExamPriority, UnsafeIdentifier};
+pub use exam::{Exam, ExamPriority, ExamRecord, ExamStatus, UnsafeIdentifier};
+pub use job::{AttemptError, Counts, Job, JobState, RetrieveMethod};
 pub use range::{DateRange, EARLIEST, LATEST};
 pub use rule_config::{PriorSelection, RuleConfig, RuleMatch};
 pub use rules::{Rule, RuleError, RuleSet};

@@ -14,6 +14,10 @@ pub enum StoreError {
         #[source]
         source: DbErr,
     },
+    /// A row holds a value the store never writes (edited by hand): names the row and the
+    /// value so an operator can fix or delete it.
+    #[error("{table} row {id} cannot be read: {what}")]
+    Unreadable { table: &'static str, id: i64, what: String },
 }
 
 impl StoreError {
@@ -22,7 +26,7 @@ impl StoreError {
     }
 
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, StoreError::Migrate(_))
+        !matches!(self, StoreError::Migrate(_) | StoreError::Unreadable { .. })
     }
 
     /// The database could not be reached or could not serve anyone right now (connection,
@@ -32,6 +36,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         let source = match self {
             StoreError::Connect(_) => return true,
+            StoreError::Unreadable { .. } => return false,
             StoreError::Migrate(source) | StoreError::Query { source, .. } => source,
         };
         match source {

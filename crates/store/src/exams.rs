@@ -1,8 +1,10 @@
 //! Exams: idempotent intake, status, planner claims; dead letters.
 
 use crate::entity::{dead_letter, exam};
-use crate::{Store, StoreError};
+use crate::rows::{exam_of, exams_of};
+use crate::{ExamRecord, ExamStatus, Store, StoreError};
 use chrono::{DateTime, Utc};
+use priorfetch_domain::ExamPriority;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
@@ -23,7 +25,7 @@ pub struct NewExam {
     pub body_part: Option<String>,
     pub procedure_code: Option<String>,
     pub procedure_text: Option<String>,
-    pub priority: String,
+    pub priority: ExamPriority,
     pub trace_parent: Option<String>,
 }
 
@@ -41,35 +43,6 @@ impl Inserted {
             Inserted::New(id) | Inserted::Duplicate(id) => id,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExamStatus {
-    Received,
-    Planning,
-    Planned,
-    Fetching,
-    Complete,
-    Partial,
-    Failed,
-    Cancelled,
-}
-
-impl ExamStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExamStatus::Received => "received",
-            ExamStatus::Planning => "planning",
-            ExamStatus::Planned => "planned",
-            ExamStatus::Fetching => "fetching",
-            ExamStatus::Complete => "complete",
-            ExamStatus::Partial => "partial",
-            ExamStatus::Failed => "failed",
-            ExamStatus::Cancelled => "cancelled",
-        }
-    }
-    pub const TERMINAL: [ExamStatus; 4] =
-        [ExamStatus::Complete, ExamStatus::Partial, ExamStatus::Failed, ExamStatus::Cancelled];
 }
 
 impl Store {
@@ -97,7 +70,7 @@ impl Store {
                 body_part: Set(e.body_part.clone()),
                 procedure_code: Set(e.procedure_code.clone()),
                 procedure_text: Set(e.procedure_text.clone()),
-                priority: Set(e.priority.clone()),
+                priority: Set(e.priority.as_str().to_string()),
                 status: Set(ExamStatus::Received.as_str().to_string()),
                 trace_parent: Set(e.trace_parent.clone()),
                 leased_until: Set(None),
@@ -156,16 +129,18 @@ impl Store {
         Ok(self.insert_exams(std::slice::from_ref(exam)).await?[0])
     }
 
-    pub async fn exam(&self, id: i64) -> Result<Option<exam::Model>, StoreError> {
-        exam::Entity::find_by_id(id).one(&self.db).await.map_err(|e| StoreError::query("get exam", e))
+    pub async fn exam(&self, id: i64) -> Result<Option<ExamRecord>, StoreError> {
+        let row = exam::Entity::find_by_id(id).one(&self.db).await.map_err(|e| StoreError::query("get exam", e))?;
+        row.map(exam_of).transpose()
     }
 
-    pub async fn exam_by_key(&self, event_key: &str) -> Result<Option<exam::Model>, StoreError> {
-        exam::Entity::find()
+    pub async fn exam_by_key(&self, event_key: &str) -> Result<Option<ExamRecord>, StoreError> {
+        let row = exam::Entity::find()
             .filter(exam::Column::EventKey.eq(event_key))
             .one(&self.db)
             .await
-            .map_err(|e| StoreError::query("get exam", e))
+            .map_err(|e| StoreError::query("get exam", e))?;
+        row.map(exam_of).transpose()
     }
 
     pub async fn set_exam_status(&self, id: i64, status: ExamStatus) -> Result<(), StoreError> {
@@ -188,14 +163,16 @@ impl Store {
         patient_id: &str,
         accession_number: Option<&str>,
         study_instance_uid: Option<&str>,
-    ) -> Result<Vec<exam::Model>, StoreError> {
+    ) -> Result<Vec<ExamRecord>, StoreError> {
         let mut query = exam::Entity::find().filter(exam::Column::PatientId.eq(patient_id));
         query = match (accession_number, study_instance_uid) {
             (Some(acc), _) => query.filter(exam::Column::AccessionNumber.eq(acc)),
             (None, Some(uid)) => query.filter(exam::Column::StudyInstanceUid.eq(uid)),
             (None, None) => return Ok(Vec::new()),
         };
-        query.order_by_asc(exam::Column::Id).all(&self.db).await.map_err(|e| StoreError::query("find exams", e))
+        let rows =
+            query.order_by_asc(exam::Column::Id).all(&self.db).await.map_err(|e| StoreError::query("find exams", e))?;
+        exams_of(rows)
     }
 
     /// Applies an `exam.updated` event: new schedule and order details. A planned exam
@@ -208,7 +185,7 @@ impl Store {
         let Some(current) = exam::Entity::find_by_id(id).one(&txn).await.map_err(|e| StoreError::query(op, e))? else {
             return Ok(());
         };
-        let replan = matches!(current.status.as_str(), "planned" | "fetching");
+        let replan = matches!(ExamStatus::parse(&current.status), Some(ExamStatus::Planned | ExamStatus::Fetching));
         let mut update = exam::Entity::update_many()
             .col_expr(exam::Column::ScheduledAt, Expr::value(changes.scheduled_at.or(current.scheduled_at)))
             .col_expr(exam::Column::Modality, Expr::value(changes.modality.clone().or(current.modality)))
@@ -221,7 +198,7 @@ impl Store {
                 exam::Column::ProcedureText,
                 Expr::value(changes.procedure_text.clone().or(current.procedure_text)),
             )
-            .col_expr(exam::Column::Priority, Expr::value(changes.priority.clone()))
+            .col_expr(exam::Column::Priority, Expr::value(changes.priority.as_str()))
             .col_expr(exam::Column::UpdatedAt, Expr::value(now))
             .filter(exam::Column::Id.eq(id));
         if replan {
@@ -261,13 +238,37 @@ impl Store {
     }
 
     /// Newest exams first (`priorfetch demo`, tests, the admin API).
-    pub async fn list_exams(&self, limit: u64) -> Result<Vec<exam::Model>, StoreError> {
-        exam::Entity::find()
+    pub async fn list_exams(&self, limit: u64) -> Result<Vec<ExamRecord>, StoreError> {
+        let rows = exam::Entity::find()
             .order_by_desc(exam::Column::Id)
             .limit(limit)
             .all(&self.db)
             .await
-            .map_err(|e| StoreError::query("list exams", e))
+            .map_err(|e| StoreError::query("list exams", e))?;
+        exams_of(rows)
+    }
+
+    /// Exam counts by status.
+    pub async fn exam_counts(&self) -> Result<Vec<(ExamStatus, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = exam::Entity::find()
+            .select_only()
+            .column(exam::Column::Status)
+            .column_as(exam::Column::Id.count(), "n")
+            .group_by(exam::Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(|e| StoreError::query("count exams", e))?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for (status, n) in rows {
+            match ExamStatus::parse(&status) {
+                Some(status) => counts.push((status, n)),
+                None => {
+                    tracing::warn!(status, exams = n, "exams in a status this version does not know are not counted")
+                }
+            }
+        }
+        Ok(counts)
     }
 
     pub async fn count_exams(&self) -> Result<u64, StoreError> {
@@ -275,7 +276,7 @@ impl Store {
         exam::Entity::find().count(&self.db).await.map_err(|e| StoreError::query("count exams", e))
     }
 
-    pub async fn dead_letters(&self) -> Result<Vec<dead_letter::Model>, StoreError> {
+    pub async fn dead_letters(&self) -> Result<Vec<crate::DeadLetter>, StoreError> {
         dead_letter::Entity::find()
             .order_by_asc(dead_letter::Column::Id)
             .all(&self.db)
@@ -285,7 +286,7 @@ impl Store {
 
     /// Claims up to `limit` received exams for planning, with a lease; on Postgres in one
     /// `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)` statement.
-    pub async fn claim_exams(&self, worker: &str, limit: u32, lease: Duration) -> Result<Vec<exam::Model>, StoreError> {
+    pub async fn claim_exams(&self, worker: &str, limit: u32, lease: Duration) -> Result<Vec<ExamRecord>, StoreError> {
         let op = "claim exams";
         let now = Utc::now();
         let until = now + lease;
@@ -300,14 +301,19 @@ impl Store {
                     sql,
                     [worker.into(), until.into(), now.into(), (limit as i64).into()],
                 );
-                exam::Entity::find().from_raw_sql(stmt).all(&self.db).await.map_err(|e| StoreError::query(op, e))
+                let rows = exam::Entity::find()
+                    .from_raw_sql(stmt)
+                    .all(&self.db)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?;
+                exams_of(rows)
             }
             _ => {
                 let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
                 let ids: Vec<i64> = exam::Entity::find()
                     .select_only()
                     .column(exam::Column::Id)
-                    .filter(exam::Column::Status.eq("received"))
+                    .filter(exam::Column::Status.eq(ExamStatus::Received.as_str()))
                     .order_by_desc(ExprTrait::eq(Expr::col(exam::Column::Priority), "stat"))
                     .order_by_asc(exam::Column::ScheduledAt)
                     .order_by_asc(exam::Column::Id)
@@ -317,7 +323,7 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::query(op, e))?;
                 let claimed = exam::Entity::update_many()
-                    .col_expr(exam::Column::Status, Expr::value("planning"))
+                    .col_expr(exam::Column::Status, Expr::value(ExamStatus::Planning.as_str()))
                     .col_expr(exam::Column::Worker, Expr::value(worker))
                     .col_expr(exam::Column::LeasedUntil, Expr::value(until))
                     .col_expr(exam::Column::UpdatedAt, Expr::value(now))
@@ -326,7 +332,7 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::query(op, e))?;
                 txn.commit().await.map_err(|e| StoreError::query(op, e))?;
-                Ok(claimed)
+                exams_of(claimed)
             }
         }
     }

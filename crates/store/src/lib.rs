@@ -1,7 +1,8 @@
 //! priorfetch's database: the only hand-off between listener, planner and mover.
 //!
 //! Layout:
-//! - `entity/`: sea-orm entities (exams, priors, retrieve_jobs, archive_slots, dead_letters).
+//! - `entity/`: sea-orm entities (exams, priors, retrieve_jobs, archive_slots, dead_letters),
+//!   private: callers get domain types (`Job`, `ExamRecord`), mapped in `rows.rs`.
 //! - `migration/`: one migration set for Postgres and SQLite.
 //! - `exams.rs`: idempotent exam intake, planner claims, dead letters.
 //! - `jobs/`: the retrieve-job queue: enqueue, claim under a per-archive cap, progress,
@@ -19,7 +20,7 @@
 //! single process (one connection, so a single writer).
 
 pub mod backoff;
-pub mod entity;
+mod entity;
 mod error;
 mod exams;
 pub mod housekeeping;
@@ -28,15 +29,20 @@ pub mod liveness;
 pub mod migration;
 mod planning;
 mod retrieval;
+mod rows;
 mod signal;
 
 pub use backoff::RetryPolicy;
+pub use entity::dead_letter::Model as DeadLetter;
+pub use entity::exam_plan::Model as ExamPlan;
+pub use entity::prior::Model as Prior;
 pub use error::StoreError;
-pub use exams::{ExamStatus, Inserted, NewExam};
-pub use jobs::{Counts, Finish, JobState, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome};
+pub use exams::{Inserted, NewExam};
+pub use jobs::{Finish, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome};
 pub use liveness::{Heartbeat, HeartbeatOptions, worker_identity};
 pub use planning::{PlanOutcome, PlanRecord, PriorRecord};
-pub use retrieval::{ExamRollUp, exam_status_of};
+pub use priorfetch_domain::{Counts, ExamPriority, ExamRecord, ExamStatus, Job, JobState, RetrieveMethod};
+pub use retrieval::ExamRollUp;
 pub use signal::WorkSignal;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};

@@ -5,7 +5,7 @@
 mod reconcile;
 
 use crate::entity::{exam, exam_plan, prior};
-use crate::{NewJob, Store, StoreError};
+use crate::{ExamRecord, ExamStatus, NewJob, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -63,9 +63,18 @@ pub struct PlanOutcome {
 }
 
 /// Statuses from which an exam may be re-planned (not cancelled, not being planned).
-const REPLANNABLE: [&str; 5] = ["planned", "fetching", "complete", "partial", "failed"];
+const REPLANNABLE: [ExamStatus; 5] =
+    [ExamStatus::Planned, ExamStatus::Fetching, ExamStatus::Complete, ExamStatus::Partial, ExamStatus::Failed];
 /// Statuses a refused plan moves to `failed` (all but `cancelled`).
-const REFUSABLE: [&str; 7] = ["received", "planning", "planned", "fetching", "complete", "partial", "failed"];
+const REFUSABLE: [ExamStatus; 7] = [
+    ExamStatus::Received,
+    ExamStatus::Planning,
+    ExamStatus::Planned,
+    ExamStatus::Fetching,
+    ExamStatus::Complete,
+    ExamStatus::Partial,
+    ExamStatus::Failed,
+];
 
 impl Store {
     /// Records a plan in one transaction: the exam's priors are replaced by
@@ -177,15 +186,18 @@ impl Store {
         if !cancelled {
             // a refused exam fails from any status (also a re-plan of a row stored before
             // the check existed); a normal plan moves only `planning` to `planned`
-            let (to, from): (&str, &[&str]) =
-                if plan.refusal.is_some() { ("failed", &REFUSABLE) } else { ("planned", &["planning"]) };
+            let (to, from): (ExamStatus, &[ExamStatus]) = if plan.refusal.is_some() {
+                (ExamStatus::Failed, &REFUSABLE)
+            } else {
+                (ExamStatus::Planned, &[ExamStatus::Planning])
+            };
             exam::Entity::update_many()
-                .col_expr(exam::Column::Status, Expr::value(to))
+                .col_expr(exam::Column::Status, Expr::value(to.as_str()))
                 .col_expr(exam::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
                 .col_expr(exam::Column::Worker, Expr::value(Option::<String>::None))
                 .col_expr(exam::Column::UpdatedAt, Expr::value(now))
                 .filter(exam::Column::Id.eq(plan.exam_id))
-                .filter(exam::Column::Status.is_in(from.iter().copied()))
+                .filter(exam::Column::Status.is_in(from.iter().map(|s| s.as_str())))
                 .exec(&txn)
                 .await
                 .map_err(|e| StoreError::query(op, e))?;
@@ -236,12 +248,12 @@ impl Store {
     /// Claims up to `limit` exams whose re-plan is due. The claim pushes `replan_at` out
     /// by `lease`, so a worker that dies mid-plan leaves the exam due again afterwards;
     /// recording the new plan sets the next `replan_at` (or none).
-    pub async fn claim_replans(&self, limit: u32, lease: Duration) -> Result<Vec<exam::Model>, StoreError> {
+    pub async fn claim_replans(&self, limit: u32, lease: Duration) -> Result<Vec<ExamRecord>, StoreError> {
         let op = "claim replans";
         let now = Utc::now();
         let until = now + lease;
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
-        let statuses = REPLANNABLE.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+        let statuses = REPLANNABLE.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
         let ids: Vec<i64> = match self.backend() {
             DbBackend::Postgres => {
                 let sql = format!(
@@ -277,7 +289,7 @@ impl Store {
                         .select_only()
                         .column(exam::Column::Id)
                         .filter(exam::Column::Id.is_in(due))
-                        .filter(exam::Column::Status.is_in(REPLANNABLE))
+                        .filter(exam::Column::Status.is_in(REPLANNABLE.map(ExamStatus::as_str)))
                         .limit(limit as u64)
                         .into_tuple()
                         .all(&txn)
@@ -303,7 +315,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::query(op, e))?;
         txn.commit().await.map_err(|e| StoreError::query(op, e))?;
-        Ok(exams)
+        crate::rows::exams_of(exams)
     }
 
     /// The earliest pending re-plan, so an idle planner knows how long it may sleep.

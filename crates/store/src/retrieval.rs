@@ -18,20 +18,6 @@ pub struct ExamRollUp {
     pub ready_at: DateTime<Utc>,
 }
 
-/// The exam status that a set of finished job states adds up to.
-pub fn exam_status_of(states: &[JobState]) -> ExamStatus {
-    let done = |s: &JobState| matches!(s, JobState::Completed | JobState::Skipped);
-    if states.iter().all(|s| *s == JobState::Cancelled) && !states.is_empty() {
-        ExamStatus::Cancelled
-    } else if states.iter().filter(|s| **s != JobState::Cancelled).all(done) {
-        ExamStatus::Complete
-    } else if states.iter().any(|s| done(s) || *s == JobState::Partial) {
-        ExamStatus::Partial
-    } else {
-        ExamStatus::Failed
-    }
-}
-
 impl Store {
     /// Records which instances the next attempt must bring (None: the whole study).
     /// Only the worker that holds the running job may set it.
@@ -132,7 +118,7 @@ impl Store {
             txn.commit().await.map_err(|e| StoreError::query(op, e))?;
             return Ok(None);
         }
-        let status = exam_status_of(&states);
+        let status = ExamStatus::roll_up(&states);
         let updated = exam::Entity::update_many()
             .col_expr(exam::Column::Status, Expr::value(status.as_str()))
             .col_expr(exam::Column::UpdatedAt, Expr::value(now))
@@ -159,11 +145,11 @@ mod tests {
     #[test]
     fn exam_status_adds_up_from_job_states() {
         use JobState::*;
-        assert_eq!(exam_status_of(&[Completed, Skipped]), ExamStatus::Complete);
-        assert_eq!(exam_status_of(&[Completed, Cancelled]), ExamStatus::Complete);
-        assert_eq!(exam_status_of(&[Completed, Failed]), ExamStatus::Partial);
-        assert_eq!(exam_status_of(&[Partial]), ExamStatus::Partial);
-        assert_eq!(exam_status_of(&[Failed, Failed]), ExamStatus::Failed);
-        assert_eq!(exam_status_of(&[Cancelled]), ExamStatus::Cancelled);
+        assert_eq!(ExamStatus::roll_up(&[Completed, Skipped]), ExamStatus::Complete);
+        assert_eq!(ExamStatus::roll_up(&[Completed, Cancelled]), ExamStatus::Complete);
+        assert_eq!(ExamStatus::roll_up(&[Completed, Failed]), ExamStatus::Partial);
+        assert_eq!(ExamStatus::roll_up(&[Partial]), ExamStatus::Partial);
+        assert_eq!(ExamStatus::roll_up(&[Failed, Failed]), ExamStatus::Failed);
+        assert_eq!(ExamStatus::roll_up(&[Cancelled]), ExamStatus::Cancelled);
     }
 }

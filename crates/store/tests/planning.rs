@@ -1,6 +1,7 @@
 //! Recording plans and re-plans, on Postgres and SQLite through the same test bodies.
 
 use chrono::{Duration as Days, Utc};
+use priorfetch_store::{ExamPriority, JobState, RetrieveMethod};
 use priorfetch_store::{ExamStatus, NewExam, NewJob, PlanRecord, PriorRecord, Store};
 use priorfetch_testkit::db::{TestDb, init_test_log};
 use std::time::Duration;
@@ -34,7 +35,7 @@ fn exam(key: &str) -> NewExam {
         body_part: None,
         procedure_code: None,
         procedure_text: None,
-        priority: "routine".into(),
+        priority: ExamPriority::Routine,
         trace_parent: None,
     }
 }
@@ -57,7 +58,7 @@ fn job(exam_id: i64, uid: &str) -> NewJob {
         exam_id,
         study_instance_uid: uid.into(),
         archive: "a".into(),
-        method: "move".into(),
+        method: RetrieveMethod::Move,
         destination: "DEST".into(),
         priority: 5,
         not_before: Utc::now(),
@@ -96,7 +97,7 @@ async fn plan_is_recorded_in_one_go_and_replaces_priors(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(new, 1);
-    assert_eq!(store.exam(id).await.unwrap().unwrap().status, ExamStatus::Planned.as_str());
+    assert_eq!(store.exam(id).await.unwrap().unwrap().status, ExamStatus::Planned);
     let priors = store.priors_of_exam(id).await.unwrap();
     assert_eq!(priors.len(), 2);
     assert!(priors[0].selected && priors[0].study_instance_uid == "1.1");
@@ -131,7 +132,7 @@ async fn replans_are_claimed_when_due_and_only_once(db: TestDb) {
     let next = store.next_replan_at().await.unwrap().unwrap();
     assert!(next <= Utc::now(), "{next}");
     let claimed = store.claim_replans(10, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), vec![due]);
+    assert_eq!(claimed.iter().map(|e| e.exam.id).collect::<Vec<_>>(), vec![due]);
     // the claim leases it: not claimable again until the lease ends
     assert!(store.claim_replans(10, Duration::from_secs(60)).await.unwrap().is_empty());
     // the new plan without gaps clears it
@@ -139,7 +140,7 @@ async fn replans_are_claimed_when_due_and_only_once(db: TestDb) {
     let p = store.exam_plan(due).await.unwrap().unwrap();
     assert_eq!((p.attempts, p.replan_at), (2, None));
     // the exam stays planned through a re-plan
-    assert_eq!(store.exam(due).await.unwrap().unwrap().status, "planned");
+    assert_eq!(store.exam(due).await.unwrap().unwrap().status, ExamStatus::Planned);
     let next = store.next_replan_at().await.unwrap().unwrap();
     assert!((next - at).num_seconds().abs() < 2, "{next} vs {at}");
 }
@@ -155,13 +156,13 @@ async fn cancelled_exam_gets_no_jobs(db: TestDb) {
         .unwrap();
     assert_eq!(new, 0);
     assert!(store.jobs_of_exam(id).await.unwrap().is_empty());
-    assert_eq!(store.exam(id).await.unwrap().unwrap().status, "cancelled");
+    assert_eq!(store.exam(id).await.unwrap().unwrap().status, ExamStatus::Cancelled);
     let p = store.exam_plan(id).await.unwrap().unwrap();
     assert_eq!(p.replan_at, None);
     assert!(!store.priors_of_exam(id).await.unwrap()[0].selected);
     // release of a planning exam puts it back; of a cancelled one, nothing
     store.release_exam(id).await.unwrap();
-    assert_eq!(store.exam(id).await.unwrap().unwrap().status, "cancelled");
+    assert_eq!(store.exam(id).await.unwrap().unwrap().status, ExamStatus::Cancelled);
 }
 
 fn on(archive: &str, uid: &str, exam_id: i64) -> NewJob {
@@ -169,9 +170,9 @@ fn on(archive: &str, uid: &str, exam_id: i64) -> NewJob {
 }
 
 /// Jobs that ran or may run: not skipped, not cancelled.
-async fn live_jobs(store: &Store, id: i64) -> Vec<priorfetch_store::entity::retrieve_job::Model> {
+async fn live_jobs(store: &Store, id: i64) -> Vec<priorfetch_store::Job> {
     let all = store.jobs_of_exam(id).await.unwrap();
-    all.into_iter().filter(|j| j.state != "skipped" && j.state != "cancelled").collect()
+    all.into_iter().filter(|j| j.state != JobState::Skipped && j.state != JobState::Cancelled).collect()
 }
 
 /// No live job belongs to a prior the recorded plan marks skipped, and at most `max` live.
@@ -188,7 +189,7 @@ async fn assert_obeyed(store: &Store, id: i64, max: usize, step: &str) {
             p.reason
         );
     }
-    for j in store.jobs_of_exam(id).await.unwrap().iter().filter(|j| j.state == "skipped") {
+    for j in store.jobs_of_exam(id).await.unwrap().iter().filter(|j| j.state == JobState::Skipped) {
         assert_eq!(j.attempt, 0, "{step}: a skipped job never ran");
     }
 }
@@ -223,7 +224,7 @@ async fn replans_never_exceed_max_nor_keep_jobs_of_skipped_priors(db: TestDb) {
     assert_obeyed(&store, id, 4, "plan 2").await;
     let live = live_jobs(&store, id).await;
     assert_eq!(live.len(), 4);
-    assert!(live.iter().any(|j| j.study_instance_uid == started && j.state == "running"));
+    assert!(live.iter().any(|j| j.study_instance_uid == started && j.state == JobState::Running));
     let priors = store.priors_of_exam(id).await.unwrap();
     let of = |uid: &str| priors.iter().find(|p| p.study_instance_uid == uid).unwrap().clone();
     assert!(of(&started).selected && of(&started).reason.starts_with("kept:"), "{:?}", of(&started));
@@ -246,8 +247,8 @@ async fn replans_never_exceed_max_nor_keep_jobs_of_skipped_priors(db: TestDb) {
     assert_obeyed(&store, id, 4, "plan 4").await;
     let jobs = store.jobs_of_exam(id).await.unwrap();
     let job_of = |uid: &str| jobs.iter().find(|j| j.study_instance_uid == uid).unwrap();
-    assert_eq!(job_of(&again).state, "available");
-    assert_eq!(job_of("1.3").state, "skipped");
+    assert_eq!(job_of(&again).state, JobState::Available);
+    assert_eq!(job_of("1.3").state, JobState::Skipped);
     assert_eq!(jobs.len(), 7, "one row per study (1.4 never had one): skipped rows are reused");
 }
 
@@ -266,9 +267,9 @@ async fn refused_plan_fails_the_exam_and_cancels_its_jobs(db: TestDb) {
     };
     let outcome = store.record_plan_outcome(&refused).await.unwrap();
     assert_eq!((outcome.jobs_inserted, outcome.jobs_stopped), (0, 2));
-    assert_eq!(store.exam(id).await.unwrap().unwrap().status, "failed");
+    assert_eq!(store.exam(id).await.unwrap().unwrap().status, ExamStatus::Failed);
     let jobs = store.jobs_of_exam(id).await.unwrap();
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j.state == "cancelled" && j.last_error.as_deref().unwrap().contains("'*'")));
+    assert!(jobs.iter().all(|j| j.state == JobState::Cancelled && j.last_error.as_deref().unwrap().contains("'*'")));
     assert_eq!(store.exam_plan(id).await.unwrap().unwrap().replan_at, None);
 }

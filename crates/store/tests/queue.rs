@@ -3,6 +3,7 @@
 
 use chrono::{Duration as Days, Utc};
 use priorfetch_store::{Counts, Finish, Inserted, JobState, NewExam, NewJob, RetryOutcome, RetryPolicy, Store};
+use priorfetch_store::{ExamPriority, ExamStatus, RetrieveMethod};
 use priorfetch_testkit::db::{TestDb, init_test_log};
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ store_tests!(
     progress_finish_and_lease_ownership,
     retry_backs_off_then_exhausts,
     cancel_exam_cancels_queued_and_running,
+    a_row_edited_by_hand_fails_with_its_reason,
     rescuer_returns_expired_leases,
     purge_removes_old_finished_rows,
     enqueue_wakes_an_idle_worker,
@@ -55,7 +57,7 @@ fn exam(key: &str) -> NewExam {
         body_part: Some("CHEST".into()),
         procedure_code: None,
         procedure_text: None,
-        priority: "routine".into(),
+        priority: ExamPriority::Routine,
         trace_parent: None,
     }
 }
@@ -65,7 +67,7 @@ fn job(exam_id: i64, study: &str, archive: &str, priority: i32, deadline_h: i64)
         exam_id,
         study_instance_uid: study.into(),
         archive: archive.into(),
-        method: "move".into(),
+        method: RetrieveMethod::Move,
         destination: "DEST".into(),
         priority,
         not_before: Utc::now() - Days::seconds(1),
@@ -93,8 +95,8 @@ async fn exam_insert_is_idempotent(db: TestDb) {
     assert_eq!(out[2], Inserted::Duplicate(out[0].id()));
     assert!(matches!(out[3], Inserted::New(_)));
     let stored = s.exam_by_key("e3").await.unwrap().unwrap();
-    assert_eq!(stored.status, "received");
-    assert_eq!(stored.id, out[3].id());
+    assert_eq!(stored.status, ExamStatus::Received);
+    assert_eq!(stored.exam.id, out[3].id());
 }
 
 async fn enqueue_is_idempotent_and_claim_orders_by_priority_then_deadline(db: TestDb) {
@@ -107,7 +109,9 @@ async fn enqueue_is_idempotent_and_claim_orders_by_priority_then_deadline(db: Te
     let claimed = s.claim_jobs("w1", &archives(&["a"]), 10, LEASE).await.unwrap();
     let order: Vec<&str> = claimed.iter().map(|j| j.study_instance_uid.as_str()).collect();
     assert_eq!(order, ["1.3", "1.2", "1.1"]);
-    assert!(claimed.iter().all(|j| j.state == "running" && j.attempt == 1 && j.worker.as_deref() == Some("w1")));
+    assert!(
+        claimed.iter().all(|j| j.state == JobState::Running && j.attempt == 1 && j.worker.as_deref() == Some("w1"))
+    );
     assert!(s.claim_jobs("w2", &archives(&["a"]), 10, LEASE).await.unwrap().is_empty(), "claimed once");
 }
 
@@ -118,7 +122,7 @@ async fn claim_respects_not_before_and_archive_filter(db: TestDb) {
     let mut later = job(e, "2.1", "a", 1, 5);
     later.not_before = Utc::now() + Days::hours(1);
     s.enqueue_jobs(&[later, job(e, "2.2", "b", 1, 5)]).await.unwrap();
-    assert_eq!(s.job_counts().await.unwrap().iter().find(|(st, _)| st == "scheduled").map(|c| c.1), Some(1));
+    assert_eq!(s.job_counts().await.unwrap().iter().find(|(st, _)| *st == JobState::Scheduled).map(|c| c.1), Some(1));
     assert!(s.claim_jobs("w", &archives(&["a"]), 10, LEASE).await.unwrap().is_empty(), "not due yet");
     let got = s.claim_jobs("w", &archives(&["a", "b"]), 10, LEASE).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -208,7 +212,7 @@ async fn progress_finish_and_lease_ownership(db: TestDb) {
     assert!(s.update_progress(j.id, "w", c, LEASE).await.unwrap());
     assert!(!s.update_progress(j.id, "intruder", c, LEASE).await.unwrap(), "only the lease holder updates");
     let stored = s.job(j.id).await.unwrap().unwrap();
-    assert_eq!((stored.remaining, stored.completed, stored.warning), (Some(6), 4, 1));
+    assert_eq!((stored.counts.remaining, stored.counts.completed, stored.counts.warning), (Some(6), 4, 1));
     let partial = Finish {
         state: JobState::Partial,
         counts: Counts { remaining: Some(0), completed: 9, failed: 1, warning: 1 },
@@ -218,10 +222,10 @@ async fn progress_finish_and_lease_ownership(db: TestDb) {
     assert!(s.finish_job(j.id, "w", &partial).await.unwrap());
     assert!(!s.finish_job(j.id, "w", &partial).await.unwrap(), "finishing twice is refused");
     let stored = s.job(j.id).await.unwrap().unwrap();
-    assert_eq!(stored.state, "partial");
+    assert_eq!(stored.state, JobState::Partial);
     assert_eq!(stored.last_status, Some(0xB000));
     assert!(stored.finished_at.is_some() && stored.leased_until.is_none());
-    assert_eq!(stored.errors.as_array().unwrap().len(), 1);
+    assert_eq!(stored.errors.len(), 1);
     // the slot is free again
     assert_eq!(s.claim_jobs("w2", &archives(&["a"]), 5, LEASE).await.unwrap().len(), 1);
 }
@@ -258,10 +262,33 @@ async fn retry_backs_off_then_exhausts(db: TestDb) {
     let out = s.retry_job(j.id, "w", "7 failed", Some(0xB000), some, &instant).await.unwrap();
     assert_eq!(out, RetryOutcome::Exhausted(JobState::Partial));
     let stored = s.job(j.id).await.unwrap().unwrap();
-    assert_eq!(stored.state, "partial");
-    let history: Vec<String> =
-        stored.errors.as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stored.state, JobState::Partial);
+    let history: Vec<&str> = stored.errors.iter().map(|e| e.error.as_str()).collect();
     assert_eq!(history, ["association rejected", "timeout", "7 failed"]);
+}
+
+/// A method the store never writes (a row edited by hand) is not claimed again and again:
+/// the job fails with a reason that names the row and the value, its slot comes back,
+/// and the job behind it runs.
+async fn a_row_edited_by_hand_fails_with_its_reason(db: TestDb) {
+    let s = store(&db).await;
+    s.sync_archive_slots(&[("a".into(), 1)]).await.unwrap();
+    let e = s.insert_exam(&exam("e")).await.unwrap().id();
+    s.enqueue_jobs(&[job(e, "6.1", "a", 1, 5), job(e, "6.2", "a", 2, 5)]).await.unwrap();
+    s.connection()
+        .execute_unprepared("UPDATE retrieve_jobs SET method = 'ftp' WHERE study_instance_uid = '6.1'")
+        .await
+        .unwrap();
+    assert!(s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap().is_empty());
+    let jobs = s.jobs_of_exam(e).await;
+    let err = jobs.expect_err("the list names the unreadable row").to_string();
+    assert!(err.contains("retrieve_jobs row") && err.contains("method 'ftp'"), "{err}");
+    let next = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap();
+    assert_eq!(next.iter().map(|j| j.study_instance_uid.as_str()).collect::<Vec<_>>(), ["6.2"]);
+    let failed = s.list_jobs(Some(JobState::Failed), 10).await.expect_err("still unreadable");
+    assert!(failed.to_string().contains("method 'ftp'"), "{failed}");
+    let counts = s.job_counts().await.unwrap();
+    assert!(counts.contains(&(JobState::Failed, 1)) && counts.contains(&(JobState::Running, 1)), "{counts:?}");
 }
 
 async fn cancel_exam_cancels_queued_and_running(db: TestDb) {
@@ -279,8 +306,8 @@ async fn cancel_exam_cancels_queued_and_running(db: TestDb) {
     );
     let done = Finish { state: JobState::Completed, counts: Counts::default(), last_status: None, error: None };
     assert!(!s.finish_job(running.id, "w", &done).await.unwrap(), "a cancelled job is not completed");
-    let states: Vec<String> = s.jobs_of_exam(e).await.unwrap().into_iter().map(|j| j.state).collect();
-    assert_eq!(states, ["cancelled", "cancelled"]);
+    let states: Vec<JobState> = s.jobs_of_exam(e).await.unwrap().into_iter().map(|j| j.state).collect();
+    assert_eq!(states, [JobState::Cancelled, JobState::Cancelled]);
     // the other exam's job is untouched and its slot came back when the worker gave up
     let next = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap();
     assert_eq!(next[0].exam_id, other);
@@ -297,7 +324,7 @@ async fn rescuer_returns_expired_leases(db: TestDb) {
     let report = s.rescue_expired().await.unwrap();
     assert_eq!((report.retried, report.failed, report.slots_freed), (1, 0, 1));
     let stored = s.job(j.id).await.unwrap().unwrap();
-    assert_eq!(stored.state, "retryable");
+    assert_eq!(stored.state, JobState::Retryable);
     assert!(stored.last_error.unwrap().contains("dead-worker"));
     let again = s.claim_jobs("w", &archives(&["a"]), 1, LEASE).await.unwrap();
     assert_eq!(again[0].id, j.id);
@@ -366,7 +393,7 @@ async fn enqueue_wakes_an_idle_worker(db: TestDb) {
 async fn planner_claims_exams_once(db: TestDb) {
     let s = store(&db).await;
     let mut stat = exam("stat");
-    stat.priority = "stat".into();
+    stat.priority = ExamPriority::Stat;
     stat.scheduled_at = Some(Utc::now() + Days::hours(20));
     s.insert_exams(&[exam("r1"), stat, exam("r2")]).await.unwrap();
     let first = s.claim_exams("p1", 2, LEASE).await.unwrap();
@@ -374,7 +401,7 @@ async fn planner_claims_exams_once(db: TestDb) {
     assert!(first.iter().any(|e| e.event_key == "stat"), "STAT first");
     let second = s.claim_exams("p2", 5, LEASE).await.unwrap();
     assert_eq!(second.len(), 1);
-    assert!(first.iter().all(|e| e.status == "planning"));
+    assert!(first.iter().all(|e| e.status == ExamStatus::Planning));
 }
 
 async fn migrations_are_idempotent(db: TestDb) {
@@ -402,15 +429,15 @@ async fn housekeeping_rescues_on_its_cron_schedule() {
         retention: Duration::from_secs(3600),
     };
     let task = tokio::spawn(hk.run(s.clone(), rx));
-    let mut state = String::new();
+    let mut state = JobState::Running;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         state = s.job(j.id).await.unwrap().unwrap().state;
-        if state == "retryable" {
+        if state == JobState::Retryable {
             break;
         }
     }
-    assert_eq!(state, "retryable");
+    assert_eq!(state, JobState::Retryable);
     tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(2), task).await.expect("stops on shutdown").unwrap();
 }

@@ -5,6 +5,7 @@
 
 use chrono::{Duration as Days, Utc};
 use priorfetch_store::housekeeping::Housekeeping;
+use priorfetch_store::{ExamPriority, RetrieveMethod};
 use priorfetch_store::{HeartbeatOptions, NewExam, NewJob, RescueScope, Store};
 use priorfetch_testkit::db::{TestDb, init_test_log};
 use std::str::FromStr;
@@ -37,7 +38,7 @@ fn new_exam(key: &str) -> NewExam {
         body_part: None,
         procedure_code: None,
         procedure_text: None,
-        priority: "stat".into(),
+        priority: ExamPriority::Stat,
         trace_parent: None,
     }
 }
@@ -58,7 +59,7 @@ fn move_job(exam_id: i64, study: &str, max_attempts: i32) -> NewJob {
         exam_id,
         study_instance_uid: study.into(),
         archive: "arch".into(),
-        method: "move".into(),
+        method: RetrieveMethod::Move,
         destination: "DEST".into(),
         priority: 0,
         not_before: Utc::now() - Days::seconds(1),
@@ -69,13 +70,13 @@ fn move_job(exam_id: i64, study: &str, max_attempts: i32) -> NewJob {
 }
 
 async fn busy_slots(store: &Store) -> i64 {
-    use priorfetch_store::entity::archive_slot;
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-    archive_slot::Entity::find()
-        .filter(archive_slot::Column::JobId.is_not_null())
-        .count(store.connection())
-        .await
-        .unwrap() as i64
+    use sea_orm::ConnectionTrait;
+    let stmt = sea_orm::Statement::from_string(
+        store.backend(),
+        "SELECT count(*) AS n FROM archive_slots WHERE job_id IS NOT NULL",
+    );
+    let row = store.connection().query_one_raw(stmt).await.unwrap().unwrap();
+    row.try_get::<i64>("", "n").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,8 +106,13 @@ async fn a_dead_workers_jobs_slots_and_exams_are_claimable_again_within_15_s() {
     let (mut jobs, mut exams) = (0, 0);
     while (jobs < 2 || exams < 1) && died.elapsed() < Duration::from_secs(25) {
         jobs += store.claim_jobs("host-b/mover", &["arch".into()], 2, LEASE).await.unwrap().len();
-        exams +=
-            store.claim_exams("host-b/planner", 10, LEASE).await.unwrap().iter().filter(|e| e.id == planned).count();
+        exams += store
+            .claim_exams("host-b/planner", 10, LEASE)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.exam.id == planned)
+            .count();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let took = died.elapsed();
@@ -175,14 +181,14 @@ async fn exams_whose_last_job_ended_without_a_roll_up_are_settled_once() {
     let done = Finish { state: JobState::Completed, counts: Counts::default(), last_status: Some(0), error: None };
     assert!(store.finish_job(jobs[0].id, "host-a/mover", &done).await.unwrap());
     assert_eq!(store.roll_up_exam(exam).await.unwrap(), None, "one job still open");
-    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "fetching");
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, ExamStatus::Fetching);
     // The second finish lands; the process dies before its roll-up.
     assert!(store.finish_job(jobs[1].id, "host-a/mover", &done).await.unwrap());
-    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "fetching");
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, ExamStatus::Fetching);
 
     let settled = store.settle_exams(100).await.unwrap();
     assert_eq!(settled.iter().map(|r| (r.exam_id, r.status)).collect::<Vec<_>>(), [(exam, ExamStatus::Complete)]);
-    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "complete");
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, ExamStatus::Complete);
     assert!(store.settle_exams(100).await.unwrap().is_empty(), "settled once");
 
     // A running job out of attempts whose worker died: the rescuer fails it, and the

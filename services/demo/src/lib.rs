@@ -11,7 +11,7 @@
 use anyhow::Context;
 use pacs_sim::{CapBehaviour, DataSource, Faults, MatchCap, Sim, SimConfig, SimHandle, StudySummary, SyntheticSpec};
 use priorfetch_config::{Config, Sources};
-use priorfetch_store::{JobState, Store};
+use priorfetch_store::{ExamStatus, Store};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -305,14 +305,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let deadline = Instant::now() + options.timeout;
     loop {
         let exams = store.list_exams(10_000).await?;
-        let finished = exams
-            .iter()
-            .filter(|e| ["complete", "partial", "failed", "cancelled"].contains(&e.status.as_str()))
-            .count();
-        let planned = exams.iter().filter(|e| !["received", "planning"].contains(&e.status.as_str())).count();
+        let finished = exams.iter().filter(|e| e.status.is_terminal()).count();
+        let planned = exams.iter().filter(|e| !matches!(e.status, ExamStatus::Received | ExamStatus::Planning)).count();
         let counts = store.job_counts().await?;
-        let done_jobs: i64 =
-            counts.iter().filter(|(s, _)| JobState::parse(s).is_some_and(|s| s.is_finished())).map(|(_, n)| *n).sum();
+        let done_jobs: i64 = counts.iter().filter(|(s, _)| s.is_finished()).map(|(_, n)| *n).sum();
         bars.update(planned as u64, done_jobs as u64, archives.dest.received().len() as u64);
         if finished == expected.len() || Instant::now() > deadline {
             break;
@@ -335,17 +331,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let mut ok = true;
     for exam in store.list_exams(10_000).await?.into_iter().rev() {
         let Some(ExpectedExam { patient, modality, priors }) = expected.get(&exam.event_key) else { continue };
-        let jobs = store.jobs_of_exam(exam.id).await?;
+        let jobs = store.jobs_of_exam(exam.exam.id).await?;
         for j in &jobs {
-            *jobs_by_state.entry(j.state.clone()).or_default() += 1;
+            *jobs_by_state.entry(j.state.as_str().to_string()).or_default() += 1;
         }
         let arrived = priors.iter().filter(|(uid, n)| at_dest.get(uid).is_some_and(|got| got.len() >= *n)).count();
         ok &= arrived == priors.len();
         lines.push(ExamLine {
-            exam_id: exam.id,
+            exam_id: exam.exam.id,
             patient: patient.clone(),
             modality: modality.clone(),
-            status: exam.status.clone(),
+            status: exam.status.as_str().to_string(),
             expected: priors.len(),
             arrived,
             jobs: jobs.len(),

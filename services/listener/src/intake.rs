@@ -74,7 +74,7 @@ fn new_exam(event: &ExamEvent) -> NewExam {
         body_part: event.body_part.clone(),
         procedure_code: event.procedure.as_ref().and_then(|p| p.code.clone()),
         procedure_text: event.procedure.as_ref().and_then(|p| p.text.clone()),
-        priority: event.priority.as_str().to_string(),
+        priority: event.priority,
         trace_parent: None,
     }
 }
@@ -205,16 +205,20 @@ impl Intake {
             }
             (EventKind::Updated, false) => {
                 for exam in &exams {
-                    self.store.update_exam(exam.id, &new_exam(event)).await?;
+                    self.store.update_exam(exam.exam.id, &new_exam(event)).await?;
                 }
                 Verdict::Updated
             }
             (_, true) => Verdict::Unmatched,
             (_, false) => {
                 for exam in &exams {
-                    let running = self.store.cancel_exam(exam.id).await?;
+                    let running = self.store.cancel_exam(exam.exam.id).await?;
                     if !running.is_empty() {
-                        tracing::info!(exam_id = exam.id, running = running.len(), "cancel sent to running retrieves");
+                        tracing::info!(
+                            exam_id = exam.exam.id,
+                            running = running.len(),
+                            "cancel sent to running retrieves"
+                        );
                     }
                 }
                 Verdict::Cancelled

@@ -3,6 +3,7 @@
 use chrono::Utc;
 use priorfetch_events::DecodeOptions;
 use priorfetch_listener::{Intake, Verdict};
+use priorfetch_store::{ExamStatus, JobState, RetrieveMethod};
 use priorfetch_store::{NewJob, Store};
 use priorfetch_testkit::db::TestDb;
 
@@ -30,7 +31,7 @@ async fn update_reschedules_and_cancel_ends_exam_and_jobs() {
         exam_id,
         study_instance_uid: study.into(),
         archive: "a".into(),
-        method: "move".into(),
+        method: RetrieveMethod::Move,
         destination: "DEST".into(),
         priority: 1,
         not_before: Utc::now(),
@@ -44,9 +45,9 @@ async fn update_reschedules_and_cancel_ends_exam_and_jobs() {
     let update = event("e2", "exam.updated", Some("2026-11-24T14:00:00+01:00"));
     assert_eq!(intake.process(&[&update]).await.unwrap(), vec![Verdict::Updated]);
     let exam = store.exam(exam_id).await.unwrap().unwrap();
-    assert_eq!(exam.scheduled_at.unwrap().to_rfc3339(), "2026-11-24T13:00:00+00:00");
-    assert_eq!(exam.status, "received", "re-planned");
-    assert!(store.jobs_of_exam(exam_id).await.unwrap().iter().all(|j| j.state == "cancelled"));
+    assert_eq!(exam.exam.scheduled_at.unwrap().to_rfc3339(), "2026-11-24T13:00:00+00:00");
+    assert_eq!(exam.status, ExamStatus::Received, "re-planned");
+    assert!(store.jobs_of_exam(exam_id).await.unwrap().iter().all(|j| j.state == JobState::Cancelled));
 
     // new jobs after re-planning; one running when the cancel arrives
     store.enqueue_jobs(&[NewJob { study_instance_uid: "1.3".into(), ..job("x") }]).await.unwrap();
@@ -54,7 +55,7 @@ async fn update_reschedules_and_cancel_ends_exam_and_jobs() {
     assert_eq!(running.len(), 1);
     let cancel = event("e3", "exam.cancelled", None);
     assert_eq!(intake.process(&[&cancel]).await.unwrap(), vec![Verdict::Cancelled]);
-    assert_eq!(store.exam(exam_id).await.unwrap().unwrap().status, "cancelled");
+    assert_eq!(store.exam(exam_id).await.unwrap().unwrap().status, ExamStatus::Cancelled);
     assert!(
         !store
             .update_progress(running[0].id, "mover", Default::default(), std::time::Duration::from_secs(60))

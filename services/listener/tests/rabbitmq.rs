@@ -131,7 +131,7 @@ async fn ten_thousand_events_exactly_once_across_a_broker_restart() {
     let dlq = queue_depth(&config, &config.dead_letter_queue).await as usize;
     assert!(dlq >= invalid && dlq <= invalid + 200, "{dlq} on the dead-letter queue");
     let hl7 = store.exam_by_key("hl7:rabbitmq:HL7-4").await.unwrap().expect("HL7 order stored");
-    assert_eq!(hl7.accession_number.as_deref(), Some("HACC4"));
+    assert_eq!(hl7.exam.accession_number.as_deref(), Some("HACC4"));
 }
 
 /// A listener that committed a batch and died before acking: the broker redelivers, the

@@ -222,7 +222,7 @@ fn open_archives(ctx: &Ctx) -> Vec<String> {
 async fn refresh_job_gauge(store: &Store) {
     if let Ok(counts) = store.job_counts().await {
         for state in JobState::ALL {
-            let n = counts.iter().find(|(s, _)| s == state.as_str()).map(|(_, n)| *n).unwrap_or(0);
+            let n = counts.iter().find(|(s, _)| *s == state).map(|(_, n)| *n).unwrap_or(0);
             metrics::JOBS.with_label_values(&[state.as_str()]).set(n);
         }
     }

@@ -5,8 +5,8 @@
 //! has long handed the job to another worker, and the write would find it gone.
 
 use crate::{Ctx, metrics};
-use priorfetch_store::entity::retrieve_job;
-use priorfetch_store::{Counts, ExamRollUp, ExamStatus, Finish, JobState, RetryOutcome, StoreError};
+
+use priorfetch_store::{Counts, ExamRollUp, ExamStatus, Finish, Job, JobState, RetryOutcome, StoreError};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -67,7 +67,7 @@ where
 
 pub(crate) async fn finish(
     ctx: &Ctx,
-    job: &retrieve_job::Model,
+    job: &Job,
     state: JobState,
     counts: Counts,
     last_status: Option<i32>,
@@ -92,7 +92,7 @@ pub(crate) async fn finish(
 
 pub(crate) async fn retry(
     ctx: &Ctx,
-    job: &retrieve_job::Model,
+    job: &Job,
     error: &str,
     last_status: Option<i32>,
     counts: Counts,

@@ -14,8 +14,8 @@ use priorfetch_config::{ArchiveConfig, RetrieveMethod};
 use priorfetch_dimse::scu::identifier;
 use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, Peer, QueryModel, SubOperations};
 use priorfetch_events::short_hash;
-use priorfetch_store::entity::retrieve_job;
-use priorfetch_store::{Counts, Finish, JobState};
+
+use priorfetch_store::{Counts, Finish, Job, JobState};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,7 @@ struct Retrieved {
 
 /// Runs one attempt, then settles the job's spool folder: kept only when the job went
 /// back to the queue for a retry (the next attempt here forwards what it holds).
-pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch::Receiver<bool>) -> RunEnd {
+pub(crate) async fn run_job(ctx: Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> RunEnd {
     let id = job.id;
     ctx.running_ids().insert(id);
     let end = run_attempt(&ctx, job, stop).await;
@@ -55,7 +55,7 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: retrieve_job::Model, stop: watch
     end
 }
 
-async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Receiver<bool>) -> RunEnd {
+async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> RunEnd {
     let Some(archive) = ctx.config.archives.iter().find(|a| a.name == job.archive).cloned() else {
         let error = format!(
             "archive '{}' is not configured in this process: add it to [[archives]] or retry the job elsewhere",
@@ -64,33 +64,17 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
         return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
     };
     // The job says how (the planner recorded the archive's method when it planned).
-    let method = match RetrieveMethod::parse(&job.method) {
-        Some(m @ (RetrieveMethod::Move | RetrieveMethod::Get)) => m,
-        Some(RetrieveMethod::Wado) => {
-            let error =
-                "retrieve = \"wado\" is not implemented in this version: use move or get for this archive".to_string();
-            return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
-        }
-        None => {
-            let error = format!("job method '{}' is not move, get or wado", job.method);
-            return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
-        }
-    };
+    let method = job.method;
+    if method == RetrieveMethod::Wado {
+        let error =
+            "retrieve = \"wado\" is not implemented in this version: use move or get for this archive".to_string();
+        return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
+    }
     let study = short_hash(&job.study_instance_uid);
-    let pending: Option<Vec<String>> = job
-        .pending_instances
-        .as_ref()
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .filter(|p: &Vec<String>| !p.is_empty());
+    let pending = job.pending();
     // Instances earlier attempts already delivered count towards this attempt's total.
-    let base = match (&pending, job.expected_instances) {
-        (Some(p), Some(expected)) => (expected - p.len() as i32).max(0),
-        _ => 0,
-    };
-    let expected_now = match &pending {
-        Some(p) => Some(p.len() as u32),
-        None => job.expected_instances.map(|e| e.max(0) as u32),
-    };
+    let base = job.delivered_before();
+    let expected_now = job.expected_now();
     info!(job = job.id, archive = %archive.name, method = method.as_str(), study = %study, attempt = job.attempt,
           scope = if pending.is_some() { "failed instances" } else { "study" }, "retrieve started");
 
@@ -99,7 +83,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
     let started = Instant::now();
     let labels = [archive.name.as_str(), method.as_str()];
     metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).inc();
-    let retrieve = retrieve(ctx, &archive, method, &job, pending.as_deref(), live.clone(), cancel_rx);
+    let retrieve = retrieve(ctx, &archive, method, &job, pending, live.clone(), cancel_rx);
     // Its own task: the heartbeat must go on while the retrieve's task blocks (a full
     // spool pauses receiving inside the C-GET sink).
     let persist = tokio::spawn(persist_progress(ctx.clone(), job.id, base, live.clone(), cancel_tx, stop));
@@ -191,14 +175,9 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
             warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve partial");
             // Named failures narrow the next attempt; otherwise it refetches what is left
             // of the current scope.
-            let scope = match next {
-                Some(failed) => Some(failed),
-                None => pending,
-            };
-            let _ = until_written("pending", job.id, || {
-                ctx.store.set_pending_instances(job.id, &ctx.worker, scope.as_deref())
-            })
-            .await;
+            let scope = next.as_deref().or(pending);
+            let _ =
+                until_written("pending", job.id, || ctx.store.set_pending_instances(job.id, &ctx.worker, scope)).await;
             retry(ctx, &job, &error, status, counts, "partial").await
         }
         Verdict::Retry { error } => {
@@ -210,7 +189,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: retrieve_job::Model, stop: watch::Rece
 
 /// The AE title a C-MOVE names: the job's destination, under the name the archive knows
 /// it by (`move_destination`) when it is our configured destination.
-fn move_destination<'a>(ctx: &'a Ctx, archive: &'a ArchiveConfig, job: &'a retrieve_job::Model) -> &'a str {
+fn move_destination<'a>(ctx: &'a Ctx, archive: &'a ArchiveConfig, job: &'a Job) -> &'a str {
     match &archive.move_destination {
         Some(alias) if job.destination == ctx.config.destination.ae_title => alias,
         _ => &job.destination,
@@ -223,7 +202,7 @@ async fn retrieve(
     ctx: &Ctx,
     archive: &ArchiveConfig,
     method: RetrieveMethod,
-    job: &retrieve_job::Model,
+    job: &Job,
     pending: Option<&[String]>,
     live: Arc<Mutex<Live>>,
     cancel: watch::Receiver<bool>,
@@ -373,7 +352,7 @@ pub(crate) async fn instance_identifiers(
 
 /// With `destination.check_existing`: how many instances of the study the destination
 /// holds, next to how many the study has. `None` when the destination cannot say.
-async fn verify(ctx: &Ctx, job: &retrieve_job::Model) -> Option<(u32, u32)> {
+async fn verify(ctx: &Ctx, job: &Job) -> Option<(u32, u32)> {
     let expected = job.expected_instances? as u32;
     let d = &ctx.config.destination;
     let peer = Peer::new(&d.ae_title, &d.host, d.port as u16).ok()?;

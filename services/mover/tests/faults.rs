@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use pacs_sim::{DataSource, Faults, Sim, SimConfig, SimHandle, StudySummary, SyntheticSpec};
+use priorfetch_store::{ExamStatus, JobState};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ fn arrived(dest: &SimHandle, study: &str) -> HashSet<String> {
     dest.received().into_iter().filter(|r| r.study_instance_uid == study).map(|r| r.sop_instance_uid).collect()
 }
 
-async fn run_one(s: &Setup, method: &str, check_existing: bool) -> priorfetch_store::entity::retrieve_job::Model {
+async fn run_one(s: &Setup, method: &str, check_existing: bool) -> priorfetch_store::Job {
     let (db, store) = postgres().await;
     let spool = tempfile::tempdir().unwrap();
     let config = config(
@@ -67,7 +68,7 @@ async fn run_one(s: &Setup, method: &str, check_existing: bool) -> priorfetch_st
 async fn success_with_nothing_sent_is_partial_then_recovers_by_retry() {
     let s = setup(Faults { empty_success: true, faults_first_attempts: Some(1), ..Default::default() }, 2).await;
     let done = run_one(&s, "move", true).await;
-    assert_eq!(done.state, "completed", "{done:?}");
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(done.attempt, 2);
     let errors = errors_of(&done);
     assert!(
@@ -84,9 +85,9 @@ async fn failed_sub_operations_are_retried_by_instance_only() {
         .await;
     let total = s.study.instances;
     let done = run_one(&s, "move", true).await;
-    assert_eq!(done.state, "completed", "{done:?}");
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(done.attempt, 2);
-    assert_eq!((done.completed as usize, done.failed), (total, 0), "counts add up over both attempts");
+    assert_eq!((done.counts.completed as usize, done.counts.failed), (total, 0), "counts add up over both attempts");
     let errors = errors_of(&done);
     assert!(errors[0].contains("retrying the failed instances"), "{errors:?}");
     assert_eq!(arrived(&s.dest, &s.study.study_instance_uid).len(), total);
@@ -101,8 +102,8 @@ async fn c_get_with_failed_sub_operations_is_relayed_and_completed_by_retry() {
     let s = setup(Faults { failed_suboperation_ratio: 0.3, faults_first_attempts: Some(1), ..Default::default() }, 10)
         .await;
     let done = run_one(&s, "get", false).await;
-    assert_eq!(done.state, "completed", "{done:?}");
-    assert_eq!(done.completed as usize, s.study.instances);
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(done.counts.completed as usize, s.study.instances);
     assert_eq!(arrived(&s.dest, &s.study.study_instance_uid).len(), s.study.instances);
 }
 
@@ -114,7 +115,7 @@ async fn out_of_resources_and_aborts_are_retried() {
     ] {
         let s = setup(faults.clone(), 4).await;
         let done = run_one(&s, "move", false).await;
-        assert_eq!(done.state, "completed", "{faults:?}: {done:?}");
+        assert_eq!(done.state, JobState::Completed, "{faults:?}: {done:?}");
         assert_eq!(done.attempt, 2, "{faults:?}");
         let errors = errors_of(&done);
         assert!(errors[0].contains("0xA702") || errors[0].contains("abort"), "{errors:?}");
@@ -134,7 +135,8 @@ async fn shutdown_hands_a_running_retrieve_back_to_the_queue() {
     let exam = exam(&store, "f5").await;
     let job = job(&store, exam, "arch", "move", &s.study.study_instance_uid, Some(s.study.instances as i32)).await;
     let mover = start_mover(&store, config, "w1");
-    until(WAIT, "job running", async || store.job(job).await.unwrap().is_some_and(|j| j.state == "running")).await;
+    until(WAIT, "job running", async || store.job(job).await.unwrap().is_some_and(|j| j.state == JobState::Running))
+        .await;
     mover.stop().await; // grace 2 s, then C-CANCEL and hand back
     let j = store.job(job).await.unwrap().unwrap();
     assert_eq!((j.state.as_str(), j.attempt, j.worker.as_deref()), ("available", 0, None), "{j:?}");
@@ -156,7 +158,7 @@ async fn cancelling_the_exam_stops_a_running_retrieve_with_c_cancel() {
     let job = job(&store, exam, "arch", "move", &s.study.study_instance_uid, Some(s.study.instances as i32)).await;
     let mover = start_mover(&store, config, "w1");
     until(WAIT, "job running with progress", async || {
-        store.job(job).await.unwrap().is_some_and(|j| j.state == "running" && j.completed > 0)
+        store.job(job).await.unwrap().is_some_and(|j| j.state == JobState::Running && j.counts.completed > 0)
     })
     .await;
     store.cancel_exam(exam).await.unwrap();
@@ -169,6 +171,6 @@ async fn cancelling_the_exam_stops_a_running_retrieve_with_c_cancel() {
     let sent = s.archive.stats().stores_sent as usize;
     mover.stop().await;
     assert!(sent < s.study.instances, "sent {sent} of {}", s.study.instances);
-    assert_eq!(store.job(job).await.unwrap().unwrap().state, "cancelled");
-    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "cancelled");
+    assert_eq!(store.job(job).await.unwrap().unwrap().state, JobState::Cancelled);
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, ExamStatus::Cancelled);
 }

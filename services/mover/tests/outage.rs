@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use pacs_sim::{DataSource, Faults, Sim, SimConfig, SyntheticSpec};
+use priorfetch_store::JobState;
 use priorfetch_store::Store;
 use priorfetch_testkit::proxy::TcpProxy;
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ async fn an_outcome_that_cannot_be_written_lands_when_the_database_is_back() {
     let job = job(&watcher, exam, "arch", "move", &study.study_instance_uid, Some(study.instances as i32)).await;
     let mover = start_mover(&store, config, "w1");
     until(Duration::from_secs(30), "job running", async || {
-        watcher.job(job).await.unwrap().is_some_and(|j| j.state == "running")
+        watcher.job(job).await.unwrap().is_some_and(|j| j.state == JobState::Running)
     })
     .await;
 
@@ -63,7 +64,7 @@ async fn an_outcome_that_cannot_be_written_lands_when_the_database_is_back() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // ... but nothing could be recorded: the job still holds its slot.
     let during = watcher.job(job).await.unwrap().unwrap();
-    assert_eq!(during.state, "running", "{during:?}");
+    assert_eq!(during.state, JobState::Running, "{during:?}");
     assert_eq!(watcher.running_jobs("arch").await.unwrap(), 1);
 
     proxy.restore();
@@ -72,7 +73,7 @@ async fn an_outcome_that_cannot_be_written_lands_when_the_database_is_back() {
     let took = restored.elapsed();
     println!("outcome landed {took:?} after the database came back");
     assert_eq!(
-        (done.state.as_str(), done.completed as usize, done.attempt),
+        (done.state.as_str(), done.counts.completed as usize, done.attempt),
         ("completed", study.instances, 1),
         "{done:?}"
     );

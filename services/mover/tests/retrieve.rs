@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use priorfetch_store::ExamStatus;
 use priorfetch_store::JobState;
 use priorfetch_testkit::dicom::{Dcmqrscp, Orthanc, Storescp, StudySpec, store_files, write_study};
 use std::time::Duration;
@@ -37,10 +38,10 @@ async fn c_move_from_orthanc_arrives_complete_at_storescp() {
     let done = finished(&store, job, WAIT).await;
     mover.stop().await;
 
-    assert_eq!(done.state, "completed", "{done:?}");
-    assert_eq!((done.completed, done.failed, done.warning), (6, 0, 0));
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!((done.counts.completed, done.counts.failed, done.counts.warning), (6, 0, 0));
     assert_eq!(dest.files().len(), 6, "every instance at the destination");
-    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "complete");
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, ExamStatus::Complete);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,8 +65,8 @@ async fn c_get_from_orthanc_is_relayed_to_storescp_and_the_spool_emptied() {
     let done = finished(&store, job, WAIT).await;
     mover.stop().await;
 
-    assert_eq!(done.state, "completed", "{done:?}");
-    assert_eq!(done.completed, 20);
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(done.counts.completed, 20);
     assert_eq!(dest.files().len(), 20);
     let left: Vec<_> = walk(spool.path());
     assert!(left.is_empty(), "spool emptied, found {left:?}");
@@ -100,12 +101,12 @@ async fn an_unknown_move_destination_fails_for_good_with_the_fix() {
     let done = finished(&store, job, WAIT).await;
     mover.stop().await;
 
-    assert_eq!(done.state, "failed");
+    assert_eq!(done.state, JobState::Failed);
     assert_eq!(done.attempt, 1, "not retried: retrying cannot help");
     assert_eq!(done.last_status, Some(0xA801));
     let error = done.last_error.unwrap_or_default();
     assert!(error.contains("does not know move destination 'DEST'") && error.contains("AE table"), "{error}");
-    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, "failed");
+    assert_eq!(store.exam(exam).await.unwrap().unwrap().status, ExamStatus::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +123,7 @@ async fn an_unreachable_archive_is_retried_with_backoff_then_fails() {
     let done = finished(&store, job, WAIT).await;
     mover.stop().await;
 
-    assert_eq!(done.state, "failed");
+    assert_eq!(done.state, JobState::Failed);
     assert_eq!(done.attempt, 3, "max_attempts");
     let errors = errors_of(&done);
     assert_eq!(errors.len(), 3, "{errors:?}");
@@ -155,7 +156,7 @@ async fn the_destination_confirms_what_arrived_when_check_existing_is_on() {
     let done = finished(&store, job, WAIT).await;
     mover.stop().await;
 
-    assert_eq!(done.state, "completed", "{done:?}");
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(done.received, 6, "the destination's own count");
 }
 
@@ -197,8 +198,7 @@ async fn c_move_on_sqlite_updates_counts_and_metrics() {
     let mover = start_mover(&store, config, "w1");
     let done = finished(&store, job, WAIT).await;
     mover.stop().await;
-    assert_eq!(done.state, "completed");
-    assert_eq!(JobState::parse(&done.state), Some(JobState::Completed));
+    assert_eq!(done.state, JobState::Completed);
     let metrics = priorfetch_telemetry::metrics::render();
     for needle in [
         "priorfetch_job_attempts_total{archive=\"sq\",method=\"move\",outcome=\"completed\"} 1",

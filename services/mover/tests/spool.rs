@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use pacs_sim::{DataSource, Faults, Sim, SimConfig, SimHandle, StudySummary, SyntheticSpec};
 use priorfetch_mover::metrics::SPOOL_BYTES;
+use priorfetch_store::JobState;
 use std::path::Path;
 use std::time::Duration;
 
@@ -110,7 +111,7 @@ async fn a_cancelled_c_get_job_leaves_nothing_and_the_gauge_tracks_the_spool() {
     assert!(store.cancel_job(job).await.unwrap());
     until(Duration::from_secs(15), "cancelled job's spool deleted", async || entries(spool.path()).is_empty()).await;
     mover.stop().await;
-    assert_eq!(store.job(job).await.unwrap().unwrap().state, "cancelled");
+    assert_eq!(store.job(job).await.unwrap().unwrap().state, JobState::Cancelled);
     assert_eq!(SPOOL_BYTES.get(), 0, "nothing held any more");
     assert_eq!(store.running_jobs("arch").await.unwrap(), 0);
 }

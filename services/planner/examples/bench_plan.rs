@@ -8,12 +8,11 @@
 
 use chrono::Utc;
 use priorfetch_config::{Config, Sources};
+use priorfetch_domain::ExamPriority;
 use priorfetch_planner::{Planner, PlannerOptions, metrics};
-use priorfetch_store::entity::exam;
-use priorfetch_store::{NewExam, Store};
+use priorfetch_store::{ExamStatus, NewExam, Store};
 use priorfetch_testkit::bench::env_or;
 use priorfetch_testkit::dicom::{Orthanc, StudySpec, load_studies};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +42,7 @@ async fn round(config: Arc<Config>, reuse: bool, exams: usize, patients: usize) 
             body_part: Some("CHEST".into()),
             procedure_code: None,
             procedure_text: None,
-            priority: "routine".into(),
+            priority: ExamPriority::Routine,
             trace_parent: None,
         })
         .collect();
@@ -55,7 +54,8 @@ async fn round(config: Arc<Config>, reuse: bool, exams: usize, patients: usize) 
     let started = Instant::now();
     let task = tokio::spawn(planner.clone().run(shutdown));
     loop {
-        let planned = exam::Entity::find().filter(exam::Column::Status.eq("planned")).count(store.connection()).await?;
+        let counts = store.exam_counts().await?;
+        let planned = counts.iter().find(|(s, _)| *s == ExamStatus::Planned).map_or(0, |(_, n)| *n);
         if planned as usize >= exams {
             break;
         }
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn cfinds_only(config: &Config, reuse: bool, exams: usize, patients: usize, concurrency: usize) {
     use futures::StreamExt;
-    use priorfetch_domain::{DateRange, Exam, ExamPriority, Needs};
+    use priorfetch_domain::{DateRange, Exam, Needs};
     let mut options = priorfetch_dimse::ScuOptions::new(priorfetch_dimse::AeTitle::parse("PRIORFETCH").unwrap());
     options.connect_timeout = Duration::from_secs(10);
     let pools: Vec<_> = config

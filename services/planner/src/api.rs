@@ -15,16 +15,17 @@ pub fn routes(store: Store) -> Router {
 
 /// The explanation as JSON; `jobs show` prints the same.
 pub async fn explain(store: &Store, id: i64) -> Result<Option<serde_json::Value>, priorfetch_store::StoreError> {
-    let Some(e) = store.exam(id).await? else { return Ok(None) };
+    let Some(record) = store.exam(id).await? else { return Ok(None) };
+    let e = &record.exam;
     let plan = store.exam_plan(id).await?;
     let priors = store.priors_of_exam(id).await?;
     let jobs = store.jobs_of_exam(id).await?;
     Ok(Some(serde_json::json!({
         "exam": {
-            "id": e.id, "event_key": e.event_key, "accession_number": e.accession_number,
+            "id": e.id, "event_key": record.event_key, "accession_number": e.accession_number,
             "study_instance_uid": e.study_instance_uid, "scheduled_at": e.scheduled_at,
             "modality": e.modality, "body_part": e.body_part, "procedure_code": e.procedure_code,
-            "procedure_text": e.procedure_text, "priority": e.priority, "status": e.status,
+            "procedure_text": e.procedure_text, "priority": e.priority, "status": record.status,
         },
         "plan": plan.map(|p| serde_json::json!({
             "rule": p.rule, "cfind": p.queries, "gaps": p.gaps, "attempts": p.attempts,

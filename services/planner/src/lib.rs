@@ -25,10 +25,7 @@ use futures::future::join_all;
 use pool::Pool;
 use priorfetch_config::{ArchiveConfig, Config, Protocol};
 use priorfetch_dimse::{AeTitle, Peer, ScuOptions};
-use priorfetch_domain::{
-    DateRange, Decision, Exam, ExamPriority, Needs, RuleSet, job_timing, select_priors, skip_present,
-};
-use priorfetch_store::entity::exam;
+use priorfetch_domain::{DateRange, Decision, Exam, Needs, RuleSet, job_timing, select_priors, skip_present};
 use priorfetch_store::{NewJob, PlanRecord, PriorRecord, RetryPolicy, Store, StoreError};
 use query::{Findings, QueryLog};
 use std::collections::{BTreeMap, HashSet};
@@ -180,14 +177,13 @@ impl Planner {
 
     /// Plans one exam (claimed by the caller: status `planning`, or a re-plan) and
     /// records the plan. Unreachable archives leave gaps, not errors.
-    pub async fn plan_exam(&self, row: &exam::Model) -> Result<PlanReport, PlanError> {
+    pub async fn plan_exam(&self, exam: &Exam) -> Result<PlanReport, PlanError> {
         let inner = &self.inner;
         let config = &inner.config;
-        let exam = to_exam(row);
         let now = Utc::now();
         let timeout = config.planner.cfind_timeout;
         // no C-FIND with a key that would match other patients (wildcard, list, empty)
-        if let Some(record) = guard::refusal(&exam, inner.rules.pick(&exam).map(|r| r.name.as_str())) {
+        if let Some(record) = guard::refusal(exam, inner.rules.pick(exam).map(|r| r.name.as_str())) {
             inner.store.record_plan(&record).await?;
             let why = record.refusal.unwrap_or_default();
             return Ok(PlanReport {
@@ -200,7 +196,7 @@ impl Planner {
                 cfinds: 0,
             });
         }
-        let Some(rule) = inner.rules.pick(&exam) else {
+        let Some(rule) = inner.rules.pick(exam) else {
             let record = PlanRecord {
                 exam_id: exam.id,
                 rule: None,
@@ -225,7 +221,7 @@ impl Planner {
             });
         };
         let window = DateRange::lookback(exam.scheduled_at.unwrap_or(now), rule.lookback, now.date_naive());
-        let needs = Needs::of(rule, &exam);
+        let needs = Needs::of(rule, exam);
 
         let findings: Vec<Findings> = join_all(inner.archives.iter().map(|archive| {
             let exam = &exam;
@@ -277,7 +273,7 @@ impl Planner {
             studies.extend(f.studies);
         }
 
-        let mut decisions = select_priors(&exam, rule, studies, &window);
+        let mut decisions = select_priors(exam, rule, studies, &window);
         if let Some(dest) = &inner.destination {
             let uids: Vec<String> =
                 decisions.iter().filter(|d| d.selected).map(|d| d.study.study_instance_uid.clone()).collect();
@@ -307,7 +303,7 @@ impl Planner {
                     exam_id: exam.id,
                     study_instance_uid: d.study.study_instance_uid.clone(),
                     archive: archive.name.clone(),
-                    method: archive.retrieve.as_str().to_string(),
+                    method: archive.retrieve,
                     destination: config.destination.ae_title.clone(),
                     priority: timing.priority,
                     not_before: timing.not_before,
@@ -404,7 +400,7 @@ impl Planner {
                     Ok(exams) => {
                         free -= exams.len() as u32;
                         for exam in exams {
-                            self.spawn_plan(&mut tasks, &permits, &running, exam, true);
+                            self.spawn_plan(&mut tasks, &permits, &running, exam.exam, true);
                         }
                     }
                     Err(e) => {
@@ -417,7 +413,7 @@ impl Planner {
                 match inner.store.claim_replans(free, lease).await {
                     Ok(exams) => {
                         for exam in exams {
-                            self.spawn_plan(&mut tasks, &permits, &running, exam, false);
+                            self.spawn_plan(&mut tasks, &permits, &running, exam.exam, false);
                         }
                     }
                     Err(e) => {
@@ -464,7 +460,7 @@ impl Planner {
         tasks: &mut JoinSet<()>,
         permits: &Arc<Semaphore>,
         running: &Arc<Mutex<HashSet<i64>>>,
-        exam: exam::Model,
+        exam: Exam,
         fresh: bool,
     ) {
         let Ok(permit) = permits.clone().try_acquire_owned() else { return };
@@ -495,21 +491,5 @@ fn apply_outcome(decisions: &mut [Decision], outcome: &priorfetch_store::PlanOut
             d.selected = p.selected;
             d.reason.clone_from(&p.reason);
         }
-    }
-}
-
-fn to_exam(row: &exam::Model) -> Exam {
-    Exam {
-        id: row.id,
-        patient_id: row.patient_id.clone(),
-        issuer: row.issuer.clone(),
-        accession_number: row.accession_number.clone(),
-        study_instance_uid: row.study_instance_uid.clone(),
-        scheduled_at: row.scheduled_at,
-        modality: row.modality.clone(),
-        body_part: row.body_part.clone(),
-        procedure_code: row.procedure_code.clone(),
-        procedure_text: row.procedure_text.clone(),
-        priority: ExamPriority::parse(&row.priority),
     }
 }

@@ -10,7 +10,7 @@ use common::*;
 use pacs_sim::{DataSource, Faults, RejectReason, Sim, SimConfig, SimHandle, SyntheticSpec};
 use priorfetch_planner::Planner;
 use priorfetch_planner::metrics::FOREIGN_MATCHES;
-use priorfetch_store::entity::retrieve_job;
+use priorfetch_store::{ExamStatus, JobState, RetrieveMethod};
 use priorfetch_store::{PlanRecord, PriorRecord, Store};
 use priorfetch_testkit::db::TestDb;
 use std::collections::HashSet;
@@ -111,7 +111,7 @@ fn pre_fix_plan(exam_id: i64, uid: &str) -> PlanRecord {
             exam_id,
             study_instance_uid: uid.into(),
             archive: "archive".into(),
-            method: "move".into(),
+            method: RetrieveMethod::Move,
             destination: "DEST".into(),
             priority: 5,
             not_before: Utc::now(),
@@ -150,7 +150,7 @@ async fn wildcard_patient_id_is_never_queried() {
         // the first exam also has a plan the old planner recorded: re-planned, it is refused
         let exam = if n == 0 {
             store.record_plan(&pre_fix_plan(exam.id, "1.2.3.999")).await.unwrap();
-            store.exam(exam.id).await.unwrap().unwrap()
+            store.exam(exam.id).await.unwrap().unwrap().exam
         } else {
             exam
         };
@@ -158,13 +158,13 @@ async fn wildcard_patient_id_is_never_queried() {
         assert_eq!((report.cfinds, report.jobs_enqueued), (0, 0), "{patient:?}");
         let why = report.gaps.get("exam").unwrap_or_else(|| panic!("{patient:?}: {:?}", report.gaps));
         assert!(why.contains(expected) && why.contains("refusing to query"), "{patient:?}: {why}");
-        assert_eq!(store.exam(exam.id).await.unwrap().unwrap().status, "failed", "{patient:?}");
+        assert_eq!(store.exam(exam.id).await.unwrap().unwrap().status, ExamStatus::Failed, "{patient:?}");
         let plan = store.exam_plan(exam.id).await.unwrap().unwrap();
         assert_eq!(plan.gaps["exam"]["retry"], false);
         assert_eq!(plan.replan_at, None);
         assert!(store.priors_of_exam(exam.id).await.unwrap().iter().all(|p| !p.selected));
         for job in store.jobs_of_exam(exam.id).await.unwrap() {
-            assert_eq!(job.state, "cancelled", "{patient:?}: {job:?}");
+            assert_eq!(job.state, JobState::Cancelled, "{patient:?}: {job:?}");
         }
     }
     let stats = sim.stats();
@@ -172,13 +172,15 @@ async fn wildcard_patient_id_is_never_queried() {
     sim.shutdown().await;
 }
 
-fn live(jobs: &[retrieve_job::Model]) -> Vec<&retrieve_job::Model> {
-    jobs.iter().filter(|j| j.state != "skipped" && j.state != "cancelled").collect()
+fn live(jobs: &[priorfetch_store::Job]) -> Vec<&priorfetch_store::Job> {
+    jobs.iter()
+        .filter(|j| j.state != priorfetch_store::JobState::Skipped && j.state != priorfetch_store::JobState::Cancelled)
+        .collect()
 }
 
 /// At most `max` live jobs; none for a study whose recorded priors are all unselected;
 /// skipped jobs never ran.
-async fn assert_obeyed(store: &Store, exam_id: i64, step: &str) -> Vec<retrieve_job::Model> {
+async fn assert_obeyed(store: &Store, exam_id: i64, step: &str) -> Vec<priorfetch_store::Job> {
     let jobs = store.jobs_of_exam(exam_id).await.unwrap();
     let live = live(&jobs);
     assert!(live.len() <= 4, "{step}: {} live jobs with max = 4: {live:#?}", live.len());
@@ -188,7 +190,7 @@ async fn assert_obeyed(store: &Store, exam_id: i64, step: &str) -> Vec<retrieve_
     for job in &live {
         assert!(selected.contains(job.study_instance_uid.as_str()), "{step}: a live job of a skipped prior: {job:?}");
     }
-    for job in jobs.iter().filter(|j| j.state == "skipped") {
+    for job in jobs.iter().filter(|j| j.state == JobState::Skipped) {
         assert_eq!(job.attempt, 0, "{step}: a skipped job never ran");
     }
     jobs
@@ -226,24 +228,26 @@ async fn replan_after_an_outage_keeps_max_and_skips_unselected_jobs() {
 
     a.set_faults(Faults::default());
     let row = store.exam(exam.id).await.unwrap().unwrap();
-    let second = planner.plan_exam(&row).await.unwrap();
+    let second = planner.plan_exam(&row.exam).await.unwrap();
     assert!(second.gaps.is_empty(), "{:?}", second.gaps);
     let jobs = assert_obeyed(&store, exam.id, "plan 2").await;
     // the scenario happened: a's newer studies displaced some of b's selected ones
     let on_a = second.selected().iter().filter(|(arch, _)| arch == "a").count();
     assert!(on_a >= 1, "{:?}", second.selected());
-    let skipped = jobs.iter().filter(|j| j.state == "skipped").count();
+    let skipped = jobs.iter().filter(|j| j.state == priorfetch_store::JobState::Skipped).count();
     assert!(skipped >= 1, "{jobs:#?}");
     assert_eq!(live(&jobs).len(), 4);
-    assert!(live(&jobs).iter().any(|j| j.study_instance_uid == started && j.state == "running"));
+    assert!(
+        live(&jobs).iter().any(|j| j.study_instance_uid == started && j.state == priorfetch_store::JobState::Running)
+    );
     assert_eq!(second.selected().len(), 4, "the report shows the plan as recorded");
 
     // re-planning again changes nothing
-    let third = planner.plan_exam(&store.exam(exam.id).await.unwrap().unwrap()).await.unwrap();
+    let third = planner.plan_exam(&store.exam(exam.id).await.unwrap().unwrap().exam).await.unwrap();
     assert_eq!(third.jobs_enqueued, 0);
     let again = assert_obeyed(&store, exam.id, "plan 3").await;
-    assert_eq!(again.iter().map(|j| (j.id, j.state.clone())).collect::<Vec<_>>(), {
-        jobs.iter().map(|j| (j.id, j.state.clone())).collect::<Vec<_>>()
+    assert_eq!(again.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(), {
+        jobs.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>()
     });
     a.shutdown().await;
     b.shutdown().await;

@@ -6,6 +6,7 @@ mod common;
 use chrono::Utc;
 use common::*;
 use priorfetch_planner::Planner;
+use priorfetch_store::ExamStatus;
 use priorfetch_testkit::db::TestDb;
 use priorfetch_testkit::dicom::{Dcmqrscp, Orthanc, load_studies};
 use std::time::{Duration, Instant};
@@ -116,7 +117,7 @@ async fn rules_dedupe_destination_and_match_cap() {
     assert_eq!(explained["priors"].as_array().unwrap().len(), report.decisions.len());
     assert_eq!(explained["jobs"].as_array().unwrap().len(), 3);
     assert!(!explained["plan"]["cfind"]["destination"].as_array().unwrap().is_empty());
-    assert_eq!(store.exam(exam.id).await.unwrap().unwrap().status, "planned");
+    assert_eq!(store.exam(exam.id).await.unwrap().unwrap().status, ExamStatus::Planned);
 
     // the default rule for a STAT MR exam: the most recent MR, fetched at once
     let mr = claimed(&store, exam_event("e2", p, "MR", "HEAD", scheduled, "stat")).await;
@@ -216,7 +217,7 @@ async fn unreachable_archive_leaves_a_gap_and_is_replanned() {
         store.jobs_of_exam(id).await.unwrap().into_iter().map(|j| (j.archive, j.study_instance_uid)).collect();
     jobs.sort();
     assert_eq!(jobs, vec![("down".to_string(), uid(32)), ("up".to_string(), uid(31))]);
-    assert_eq!(store.exam(id).await.unwrap().unwrap().status, "planned");
+    assert_eq!(store.exam(id).await.unwrap().unwrap().status, ExamStatus::Planned);
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), running).await.expect("planner stops").unwrap();
 }

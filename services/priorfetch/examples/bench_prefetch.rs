@@ -7,6 +7,7 @@
 //! binary). Env: BENCH_PATIENTS (200), BENCH_MAX_ASSOCIATIONS (4), BENCH_TIMEOUT_S (600).
 
 use chrono::{Duration as Days, Utc};
+use priorfetch_store::ExamStatus;
 use priorfetch_testkit::bench::env_or;
 use priorfetch_testkit::db::TestDb;
 use priorfetch_testkit::dicom::{Destination, Orthanc, StudySpec, store_files, write_study};
@@ -264,7 +265,7 @@ progress_interval = "1s"
         if t.elapsed() > timeout {
             let mut by_status = std::collections::BTreeMap::new();
             for e in &exams {
-                *by_status.entry(e.status.clone()).or_insert(0) += 1;
+                *by_status.entry(e.status.as_str()).or_insert(0) += 1;
             }
             panic!("not done after {timeout:?}: {by_status:?}\n{}", log());
         }
@@ -272,7 +273,7 @@ progress_interval = "1s"
     };
     let priorfetch_s = t.elapsed().as_secs_f64();
     drop(run);
-    let not_complete = exams.iter().filter(|e| e.status != "complete").count();
+    let not_complete = exams.iter().filter(|e| e.status != ExamStatus::Complete).count();
     assert_eq!(not_complete, 0, "exams not complete:\n{}", log());
     let (b_studies, b_instances) = orthanc_counts(&dest_b);
     assert_eq!((b_studies, b_instances), (expected_studies, expected_instances), "priorfetch at DEST-B");

@@ -5,6 +5,7 @@
 
 use chrono::{Duration as ChronoDuration, Utc};
 use pacs_sim::{DataSource, Faults, Sim, SimConfig, SimHandle, SyntheticSpec};
+use priorfetch_store::{ExamPriority, JobState};
 use priorfetch_store::{NewExam, NewJob, Store};
 use priorfetch_testkit::db::TestDb;
 use std::collections::HashSet;
@@ -107,7 +108,7 @@ async fn enqueue_all(store: &Store, archive: &SimHandle, method: &str) -> Vec<i6
             body_part: None,
             procedure_code: None,
             procedure_text: None,
-            priority: "routine".into(),
+            priority: ExamPriority::Routine,
             trace_parent: None,
         })
         .await
@@ -120,7 +121,7 @@ async fn enqueue_all(store: &Store, archive: &SimHandle, method: &str) -> Vec<i6
             exam_id: exam,
             study_instance_uid: s.study_instance_uid.clone(),
             archive: "arch".into(),
-            method: method.into(),
+            method: priorfetch_store::RetrieveMethod::parse(method).expect("move, get or wado"),
             destination: "DEST".into(),
             priority: 5,
             not_before: Utc::now() - ChronoDuration::seconds(1),
@@ -184,7 +185,7 @@ async fn three_mover_processes_never_exceed_the_archive_cap() {
     assert_eq!(max_running, 2, "the replicas did run retrieves side by side");
     for id in &ids {
         let j = store.job(*id).await.unwrap().unwrap();
-        assert_eq!(j.state, "completed", "{j:?}");
+        assert_eq!(j.state, JobState::Completed, "{j:?}");
     }
     let expected: usize = archive.index().iter().map(|s| s.instances).sum();
     let arrived: HashSet<String> = dest.received().into_iter().map(|r| r.sop_instance_uid).collect();
@@ -215,10 +216,10 @@ async fn kill_mid_retrieve(method: &str) {
     let start = Instant::now();
     loop {
         let j = store.job(id).await.unwrap().unwrap();
-        if j.state == "running" && j.completed > 0 {
+        if j.state == JobState::Running && j.counts.completed > 0 {
             break;
         }
-        assert!(j.state != "completed", "finished before the kill; slow the archive down");
+        assert!(j.state != JobState::Completed, "finished before the kill; slow the archive down");
         assert!(start.elapsed() < Duration::from_secs(60), "no progress:\n{}", log_of(dir.path()));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -234,11 +235,11 @@ async fn kill_mid_retrieve(method: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let j = store.job(id).await.unwrap().unwrap();
-    assert_eq!(j.state, "completed", "{j:?}\n{}", log_of(dir.path()));
-    assert_eq!(j.completed as usize, study.instances, "no instance counted twice");
-    assert_eq!(j.failed, 0);
+    assert_eq!(j.state, JobState::Completed, "{j:?}\n{}", log_of(dir.path()));
+    assert_eq!(j.counts.completed as usize, study.instances, "no instance counted twice");
+    assert_eq!(j.counts.failed, 0);
     assert!(j.attempt >= 2, "{j:?}");
-    let errors = j.errors.to_string();
+    let errors = format!("{:?}", j.errors);
     // found dead by its heartbeat, or (the backstop) by its expired lease
     assert!(errors.contains("stopped reporting") || errors.contains("lease expired"), "{errors}");
     let arrived: HashSet<String> = dest

@@ -2,7 +2,8 @@
 
 use super::{JobState, state_in};
 use crate::entity::retrieve_job;
-use crate::{Store, StoreError};
+use crate::rows::{job_of, jobs_of};
+use crate::{Job, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement};
@@ -49,30 +50,33 @@ impl Store {
     }
 
     /// Newest jobs first, optionally of one state.
-    pub async fn list_jobs(&self, state: Option<JobState>, limit: u64) -> Result<Vec<retrieve_job::Model>, StoreError> {
+    pub async fn list_jobs(&self, state: Option<JobState>, limit: u64) -> Result<Vec<Job>, StoreError> {
         let mut query = retrieve_job::Entity::find().order_by_desc(retrieve_job::Column::Id).limit(limit);
         if let Some(state) = state {
             query = query.filter(retrieve_job::Column::State.eq(state.as_str()));
         }
-        query.all(&self.db).await.map_err(|e| StoreError::query("list jobs", e))
+        jobs_of(query.all(&self.db).await.map_err(|e| StoreError::query("list jobs", e))?)
     }
 
-    pub async fn job(&self, id: i64) -> Result<Option<retrieve_job::Model>, StoreError> {
-        retrieve_job::Entity::find_by_id(id).one(&self.db).await.map_err(|e| StoreError::query("get job", e))
+    pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        let row =
+            retrieve_job::Entity::find_by_id(id).one(&self.db).await.map_err(|e| StoreError::query("get job", e))?;
+        row.map(job_of).transpose()
     }
 
-    pub async fn jobs_of_exam(&self, exam_id: i64) -> Result<Vec<retrieve_job::Model>, StoreError> {
-        retrieve_job::Entity::find()
+    pub async fn jobs_of_exam(&self, exam_id: i64) -> Result<Vec<Job>, StoreError> {
+        let rows = retrieve_job::Entity::find()
             .filter(retrieve_job::Column::ExamId.eq(exam_id))
             .order_by_asc(retrieve_job::Column::Id)
             .all(&self.db)
             .await
-            .map_err(|e| StoreError::query("list jobs", e))
+            .map_err(|e| StoreError::query("list jobs", e))?;
+        jobs_of(rows)
     }
 
     /// Job counts by state, for the `jobs{state}` gauge and `jobs list`.
-    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        retrieve_job::Entity::find()
+    pub async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = retrieve_job::Entity::find()
             .select_only()
             .column(retrieve_job::Column::State)
             .column_as(retrieve_job::Column::Id.count(), "n")
@@ -80,7 +84,15 @@ impl Store {
             .into_tuple()
             .all(&self.db)
             .await
-            .map_err(|e| StoreError::query("count jobs", e))
+            .map_err(|e| StoreError::query("count jobs", e))?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for (state, n) in rows {
+            match JobState::parse(&state) {
+                Some(state) => counts.push((state, n)),
+                None => tracing::warn!(state, jobs = n, "jobs in a state this version does not know are not counted"),
+            }
+        }
+        Ok(counts)
     }
 
     /// How many jobs of `archive` are running now (tests and `doctor`).

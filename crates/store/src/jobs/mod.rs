@@ -22,8 +22,10 @@ mod rescue;
 pub use rescue::RescueScope;
 
 use crate::entity::{archive_slot, retrieve_job};
+use crate::rows::job_of;
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
+pub use priorfetch_domain::{Counts, Job, JobState, RetrieveMethod};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -31,81 +33,19 @@ use sea_orm::{
 };
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobState {
-    Scheduled,
-    Available,
-    Running,
-    Retryable,
-    Completed,
-    Partial,
-    Failed,
-    Cancelled,
-    Skipped,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 9] = [
-        JobState::Scheduled,
-        JobState::Available,
-        JobState::Running,
-        JobState::Retryable,
-        JobState::Completed,
-        JobState::Partial,
-        JobState::Failed,
-        JobState::Cancelled,
-        JobState::Skipped,
-    ];
-    pub const OPEN: [JobState; 3] = [JobState::Scheduled, JobState::Available, JobState::Retryable];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Scheduled => "scheduled",
-            JobState::Available => "available",
-            JobState::Running => "running",
-            JobState::Retryable => "retryable",
-            JobState::Completed => "completed",
-            JobState::Partial => "partial",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-            JobState::Skipped => "skipped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            JobState::Completed | JobState::Partial | JobState::Failed | JobState::Cancelled | JobState::Skipped
-        )
-    }
-}
-
 /// A job to enqueue. Unique per (exam, study, destination): enqueueing it twice is a no-op.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     pub exam_id: i64,
     pub study_instance_uid: String,
     pub archive: String,
-    pub method: String,
+    pub method: RetrieveMethod,
     pub destination: String,
     pub priority: i32,
     pub not_before: DateTime<Utc>,
     pub deadline: Option<DateTime<Utc>>,
     pub max_attempts: i32,
     pub expected_instances: Option<i32>,
-}
-
-/// Sub-operation counts reported by the archive (C-MOVE/C-GET responses).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub remaining: Option<i32>,
-    pub completed: i32,
-    pub failed: i32,
-    pub warning: i32,
 }
 
 /// How an attempt ended for good.
@@ -177,7 +117,7 @@ fn job_row(j: &NewJob, now: DateTime<Utc>) -> retrieve_job::ActiveModel {
         exam_id: Set(j.exam_id),
         study_instance_uid: Set(j.study_instance_uid.clone()),
         archive: Set(j.archive.clone()),
-        method: Set(j.method.clone()),
+        method: Set(j.method.as_str().to_string()),
         destination: Set(j.destination.clone()),
         state: Set(if j.not_before <= now { JobState::Available } else { JobState::Scheduled }.as_str().to_string()),
         priority: Set(j.priority),
@@ -278,16 +218,35 @@ impl Store {
         archives: &[String],
         limit: u32,
         lease: Duration,
-    ) -> Result<Vec<retrieve_job::Model>, StoreError> {
+    ) -> Result<Vec<Job>, StoreError> {
         if archives.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let now = Utc::now();
         let until = now + lease;
-        match self.backend() {
-            DbBackend::Postgres => self.claim_jobs_postgres(worker, archives, limit, now, until).await,
-            _ => self.claim_jobs_single_writer(worker, archives, limit, now, until).await,
+        let rows = match self.backend() {
+            DbBackend::Postgres => self.claim_jobs_postgres(worker, archives, limit, now, until).await?,
+            _ => self.claim_jobs_single_writer(worker, archives, limit, now, until).await?,
+        };
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = row.id;
+            match job_of(row) {
+                Ok(job) => claimed.push(job),
+                // A row edited by hand (say, an unknown method): failed with the reason
+                // rather than claimed again and again.
+                Err(unreadable) => {
+                    let finish = Finish {
+                        state: JobState::Failed,
+                        counts: Counts::default(),
+                        last_status: None,
+                        error: Some(unreadable.to_string()),
+                    };
+                    self.finish_job(id, worker, &finish).await?;
+                }
+            }
         }
+        Ok(claimed)
     }
 
     /// One statement: candidate jobs per archive that has free slots (locked, skipping

@@ -131,7 +131,7 @@ async fn reopen(
     let result = retrieve_job::Entity::update_many()
         .col_expr(retrieve_job::Column::State, Expr::value(state.as_str()))
         .col_expr(retrieve_job::Column::Archive, Expr::value(job.archive.clone()))
-        .col_expr(retrieve_job::Column::Method, Expr::value(job.method.clone()))
+        .col_expr(retrieve_job::Column::Method, Expr::value(job.method.as_str()))
         .col_expr(retrieve_job::Column::Priority, Expr::value(job.priority))
         .col_expr(retrieve_job::Column::NotBefore, Expr::value(job.not_before))
         .col_expr(retrieve_job::Column::Deadline, Expr::value(job.deadline))

@@ -6,8 +6,8 @@
 use chrono::{Duration as ChronoDuration, Utc};
 use priorfetch_config::{Config, Sources};
 use priorfetch_mover::{Mover, MoverOptions};
-use priorfetch_store::entity::retrieve_job;
-use priorfetch_store::{JobState, NewExam, NewJob, Store};
+use priorfetch_store::ExamPriority;
+use priorfetch_store::{NewExam, NewJob, Store};
 use priorfetch_testkit::db::TestDb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ pub async fn exam(store: &Store, key: &str) -> i64 {
         body_part: Some("CHEST".into()),
         procedure_code: None,
         procedure_text: None,
-        priority: "routine".into(),
+        priority: ExamPriority::Routine,
         trace_parent: None,
     };
     let id = store.insert_exam(&exam).await.expect("insert exam").id();
@@ -71,7 +71,7 @@ pub async fn job(store: &Store, exam_id: i64, archive: &str, method: &str, study
             exam_id,
             study_instance_uid: study.into(),
             archive: archive.into(),
-            method: method.into(),
+            method: priorfetch_store::RetrieveMethod::parse(method).expect("move, get or wado"),
             destination: "DEST".into(),
             priority: 5,
             not_before: Utc::now() - ChronoDuration::seconds(1),
@@ -117,11 +117,11 @@ pub fn start_mover(store: &Store, config: Arc<Config>, worker: &str) -> Running 
 }
 
 /// Waits (bounded) until the job reaches a finished state.
-pub async fn finished(store: &Store, job_id: i64, within: Duration) -> retrieve_job::Model {
+pub async fn finished(store: &Store, job_id: i64, within: Duration) -> priorfetch_store::Job {
     let start = Instant::now();
     loop {
         let job = store.job(job_id).await.expect("job").expect("job exists");
-        if JobState::parse(&job.state).is_some_and(|s| s.is_finished()) {
+        if job.state.is_finished() {
             return job;
         }
         assert!(start.elapsed() < within, "job {job_id} not finished within {within:?}: {job:?}");
@@ -138,11 +138,8 @@ pub async fn until(within: Duration, what: &str, mut check: impl AsyncFnMut() ->
     }
 }
 
-pub fn errors_of(job: &retrieve_job::Model) -> Vec<String> {
-    job.errors
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["error"].as_str().map(String::from)).collect())
-        .unwrap_or_default()
+pub fn errors_of(job: &priorfetch_store::Job) -> Vec<String> {
+    job.errors.iter().map(|e| e.error.clone()).collect()
 }
 
 pub fn archive_toml(name: &str, ae: &str, port: u16, retrieve: &str, extra: &str) -> String {

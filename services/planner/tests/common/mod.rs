@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 use priorfetch_config::{Config, Sources};
-use priorfetch_store::entity::exam;
 use priorfetch_store::{NewExam, Store};
 use priorfetch_testkit::db::{TestDb, init_test_log};
 use priorfetch_testkit::dicom::StudySpec;
@@ -71,16 +70,16 @@ pub fn exam_event(
         body_part: Some(body.into()),
         procedure_code: None,
         procedure_text: Some(format!("{modality} {body}")),
-        priority: priority.into(),
+        priority: priorfetch_domain::ExamPriority::parse(priority),
         trace_parent: None,
     }
 }
 
 /// Inserts the exam and claims it as the planner would.
-pub async fn claimed(store: &Store, event: NewExam) -> exam::Model {
+pub async fn claimed(store: &Store, event: NewExam) -> priorfetch_domain::Exam {
     let id = store.insert_exam(&event).await.unwrap().id();
     let exams = store.claim_exams("test", 100, Duration::from_secs(60)).await.unwrap();
-    exams.into_iter().find(|e| e.id == id).expect("claimed the exam")
+    exams.into_iter().map(|e| e.exam).find(|e| e.id == id).expect("claimed the exam")
 }
 
 /// A date `years` (fractional) before today, as DA.

@@ -29,13 +29,13 @@ pub enum JobsCommand {
     Cancel { id: i64 },
 }
 
-fn job_json(j: &priorfetch_store::entity::retrieve_job::Model) -> serde_json::Value {
+fn job_json(j: &priorfetch_store::Job) -> serde_json::Value {
     serde_json::json!({
         "id": j.id, "exam_id": j.exam_id, "study_instance_uid": j.study_instance_uid,
         "archive": j.archive, "method": j.method, "destination": j.destination, "state": j.state,
         "priority": j.priority, "not_before": j.not_before, "deadline": j.deadline,
-        "attempt": j.attempt, "max_attempts": j.max_attempts, "remaining": j.remaining,
-        "completed": j.completed, "failed": j.failed, "warning": j.warning,
+        "attempt": j.attempt, "max_attempts": j.max_attempts, "remaining": j.counts.remaining,
+        "completed": j.counts.completed, "failed": j.counts.failed, "warning": j.counts.warning,
         "expected_instances": j.expected_instances, "last_status": j.last_status,
         "last_error": j.last_error, "errors": j.errors, "worker": j.worker,
         "leased_until": j.leased_until, "created_at": j.created_at, "updated_at": j.updated_at,
@@ -75,9 +75,9 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                         j.method,
                         j.state,
                         format!("{}/{}", j.attempt, j.max_attempts),
-                        j.completed,
+                        j.counts.completed,
                         j.expected_instances.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
-                        j.failed,
+                        j.counts.failed,
                         j.last_error.as_deref().unwrap_or("")
                     );
                 }
