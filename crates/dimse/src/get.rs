@@ -7,8 +7,10 @@ use crate::command::{Command, field, tags};
 use crate::error::{DimseError, is_pending, status_meaning};
 use crate::scu::{QueryModel, RetrieveOutcome, SubOperations};
 use dicom_object::InMemDicomObject;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Instant;
 use tokio::sync::watch;
 
@@ -50,6 +52,11 @@ pub fn get_contexts(model: QueryModel, storage_classes: &[&str]) -> Vec<ContextR
 
 /// Where received instances go.
 pub trait StoreSink {
+    /// Awaited before each instance is taken: a sink with no room left pauses here, and
+    /// the archive's association then backs up in TCP (backpressure by awaiting).
+    fn ready(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
     /// A new instance starts; returns a writer for its data set (in `transfer_syntax`).
     fn begin(
         &mut self,
@@ -162,6 +169,9 @@ impl Association {
                     let instance = command.string(tags::AFFECTED_SOP_INSTANCE_UID).unwrap_or_default();
                     let message_id = command.u16(tags::MESSAGE_ID).unwrap_or(0);
                     let ts = contexts.iter().find(|(cid, _, _)| *cid == context_id).map(|(_, _, t)| t.clone());
+                    if ts.is_some() && command.has_data_set() {
+                        sink.ready().await;
+                    }
                     let status = match (ts, command.has_data_set()) {
                         (Some(ts), true) => match sink.begin(&class, &instance, &ts) {
                             Ok(mut writer) => {

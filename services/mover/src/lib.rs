@@ -10,8 +10,8 @@
 //! - `peer.rs`: our calling AE and timeouts, the archive's address.
 //! - `record.rs`: the outcome's write, retried until the database takes it.
 //! - `outage.rs`: archives that went away are held and probed; their return wakes their jobs.
-//! - `relay.rs`: C-GET into the spool, forwarded to the destination by C-STORE.
-//! - `spool.rs`: the spool's budget (one per process) and lifecycle (what holds PHI goes).
+//! - `relay.rs`: the C-GET leg into the job's relay (`priorfetch_relay`: spool and
+//!   forwarder to the destination by C-STORE), with live counts of both legs.
 //! - `verify.rs`: how many instances of a study the destination holds.
 //! - `outcome.rs`: the pure judgement: completed only when every instance arrived.
 //! - `window.rs`: retrieve windows from cron schedules.
@@ -25,7 +25,6 @@ mod progress;
 mod record;
 mod relay;
 mod retrieve;
-pub mod spool;
 pub mod verify;
 pub mod window;
 
@@ -33,6 +32,7 @@ pub use record::RunEnd;
 
 use chrono::Utc;
 use priorfetch_config::Config;
+use priorfetch_relay::SpoolBudget;
 use priorfetch_store::{HeartbeatOptions, JobState, RetryPolicy, Store, StoreError};
 use std::collections::HashSet;
 use std::path::Path;
@@ -66,7 +66,7 @@ pub(crate) struct Ctx {
     pub worker: String,
     pub policy: RetryPolicy,
     /// The spool budget shared by every running C-GET of the process.
-    pub spool: Arc<spool::SpoolBudget>,
+    pub spool: Arc<SpoolBudget>,
     /// Jobs running in this process (the spool sweep leaves their folders alone).
     pub running: Mutex<HashSet<i64>>,
     /// Archives held while they are away (their jobs are not claimed).
@@ -101,7 +101,7 @@ impl Mover {
             options.worker = priorfetch_store::worker_identity(&config.queue.instance, "mover");
         }
         let worker = options.worker.clone();
-        let spool = spool::SpoolBudget::new(config.mover.spool_limit_mb);
+        let spool = SpoolBudget::new(config.mover.spool_limit_mb);
         let windows =
             config.archives.iter().map(|a| (a.name.clone(), window::Windows::parse(&a.retrieve_windows))).collect();
         Mover {
@@ -128,7 +128,7 @@ impl Mover {
         ctx.store.sync_archive_slots(&caps).await.map_err(MoverError::Slots)?;
         let spool_root = Path::new(&ctx.config.mover.spool_dir).to_path_buf();
         // This process runs nothing yet: unmarked folders are a crashed predecessor's.
-        spool::remove_orphans(&spool_root);
+        priorfetch_relay::spool::remove_orphans(&spool_root);
         let _heartbeat = start_heartbeat(&ctx).await;
         let mut sweep = tokio::time::interval(Duration::from_secs(30));
         let workers = ctx.config.mover.workers.max(1) as usize;
@@ -170,7 +170,7 @@ impl Mover {
                 }
                 _ = sweep.tick() => {
                     let running_ids = ctx.running_ids().clone();
-                    spool::sweep(&spool_root, ctx.config.mover.spool_retention, &running_ids);
+                    priorfetch_relay::spool::sweep(&spool_root, ctx.config.mover.spool_retention, &running_ids);
                 }
             }
         }

@@ -64,12 +64,3 @@ pub static JOBS: LazyLock<IntGaugeVec> =
 pub static EXAMS_READY: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter("priorfetch_exams_ready_total", "Exams whose priors all ended, against the scheduled time", &["outcome"])
 });
-
-/// `priorfetch_spool_bytes`: bytes the running C-GETs of this process hold in the spool
-/// (received, not yet confirmed by the destination), against `mover.spool_limit_mb`.
-pub static SPOOL_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
-    let g = prometheus::IntGauge::new("priorfetch_spool_bytes", "Bytes held in the C-GET spool by running retrieves")
-        .expect("valid metric");
-    register(&g);
-    g
-});

@@ -7,7 +7,7 @@ use crate::outcome::{self, Attempt, Verdict};
 use crate::peer::{archive_peer, scu_options};
 use crate::progress::{Live, Lost, persist_progress, run_until_done};
 use crate::record::{RunEnd, finish, retry, roll_up, until_written};
-use crate::{Ctx, metrics, relay, spool};
+use crate::{Ctx, metrics, relay};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use priorfetch_config::{ArchiveConfig, RetrieveMethod};
@@ -50,7 +50,7 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: Job, stop: watch::Receiver<bool>
             RunEnd::Finished(JobState::Completed) => std::time::Duration::ZERO,
             _ => ctx.config.mover.spool_retention,
         };
-        spool::end_job(std::path::Path::new(&ctx.config.mover.spool_dir), id, retention);
+        priorfetch_relay::spool::end_job(std::path::Path::new(&ctx.config.mover.spool_dir), id, retention);
     }
     end
 }
@@ -84,8 +84,8 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
     let labels = [archive.name.as_str(), method.as_str()];
     metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).inc();
     let retrieve = retrieve(ctx, &archive, method, &job, pending, live.clone(), cancel_rx);
-    // Its own task: the heartbeat must go on while the retrieve's task blocks (a full
-    // spool pauses receiving inside the C-GET sink).
+    // Its own task: the heartbeat goes on at its pace whatever the retrieve awaits (a
+    // full spool pauses receiving inside the C-GET sink).
     let persist = tokio::spawn(persist_progress(ctx.clone(), job.id, base, live.clone(), cancel_tx, stop));
     let (result, lost) = run_until_done(retrieve, persist).await;
     metrics::ASSOCIATIONS_ACTIVE.with_label_values(&[&archive.name]).dec();
@@ -213,7 +213,7 @@ async fn retrieve(
     match method {
         RetrieveMethod::Get => {
             let root = std::path::Path::new(&ctx.config.mover.spool_dir);
-            let spool = spool::JobSpool::open(root, job.id, ctx.spool.clone())
+            let spool = priorfetch_relay::JobSpool::open(root, job.id, ctx.spool.clone())
                 .map_err(|e| DimseError::Io(format!("spool folder under {}: {e}", root.display())))?;
             let mut contexts = vec![ContextRequest::new(model.find_uid())];
             contexts.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES));

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use pacs_sim::{DataSource, Faults, Sim, SimConfig, SimHandle, StudySummary, SyntheticSpec};
-use priorfetch_mover::metrics::SPOOL_BYTES;
+use priorfetch_relay::metrics::SPOOL_BYTES;
 use priorfetch_store::JobState;
 use std::path::Path;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The C-GET spool's lifecycle: one folder per job under `mover.spool_dir`, one byte
+//! The spool's lifecycle: one folder per job under `mover.spool_dir`, one byte
 //! budget for the whole process (all running C-GETs draw from it), and deletion of what
 //! holds PHI once it is of no use:
 //! - a job that ends (completed, failed, cancelled, lost, handed back) loses its folder,
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 /// Retry leftovers older than this, of a job not running here, are deleted by the sweep.
@@ -26,11 +27,17 @@ const ENDED_MARKER: &str = ".ended";
 pub struct SpoolBudget {
     spooled: AtomicU64,
     limit: u64,
+    /// Woken whenever bytes leave the spool: receivers paused for room look again.
+    room: Notify,
 }
 
 impl SpoolBudget {
     pub fn new(limit_mb: u64) -> Arc<SpoolBudget> {
-        Arc::new(SpoolBudget { spooled: AtomicU64::new(0), limit: limit_mb.saturating_mul(1 << 20) })
+        Arc::new(SpoolBudget {
+            spooled: AtomicU64::new(0),
+            limit: limit_mb.saturating_mul(1 << 20),
+            room: Notify::new(),
+        })
     }
 
     pub fn spooled(&self) -> u64 {
@@ -51,6 +58,28 @@ impl SpoolBudget {
         let before = self.spooled.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(s.saturating_sub(n)));
         let now = before.unwrap_or(0).saturating_sub(n);
         metrics::SPOOL_BYTES.set(now.min(i64::MAX as u64) as i64);
+        self.room.notify_waiters();
+    }
+
+    /// Waits until the spool has room or `give_up` says waiting is pointless, at most
+    /// `longest`. Returns false when it gave up on time.
+    pub async fn wait_for_room(&self, give_up: impl Fn() -> bool, longest: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + longest;
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let released = self.room.notified();
+            if !self.is_full() || give_up() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Wakes the waiters to look at their `give_up` again.
+    pub(crate) fn wake(&self) {
+        self.room.notify_waiters();
     }
 }
 
@@ -86,6 +115,11 @@ impl JobSpool {
 
     pub fn budget(&self) -> &SpoolBudget {
         &self.budget
+    }
+
+    /// Bytes this job holds in the spool now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 }
 
@@ -174,6 +208,26 @@ fn is_empty(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_paused_receiver_wakes_when_room_comes_back() {
+        let root = tempfile::tempdir().unwrap();
+        let budget = SpoolBudget::new(1);
+        let job = Arc::new(JobSpool::open(root.path(), 7, budget.clone()).unwrap());
+        job.add(2_000_000);
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.wait_for_room(|| false, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a full spool pauses the receiver");
+        let started = std::time::Instant::now();
+        job.release(1_500_000);
+        assert!(waiting.await.unwrap(), "woken by the release, not by the time limit");
+        assert!(started.elapsed() < Duration::from_secs(1), "no polling delay: {:?}", started.elapsed());
+        job.add(2_000_000);
+        assert!(!budget.wait_for_room(|| false, Duration::from_millis(50)).await, "bounded when nothing frees");
+    }
 
     #[test]
     fn jobs_draw_from_one_budget_and_give_back_on_drop() {

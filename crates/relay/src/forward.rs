@@ -1,0 +1,245 @@
+//! The relay of one job: instances arrive (a C-GET's sub-operations, later WADO-RS parts)
+//! into the job's spool folder as Part-10 files, written under a temporary name until
+//! complete; a forwarder task sends each to the destination by C-STORE on one association,
+//! and deletes a file only once the destination confirmed it. Receiving awaits room when
+//! the process's spool is full. Files an earlier attempt left are forwarded first, and
+//! each SOP instance is counted once.
+
+use crate::spool::JobSpool;
+use priorfetch_dimse::association::EXPLICIT_VR_LE;
+use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, DirSink, StoreSink};
+use priorfetch_dimse::store_scu::{Part10, StoreStatusKind, storage_contexts};
+use priorfetch_dimse::{Association, DimseError, Peer, ScuOptions};
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// The longest a receiver pauses for room before it takes the instance anyway: a stuck
+/// destination must not hold the archive's association forever.
+const LONGEST_PAUSE: Duration = Duration::from_secs(600);
+
+/// Called with the number of distinct instances the destination confirmed so far.
+pub type OnConfirmed = Arc<dyn Fn(u32) + Send + Sync>;
+
+/// What the forwarder did.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    /// SOP Instance UIDs the destination confirmed (success or warning).
+    pub confirmed: HashSet<String>,
+    /// Instances the destination refused (kept in the spool) or files that were unreadable.
+    pub refused: u32,
+    /// Why forwarding stopped early (association failed); None when it drained the spool.
+    pub error: Option<DimseError>,
+    /// Bytes received into the spool during this attempt.
+    pub bytes_received: u64,
+}
+
+/// Shared by the receiving sink and the forwarder.
+struct Shared {
+    spool: JobSpool,
+    /// The forwarder stopped (error): receiving must not wait for room any more.
+    forwarder_gone: AtomicBool,
+    received: AtomicU64,
+}
+
+/// A running relay: hand its [`RelaySink`] to the receiving side, then [`Relay::finish`].
+pub struct Relay {
+    shared: Arc<Shared>,
+    forwarder: JoinHandle<Forwarded>,
+}
+
+impl Relay {
+    /// Starts the forwarder towards `destination` and queues the files an earlier attempt
+    /// left in the job's folder.
+    pub fn start(
+        spool: JobSpool,
+        destination: Peer,
+        options: ScuOptions,
+        on_confirmed: OnConfirmed,
+    ) -> std::io::Result<(Relay, RelaySink)> {
+        let dir = spool.dir.clone();
+        let shared = Arc::new(Shared { spool, forwarder_gone: AtomicBool::new(false), received: AtomicU64::new(0) });
+        let (tx, rx) = mpsc::unbounded_channel();
+        for path in leftovers(&dir) {
+            shared.spool.add(file_size(&path));
+            let _ = tx.send(path);
+        }
+        let sink = RelaySink { inner: DirSink::new(&dir)?, tx, shared: shared.clone() };
+        let forwarder = tokio::spawn(forward(destination, options, rx, shared.clone(), on_confirmed));
+        Ok((Relay { shared, forwarder }, sink))
+    }
+
+    /// Receiving is over (the sink is consumed): the forwarder drains what is spooled.
+    pub async fn finish(self, sink: RelaySink) -> Forwarded {
+        drop(sink);
+        let mut done = match self.forwarder.await {
+            Ok(done) => done,
+            Err(e) => {
+                Forwarded { error: Some(DimseError::Protocol(format!("relay task failed: {e}"))), ..Default::default() }
+            }
+        };
+        done.bytes_received = self.shared.received.load(Ordering::Relaxed);
+        done
+    }
+}
+
+/// The receiving side: a [`StoreSink`] writing into the spool.
+pub struct RelaySink {
+    inner: DirSink,
+    tx: mpsc::UnboundedSender<PathBuf>,
+    shared: Arc<Shared>,
+}
+
+impl StoreSink for RelaySink {
+    fn ready(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let budget = shared.spool.budget();
+            if !budget.is_full() {
+                return;
+            }
+            // The budget is the whole process's: another job's files may fill it too.
+            let gone = || shared.forwarder_gone.load(Ordering::Relaxed);
+            if !budget.wait_for_room(gone, LONGEST_PAUSE).await {
+                warn!(spooled = budget.spooled(), "spool still full after {LONGEST_PAUSE:?}; receiving anyway");
+            }
+        })
+    }
+
+    fn begin(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        transfer_syntax: &str,
+    ) -> std::io::Result<Box<dyn Write + Send>> {
+        let writer = self.inner.begin(sop_class, sop_instance, transfer_syntax)?;
+        Ok(Box::new(Counting { inner: writer, shared: self.shared.clone() }))
+    }
+
+    fn finish(&mut self, sop_instance: &str, ok: bool) -> std::io::Result<()> {
+        let before = self.inner.stored.len();
+        self.inner.finish(sop_instance, ok)?;
+        if self.inner.stored.len() > before
+            && let Some(path) = self.inner.stored.pop()
+        {
+            self.shared.spool.add(file_size(&path));
+            // The forwarder gone means the attempt fails anyway; the file stays spooled.
+            let _ = self.tx.send(path);
+        }
+        Ok(())
+    }
+}
+
+struct Counting<W> {
+    inner: W,
+    shared: Arc<Shared>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.shared.received.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Sends each spooled file to the destination on one association; deletes it once the
+/// destination answered success or warning.
+async fn forward(
+    destination: Peer,
+    options: ScuOptions,
+    mut files: mpsc::UnboundedReceiver<PathBuf>,
+    shared: Arc<Shared>,
+    on_confirmed: OnConfirmed,
+) -> Forwarded {
+    let mut done = Forwarded::default();
+    let mut assoc: Option<Association> = None;
+    while let Some(path) = files.recv().await {
+        let size = file_size(&path);
+        let part10 = match Part10::open(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "spooled file unreadable; dropped");
+                let _ = std::fs::remove_file(&path);
+                shared.spool.release(size);
+                done.refused += 1;
+                continue;
+            }
+        };
+        if assoc.is_none() {
+            let contexts =
+                storage_contexts(COMMON_STORAGE_CLASSES.iter().map(|c| (c.to_string(), EXPLICIT_VR_LE.into())));
+            match Association::connect(&destination, &options, &contexts).await {
+                Ok(a) => assoc = Some(a),
+                Err(e) => {
+                    done.error = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(a) = assoc.as_mut() else { break };
+        match a.store_file(&part10, None).await {
+            Ok(status) if status.kind != StoreStatusKind::Failure => {
+                let _ = std::fs::remove_file(&path);
+                shared.spool.release(size);
+                done.confirmed.insert(part10.sop_instance_uid.clone());
+                on_confirmed(done.confirmed.len() as u32);
+            }
+            Ok(status) => {
+                warn!(
+                    status = format!("0x{:04X}", status.status),
+                    "destination refused an instance; kept in the spool"
+                );
+                done.refused += 1;
+            }
+            // The destination takes no such SOP class: that instance cannot go, the rest can.
+            Err(e @ DimseError::NoContext { .. }) => {
+                warn!(error = %e, "destination refused an instance's SOP class; kept in the spool");
+                done.refused += 1;
+            }
+            Err(e) => {
+                done.error = Some(e);
+                break;
+            }
+        }
+    }
+    shared.forwarder_gone.store(true, Ordering::Relaxed);
+    shared.spool.budget().wake();
+    if let Some(a) = assoc {
+        a.release().await;
+    }
+    done
+}
+
+/// Complete files a crashed or failed attempt left behind (half-written ones are discarded).
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("dcm") => files.push(path),
+            Some("part") => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+    files.sort();
+    files
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
