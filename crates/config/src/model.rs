@@ -2,7 +2,7 @@
 //! struct rejects unknown keys so a typo is an error, not a silent default.
 
 use crate::secret::Secret;
-pub use priorfetch_domain::{PriorSelection, RetrieveMethod, RuleConfig, RuleMatch};
+pub use priorfetch_domain::{AeTitle, Peer, PriorSelection, RetrieveMethod, RuleConfig, RuleMatch};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -284,4 +284,27 @@ pub struct PlannerConfig {
     pub replan_backoff: BackoffConfig,
     /// Re-plans after which the gap is left as it is (still visible in the exam's plan).
     pub max_replans: u32,
+}
+
+/// Addresses as the DIMSE code needs them, from the validated text. Services build them
+/// once at start; an error here means the config was not validated (a test's own).
+impl ServiceConfig {
+    pub fn calling_ae(&self) -> Result<AeTitle, String> {
+        AeTitle::parse(&self.ae_title).map_err(|e| format!("service.ae_title: {e}"))
+    }
+}
+
+impl ArchiveConfig {
+    pub fn peer(&self) -> Result<Peer, String> {
+        let port = u16::try_from(self.port)
+            .map_err(|_| format!("archive '{}': port {} is not 1..=65535", self.name, self.port))?;
+        Peer::new(&self.ae_title, &self.host, port).map_err(|e| format!("archive '{}': {e}", self.name))
+    }
+}
+
+impl DestinationConfig {
+    pub fn peer(&self) -> Result<Peer, String> {
+        let port = u16::try_from(self.port).map_err(|_| format!("destination: port {} is not 1..=65535", self.port))?;
+        Peer::new(&self.ae_title, &self.host, port).map_err(|e| format!("destination: {e}"))
+    }
 }

@@ -173,17 +173,8 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     issues
 }
 
-/// DICOM AE title: 1-16 characters of the default repertoire, no backslash or control
-/// characters, not only spaces.
+/// DICOM AE title: the domain's one validator (1-16 characters of the default
+/// repertoire, no backslash or control characters, not only spaces).
 pub fn check_ae_title(ae: &str) -> Result<(), String> {
-    if ae.trim().is_empty() {
-        return Err("must not be empty".into());
-    }
-    if ae.len() > 16 {
-        return Err(format!("'{ae}' is longer than 16 characters"));
-    }
-    if ae.chars().any(|c| c == '\\' || c.is_control() || !c.is_ascii()) {
-        return Err(format!("'{ae}' has a backslash, control or non-ASCII character"));
-    }
-    Ok(())
+    priorfetch_domain::AeTitle::parse(ae).map(|_| ())
 }

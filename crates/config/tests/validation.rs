@@ -68,7 +68,7 @@ fn bad_values_name_the_key() {
     let issues = load("[intake]\nsource = 'mqtt'\n").unwrap_err();
     assert!(issues[0].starts_with("intake.source:"), "{issues:?}");
     let issues = load("[service]\nae_title = 'THIS_AE_TITLE_IS_TOO_LONG'\n").unwrap_err();
-    assert_eq!(issues, vec!["service.ae_title: 'THIS_AE_TITLE_IS_TOO_LONG' is longer than 16 characters"]);
+    assert_eq!(issues, vec!["service.ae_title: AE title 'THIS_AE_TITLE_IS_TOO_LONG' is longer than 16 characters"]);
     let issues = load("[[archives]]\nname='a'\nae_title='A'\nhost='h'\nport=104\nretrieve='get'\nretrieve_windows=[{start='every night', duration='1h'}]\n").unwrap_err();
     assert!(issues[0].starts_with("archives[0].retrieve_windows[0].start: bad cron expression"), "{issues:?}");
     let issues = load("[[rules]]\nname='r'\npriors={lookback='1y', max=1, description='(('}\n").unwrap_err();

@@ -5,6 +5,7 @@
 //! - `exam.rs`: the scheduled exam as the planner sees it, its priority, its status (and
 //!   how job states roll up into it), and the exam as recorded.
 //! - `job.rs`: retrieve jobs: method, state, sub-operation counts, the job as queued.
+//! - `peer.rs`: AE titles and `AET@host:port` peers, the one validator of both.
 //! - `study.rs`: one study as an archive reported it (a candidate prior).
 //! - `rule_config.rs`: `[[rules]]` as the config file spells them (`duration.rs`: "30s").
 //! - `rules.rs`: compiled `[[rules]]`: first match wins; what each rule selects.
@@ -15,6 +16,7 @@
 pub mod duration;
 pub mod exam;
 pub mod job;
+pub mod peer;
 pub mod range;
 pub mod rule_config;
 pub mod rules;
@@ -24,6 +26,7 @@ pub mod timing;
 
 pub use exam::{Exam, ExamPriority, ExamRecord, ExamStatus, UnsafeIdentifier};
 pub use job::{AttemptError, Counts, Job, JobState, RetrieveMethod};
+pub use peer::{AeTitle, Peer};
 pub use range::{DateRange, EARLIEST, LATEST};
 pub use rule_config::{PriorSelection, RuleConfig, RuleMatch};
 pub use rules::{Rule, RuleError, RuleSet};

@@ -73,6 +73,8 @@ pub(crate) struct Ctx {
     pub outages: outage::Outages,
     /// Each archive's retrieve windows, parsed once.
     pub windows: Vec<(String, window::Windows)>,
+    /// Our calling AE, the archives' and the destination's addresses, parsed once.
+    pub peers: peer::Peers,
 }
 
 impl Ctx {
@@ -104,6 +106,7 @@ impl Mover {
         let spool = SpoolBudget::new(config.mover.spool_limit_mb);
         let windows =
             config.archives.iter().map(|a| (a.name.clone(), window::Windows::parse(&a.retrieve_windows))).collect();
+        let peers = peer::Peers::new(&config);
         Mover {
             ctx: Arc::new(Ctx {
                 store,
@@ -114,6 +117,7 @@ impl Mover {
                 running: Mutex::new(HashSet::new()),
                 outages: outage::Outages::default(),
                 windows,
+                peers,
             }),
             options,
         }

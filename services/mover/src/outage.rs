@@ -12,7 +12,6 @@
 //! association of ours (an AE table that lacks us) must not burn a job's attempts in
 //! seconds.
 
-use crate::peer::{archive_peer, scu_options};
 use crate::{Ctx, metrics};
 use chrono::{DateTime, Utc};
 use priorfetch_dimse::DimseError;
@@ -128,14 +127,8 @@ async fn probe_until_back(ctx: Arc<Ctx>, archive: String) {
 }
 
 async fn echo(ctx: &Ctx, archive: &str) -> Result<(), DimseError> {
-    let config = ctx
-        .config
-        .archives
-        .iter()
-        .find(|a| a.name == archive)
-        .ok_or_else(|| DimseError::Encode(format!("archive '{archive}' is not configured")))?;
-    let peer = archive_peer(config)?;
-    let mut options = scu_options(ctx)?;
+    let peer = ctx.peers.archive(archive)?;
+    let mut options = ctx.peers.scu_options()?;
     options.connect_timeout = PROBE_TIMEOUT;
     options.association_timeout = PROBE_TIMEOUT;
     options.dimse_timeout = PROBE_TIMEOUT;

@@ -1,18 +1,40 @@
-//! How the mover reaches an archive: our calling AE and timeouts, the archive's address.
+//! How the mover reaches its peers: our calling AE and timeouts, each archive's address
+//! and the destination's, built once from the config when the mover starts.
 
-use crate::Ctx;
-use priorfetch_config::ArchiveConfig;
-use priorfetch_dimse::{AeTitle, DimseError, Peer, ScuOptions};
+use priorfetch_config::Config;
+use priorfetch_dimse::{DimseError, Peer, ScuOptions};
+use std::collections::HashMap;
 
-pub(crate) fn scu_options(ctx: &Ctx) -> Result<ScuOptions, DimseError> {
-    let ae = AeTitle::parse(&ctx.config.service.ae_title)
-        .map_err(|e| DimseError::Encode(format!("service.ae_title: {e}")))?;
-    let mut options = ScuOptions::new(ae);
-    options.dimse_timeout = ctx.config.mover.dimse_timeout;
-    Ok(options)
+/// Built once; an entry that did not parse fails the jobs that need it with the reason.
+pub(crate) struct Peers {
+    options: Result<ScuOptions, String>,
+    archives: HashMap<String, Result<Peer, String>>,
+    destination: Result<Peer, String>,
 }
 
-pub(crate) fn archive_peer(archive: &ArchiveConfig) -> Result<Peer, DimseError> {
-    Peer::new(&archive.ae_title, &archive.host, archive.port as u16)
-        .map_err(|e| DimseError::Encode(format!("archive '{}': {e}", archive.name)))
+impl Peers {
+    pub(crate) fn new(config: &Config) -> Peers {
+        let options = config.service.calling_ae().map(|ae| {
+            let mut options = ScuOptions::new(ae);
+            options.dimse_timeout = config.mover.dimse_timeout;
+            options
+        });
+        let archives = config.archives.iter().map(|a| (a.name.clone(), a.peer())).collect();
+        Peers { options, archives, destination: config.destination.peer() }
+    }
+
+    pub(crate) fn scu_options(&self) -> Result<ScuOptions, DimseError> {
+        self.options.clone().map_err(DimseError::Encode)
+    }
+
+    pub(crate) fn archive(&self, name: &str) -> Result<Peer, DimseError> {
+        match self.archives.get(name) {
+            Some(peer) => peer.clone().map_err(DimseError::Encode),
+            None => Err(DimseError::Encode(format!("archive '{name}' is not configured"))),
+        }
+    }
+
+    pub(crate) fn destination(&self) -> Result<Peer, DimseError> {
+        self.destination.clone().map_err(DimseError::Encode)
+    }
 }

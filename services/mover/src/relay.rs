@@ -6,7 +6,7 @@
 use crate::progress::Live;
 use crate::{Ctx, metrics};
 use dicom_object::InMemDicomObject;
-use priorfetch_dimse::{Association, DimseError, Peer, QueryModel, SubOperations};
+use priorfetch_dimse::{Association, DimseError, QueryModel, SubOperations};
 use priorfetch_relay::{JobSpool, Relay};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -35,10 +35,8 @@ pub(crate) async fn get_and_relay(
     live: Arc<Mutex<Live>>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Relayed, DimseError> {
-    let d = &ctx.config.destination;
-    let destination =
-        Peer::new(&d.ae_title, &d.host, d.port as u16).map_err(|e| DimseError::Encode(format!("destination: {e}")))?;
-    let options = crate::peer::scu_options(ctx)?;
+    let destination = ctx.peers.destination()?;
+    let options = ctx.peers.scu_options()?;
     let confirmed = live.clone();
     let on_confirmed = Arc::new(move |n: u32| {
         if let Ok(mut l) = confirmed.lock() {

@@ -4,7 +4,6 @@
 
 use crate::outage;
 use crate::outcome::{self, Attempt, Verdict};
-use crate::peer::{archive_peer, scu_options};
 use crate::progress::{Live, Lost, persist_progress, run_until_done};
 use crate::record::{RunEnd, finish, retry, roll_up, until_written};
 use crate::{Ctx, metrics, relay};
@@ -12,7 +11,7 @@ use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use priorfetch_config::{ArchiveConfig, RetrieveMethod};
 use priorfetch_dimse::scu::identifier;
-use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, Peer, QueryModel, SubOperations};
+use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, QueryModel, SubOperations};
 use priorfetch_events::short_hash;
 
 use priorfetch_store::{Counts, Finish, Job, JobState};
@@ -207,8 +206,8 @@ async fn retrieve(
     live: Arc<Mutex<Live>>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Retrieved, DimseError> {
-    let peer = archive_peer(archive)?;
-    let options = scu_options(ctx)?;
+    let peer = ctx.peers.archive(&archive.name)?;
+    let options = ctx.peers.scu_options()?;
     let model = QueryModel::StudyRoot;
     match method {
         RetrieveMethod::Get => {
@@ -354,9 +353,8 @@ pub(crate) async fn instance_identifiers(
 /// holds, next to how many the study has. `None` when the destination cannot say.
 async fn verify(ctx: &Ctx, job: &Job) -> Option<(u32, u32)> {
     let expected = job.expected_instances? as u32;
-    let d = &ctx.config.destination;
-    let peer = Peer::new(&d.ae_title, &d.host, d.port as u16).ok()?;
-    let options = scu_options(ctx).ok()?;
+    let peer = ctx.peers.destination().ok()?;
+    let options = ctx.peers.scu_options().ok()?;
     match crate::verify::count_instances(&peer, &options, &job.study_instance_uid).await {
         Ok(found) => Some((found, expected)),
         Err(e) => {

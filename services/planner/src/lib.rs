@@ -24,7 +24,7 @@ use chrono::Utc;
 use futures::future::join_all;
 use pool::Pool;
 use priorfetch_config::{ArchiveConfig, Config, Protocol};
-use priorfetch_dimse::{AeTitle, Peer, ScuOptions};
+use priorfetch_dimse::{AeTitle, ScuOptions};
 use priorfetch_domain::{DateRange, Decision, Exam, Needs, RuleSet, job_timing, select_priors, skip_present};
 use priorfetch_store::{NewJob, PlanRecord, PriorRecord, RetryPolicy, Store, StoreError};
 use query::{Findings, QueryLog};
@@ -105,8 +105,7 @@ pub struct Planner {
 }
 
 fn scu_options(config: &Config) -> ScuOptions {
-    let ae =
-        AeTitle::parse(&config.service.ae_title).unwrap_or_else(|_| AeTitle::parse("PRIORFETCH").expect("valid AE"));
+    let ae = config.service.calling_ae().unwrap_or_else(|_| AeTitle::parse("PRIORFETCH").expect("valid AE"));
     let mut options = ScuOptions::new(ae);
     options.connect_timeout = config.planner.cfind_timeout.min(Duration::from_secs(10));
     options.association_timeout = config.planner.cfind_timeout;
@@ -142,7 +141,7 @@ impl Planner {
             .archives
             .iter()
             .map(|a| {
-                let peer = u16::try_from(a.port).ok().and_then(|port| Peer::new(&a.ae_title, &a.host, port).ok());
+                let peer = a.peer().ok();
                 let pool = match (a.protocol, peer) {
                     (Protocol::Dimse, Some(peer)) => {
                         Some(Pool::new(&a.name, peer, scu.clone(), a.max_associations, idle, reuse))
@@ -154,10 +153,7 @@ impl Planner {
             .collect();
         let d = &config.destination;
         let destination = if d.check_existing {
-            u16::try_from(d.port)
-                .ok()
-                .and_then(|port| Peer::new(&d.ae_title, &d.host, port).ok())
-                .map(|peer| Pool::new("destination", peer, scu.clone(), 2, idle, reuse))
+            d.peer().ok().map(|peer| Pool::new("destination", peer, scu.clone(), 2, idle, reuse))
         } else {
             None
         };

@@ -65,8 +65,7 @@ pub struct RetrieveArgs {
 
 fn resolve(config: &Config, archive: &str) -> Result<(Peer, Option<String>), Failure> {
     if let Some(a) = config.archive(archive) {
-        let port = u16::try_from(a.port).map_err(|_| anyhow::anyhow!("archives: bad port {}", a.port))?;
-        let peer = Peer::new(&a.ae_title, &a.host, port).map_err(|e| anyhow::anyhow!("archive {archive}: {e}"))?;
+        let peer = a.peer().map_err(|e| anyhow::anyhow!(e))?;
         return Ok((peer, a.move_destination.clone()));
     }
     match Peer::parse(archive) {
@@ -82,8 +81,7 @@ fn usage(message: String) -> Failure {
 }
 
 fn scu_options(config: &Config) -> Result<ScuOptions, Failure> {
-    let ae = AeTitle::parse(&config.service.ae_title).map_err(|e| usage(format!("service.ae_title: {e}")))?;
-    Ok(ScuOptions::new(ae))
+    Ok(ScuOptions::new(config.service.calling_ae().map_err(usage)?))
 }
 
 fn report(error: &DimseError) -> ExitCode {
