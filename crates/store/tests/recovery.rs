@@ -225,4 +225,26 @@ async fn one_rescuer_at_a_time_across_replicas() {
     assert_eq!(store.rescue(expired).await.unwrap().retried, 0, "this tick is the other rescuer's");
     other.execute_raw(lock("pg_advisory_unlock")).await.unwrap();
     assert_eq!(store.rescue(expired).await.unwrap().retried, 1, "the next tick rescues");
+
+    // The retention purge likewise: one replica per tick.
+    let done = priorfetch_store::Finish {
+        state: priorfetch_store::JobState::Completed,
+        counts: Default::default(),
+        last_status: None,
+        error: None,
+    };
+    store.enqueue_jobs(&[move_job(exam, "1.2.8", 3)]).await.unwrap();
+    let claimed = store.claim_jobs("host-b/mover", &["arch".into()], 10, LEASE).await.unwrap();
+    assert!(!claimed.is_empty());
+    for job in &claimed {
+        assert!(store.finish_job(job.id, "host-b/mover", &done).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let purge_lock =
+        |f: &str| Statement::from_string(DbBackend::Postgres, format!("SELECT {f}({})", 0x7066_7075_7267_65_i64));
+    other.execute_raw(purge_lock("pg_advisory_lock")).await.unwrap();
+    assert_eq!(store.purge_finished(Duration::from_millis(10)).await.unwrap().jobs, 0, "the other replica purges");
+    other.execute_raw(purge_lock("pg_advisory_unlock")).await.unwrap();
+    let purged = store.purge_finished(Duration::from_millis(10)).await.unwrap().jobs;
+    assert_eq!(purged, claimed.len() as u64, "the next tick purges");
 }

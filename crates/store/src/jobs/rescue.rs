@@ -26,6 +26,8 @@ pub enum RescueScope<'a> {
 
 /// Advisory lock key of the periodic rescuer ("pfrescue" in ASCII).
 const RESCUER_LOCK: i64 = 0x7066_7265_7363_7565;
+/// The retention purge's advisory lock ("pfpurge").
+const PURGE_LOCK: i64 = 0x7066_7075_7267_65;
 
 /// Postgres: takes the transaction-scoped advisory lock `key` if it is free (the
 /// rescuer's leader for this transaction). Other databases have one process: always true.
@@ -114,11 +116,16 @@ impl Store {
     pub async fn purge_finished(&self, older_than: Duration) -> Result<PurgeReport, StoreError> {
         let op = "purge";
         let cutoff = Utc::now() - older_than;
+        let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+        // Replicas run the same cron: one purges, the others find the lock taken and skip.
+        if !lead(&txn, PURGE_LOCK).await? {
+            return Ok(PurgeReport::default());
+        }
         let finished: Vec<&str> = JobState::ALL.iter().filter(|s| s.is_finished()).map(|s| s.as_str()).collect();
         let jobs = retrieve_job::Entity::delete_many()
             .filter(retrieve_job::Column::State.is_in(finished))
             .filter(retrieve_job::Column::FinishedAt.lt(cutoff))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
         use crate::entity::dead_letter;
@@ -134,20 +141,21 @@ impl Store {
                         .to_owned(),
                 ),
             )
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
         let letters = dead_letter::Entity::delete_many()
             .filter(dead_letter::Column::ReceivedAt.lt(cutoff))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
         // Heartbeats of identities that never came back (replaced pods).
         worker::Entity::delete_many()
             .filter(worker::Column::ExpiresAt.lt(cutoff))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
+        txn.commit().await.map_err(|e| StoreError::query(op, e))?;
         Ok(PurgeReport { jobs: jobs.rows_affected, exams: exams.rows_affected, dead_letters: letters.rows_affected })
     }
 }
