@@ -259,16 +259,7 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| StoreError::query("count exams", e))?;
-        let mut counts = Vec::with_capacity(rows.len());
-        for (status, n) in rows {
-            match ExamStatus::parse(&status) {
-                Some(status) => counts.push((status, n)),
-                None => {
-                    tracing::warn!(status, exams = n, "exams in a status this version does not know are not counted")
-                }
-            }
-        }
-        Ok(counts)
+        Ok(crate::rows::counts_of(rows, ExamStatus::parse, "exams"))
     }
 
     pub async fn count_exams(&self) -> Result<u64, StoreError> {

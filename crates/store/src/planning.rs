@@ -65,16 +65,6 @@ pub struct PlanOutcome {
 /// Statuses from which an exam may be re-planned (not cancelled, not being planned).
 const REPLANNABLE: [ExamStatus; 5] =
     [ExamStatus::Planned, ExamStatus::Fetching, ExamStatus::Complete, ExamStatus::Partial, ExamStatus::Failed];
-/// Statuses a refused plan moves to `failed` (all but `cancelled`).
-const REFUSABLE: [ExamStatus; 7] = [
-    ExamStatus::Received,
-    ExamStatus::Planning,
-    ExamStatus::Planned,
-    ExamStatus::Fetching,
-    ExamStatus::Complete,
-    ExamStatus::Partial,
-    ExamStatus::Failed,
-];
 
 impl Store {
     /// Records a plan in one transaction: the exam's priors are replaced by
@@ -186,10 +176,11 @@ impl Store {
         if !cancelled {
             // a refused exam fails from any status (also a re-plan of a row stored before
             // the check existed); a normal plan moves only `planning` to `planned`
-            let (to, from): (ExamStatus, &[ExamStatus]) = if plan.refusal.is_some() {
-                (ExamStatus::Failed, &REFUSABLE)
+            // a refused plan moves every status but `cancelled` to `failed`
+            let (to, from): (ExamStatus, Vec<ExamStatus>) = if plan.refusal.is_some() {
+                (ExamStatus::Failed, ExamStatus::ALL.into_iter().filter(|s| *s != ExamStatus::Cancelled).collect())
             } else {
-                (ExamStatus::Planned, &[ExamStatus::Planning])
+                (ExamStatus::Planned, vec![ExamStatus::Planning])
             };
             exam::Entity::update_many()
                 .col_expr(exam::Column::Status, Expr::value(to.as_str()))

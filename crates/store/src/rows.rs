@@ -98,3 +98,21 @@ pub(crate) fn exam_of(row: exam::Model) -> Result<ExamRecord, StoreError> {
 pub(crate) fn exams_of(rows: Vec<exam::Model>) -> Result<Vec<ExamRecord>, StoreError> {
     rows.into_iter().map(exam_of).collect()
 }
+
+/// Counts grouped by a stored state, as types; a state this version does not know is
+/// logged and left out rather than failing the whole count.
+pub(crate) fn counts_of<T>(rows: Vec<(String, i64)>, parse: fn(&str) -> Option<T>, table: &str) -> Vec<(T, i64)> {
+    let mut counts = Vec::with_capacity(rows.len());
+    for (text, n) in rows {
+        match parse(&text) {
+            Some(state) => counts.push((state, n)),
+            None => tracing::warn!(
+                table,
+                state = text,
+                rows = n,
+                "rows in a state this version does not know are not counted"
+            ),
+        }
+    }
+    counts
+}

@@ -241,7 +241,7 @@ async fn one_rescuer_at_a_time_across_replicas() {
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
     let purge_lock =
-        |f: &str| Statement::from_string(DbBackend::Postgres, format!("SELECT {f}({})", 0x7066_7075_7267_65_i64));
+        |f: &str| Statement::from_string(DbBackend::Postgres, format!("SELECT {f}({})", 0x7066_7075_7267_6500_i64));
     other.execute_raw(purge_lock("pg_advisory_lock")).await.unwrap();
     assert_eq!(store.purge_finished(Duration::from_millis(10)).await.unwrap().jobs, 0, "the other replica purges");
     other.execute_raw(purge_lock("pg_advisory_unlock")).await.unwrap();

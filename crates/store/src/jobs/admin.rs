@@ -85,14 +85,7 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| StoreError::query("count jobs", e))?;
-        let mut counts = Vec::with_capacity(rows.len());
-        for (state, n) in rows {
-            match JobState::parse(&state) {
-                Some(state) => counts.push((state, n)),
-                None => tracing::warn!(state, jobs = n, "jobs in a state this version does not know are not counted"),
-            }
-        }
-        Ok(counts)
+        Ok(crate::rows::counts_of(rows, JobState::parse, "retrieve_jobs"))
     }
 
     /// How many jobs of `archive` are running now (tests and `doctor`).

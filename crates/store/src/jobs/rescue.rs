@@ -27,7 +27,7 @@ pub enum RescueScope<'a> {
 /// Advisory lock key of the periodic rescuer ("pfrescue" in ASCII).
 const RESCUER_LOCK: i64 = 0x7066_7265_7363_7565;
 /// The retention purge's advisory lock ("pfpurge").
-const PURGE_LOCK: i64 = 0x7066_7075_7267_65;
+const PURGE_LOCK: i64 = 0x7066_7075_7267_6500;
 
 /// Postgres: takes the transaction-scoped advisory lock `key` if it is free (the
 /// rescuer's leader for this transaction). Other databases have one process: always true.
