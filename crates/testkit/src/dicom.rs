@@ -178,6 +178,26 @@ pub struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
     pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
+        Orthanc::start_with(ae, our_ae, destinations, limit_find_results, false)
+    }
+
+    /// With the DICOMweb plugin (Debian `orthanc-dicomweb`) at [`Orthanc::dicomweb_url`].
+    pub fn start_dicomweb(ae: &str, our_ae: &str, limit_find_results: Option<u32>) -> Orthanc {
+        Orthanc::start_with(ae, our_ae, &[], limit_find_results, true)
+    }
+
+    /// The DICOMweb root, e.g. `http://127.0.0.1:8042/dicom-web`.
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://127.0.0.1:{}/dicom-web", self.http_port)
+    }
+
+    fn start_with(
+        ae: &str,
+        our_ae: &str,
+        destinations: &[Destination],
+        limit_find_results: Option<u32>,
+        dicomweb: bool,
+    ) -> Orthanc {
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
         require_binary(&bin);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -192,6 +212,15 @@ impl Orthanc {
             modalities
                 .insert(format!("dest{i}"), serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port }));
         }
+        let plugins: Vec<String> = if dicomweb {
+            let folder =
+                std::env::var("PRIORFETCH_ORTHANC_PLUGINS").unwrap_or_else(|_| "/usr/share/orthanc/plugins".into());
+            let plugin = std::path::Path::new(&folder).join("libOrthancDicomWeb.so");
+            assert!(plugin.exists(), "{} not found: scripts/peers.sh installs orthanc-dicomweb", plugin.display());
+            vec![plugin.display().to_string()]
+        } else {
+            Vec::new()
+        };
         let config = serde_json::json!({
             "Name": format!("pf-test-{ae}"),
             "StorageDirectory": dir.path().join("storage"),
@@ -202,7 +231,8 @@ impl Orthanc {
             "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true,
             "DicomModalities": modalities,
             "LimitFindResults": limit_find_results.unwrap_or(0),
-            "StorageCompression": false, "Plugins": [],
+            "StorageCompression": false, "Plugins": plugins,
+            "DicomWeb": { "Enable": dicomweb, "Root": "/dicom-web/", "StudiesMetadata": "Full" },
             "DicomScpTimeout": 30, "StableAge": 1
         });
         let config_path = dir.path().join("orthanc.json");

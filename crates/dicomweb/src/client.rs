@@ -1,0 +1,184 @@
+//! The HTTP side: one `reqwest` client per archive (connection reuse, HTTP/1.1 and 2),
+//! authentication, timeouts, and errors that name the fix.
+
+use std::time::Duration;
+
+/// How requests authenticate. Secrets are never logged or printed (`Debug` hides them).
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: String,
+    },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("none"),
+            Auth::Basic { user, .. } => write!(f, "basic({user}, ***)"),
+            Auth::Bearer(_) => f.write_str("bearer(***)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DicomWebError {
+    #[error("{url}: cannot connect: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url}: no answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: HTTP {status} (authentication refused)")]
+    Unauthorized { url: String, status: u16 },
+    #[error("{url}: HTTP {status} (busy; retry after {retry_after:?})")]
+    Busy { url: String, status: u16, retry_after: Option<Duration> },
+    #[error("{url}: HTTP {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("{url}: the answer is not what DICOMweb sends: {reason}")]
+    Malformed { url: String, reason: String },
+    #[error("{url}: the body ended early after {complete} complete instances (connection cut?)")]
+    Truncated { url: String, complete: usize },
+    #[error("writing a received instance: {0}")]
+    Io(String),
+}
+
+impl DicomWebError {
+    /// Worth retrying later (the same request may succeed).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            DicomWebError::Unreachable { .. }
+                | DicomWebError::Timeout { .. }
+                | DicomWebError::Busy { .. }
+                | DicomWebError::Truncated { .. }
+        ) || matches!(self, DicomWebError::Status { status, .. } if *status >= 500)
+    }
+
+    /// One line saying what to check.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            DicomWebError::Unreachable { .. } => "check base_url (scheme, host, port, path) and the firewall",
+            DicomWebError::Timeout { .. } => {
+                "the archive is slow or the path drops packets; raise the timeout or check the network"
+            }
+            DicomWebError::Unauthorized { .. } => "check archives[i].auth (user and password, or the bearer token)",
+            DicomWebError::Busy { .. } => "the archive asks us to slow down; the job is retried later",
+            DicomWebError::Status { status: 404, .. } => {
+                "check base_url: the DICOMweb root (e.g. http://host:8042/dicom-web)"
+            }
+            DicomWebError::Status { .. } => "see the archive's log for this request",
+            DicomWebError::Malformed { .. } => "the archive's DICOMweb answer is malformed; report it to its vendor",
+            DicomWebError::Truncated { .. } => {
+                "the connection was cut mid-body; the missing instances are fetched again"
+            }
+            DicomWebError::Io(_) => "check the spool folder's space and permissions",
+        }
+    }
+}
+
+/// One archive's DICOMweb root, e.g. `http://host:8042/dicom-web`.
+#[derive(Clone, Debug)]
+pub struct DicomWebClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) auth: Auth,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of an answer.
+    pub read_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { connect_timeout: Duration::from_secs(10), read_timeout: Duration::from_secs(60) }
+    }
+}
+
+impl DicomWebClient {
+    pub fn new(base_url: &str, auth: Auth, options: &ClientOptions) -> Result<DicomWebClient, DicomWebError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(DicomWebError::Unreachable {
+                url: base,
+                reason: "base_url must start with http:// or https://".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| DicomWebError::Unreachable { url: base.clone(), reason: e.to_string() })?;
+        Ok(DicomWebClient { http, base, auth })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.get(url);
+        match &self.auth {
+            Auth::None => request,
+            Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
+            Auth::Bearer(token) => request.bearer_auth(token),
+        }
+    }
+
+    /// Sends; a status that is not a success becomes the matching error.
+    pub(crate) async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DicomWebError> {
+        let response = request.send().await.map_err(|e| transport(url, e))?;
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let url = url.to_string();
+        Err(match status {
+            401 | 403 => DicomWebError::Unauthorized { url, status },
+            429 | 503 => DicomWebError::Busy { url, status, retry_after },
+            _ => {
+                let body = response.text().await.unwrap_or_default();
+                DicomWebError::Status { url, status, body: body.chars().take(200).collect() }
+            }
+        })
+    }
+}
+
+pub(crate) fn transport(url: &str, e: reqwest::Error) -> DicomWebError {
+    let url = url.to_string();
+    if e.is_timeout() {
+        DicomWebError::Timeout { url, after: Duration::ZERO }
+    } else if e.is_connect() {
+        DicomWebError::Unreachable { url, reason: root_cause(&e) }
+    } else if e.is_body() || e.is_decode() {
+        DicomWebError::Truncated { url, complete: 0 }
+    } else {
+        DicomWebError::Unreachable { url, reason: root_cause(&e) }
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    cause
+}

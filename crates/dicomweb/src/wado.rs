@@ -1,0 +1,179 @@
+//! WADO-RS retrieves, streamed: the `multipart/related` body is read chunk by chunk and
+//! each part (a Part-10 instance) goes to a [`Part10Sink`] as it arrives, so memory holds
+//! one chunk, never an instance or the study. A body cut mid-part is an error that says
+//! how many instances were complete; those stay with the sink.
+
+use crate::client::{DicomWebClient, DicomWebError};
+use crate::multipart::{Event, Reader, boundary_of};
+use futures_util::StreamExt;
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+/// Where received instances go, one Part-10 file at a time.
+pub trait Part10Sink: Send {
+    /// Awaited before each instance: a sink without room pauses the download here (the
+    /// archive's connection then backs up in TCP).
+    fn ready(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+    /// A new instance starts; its Part-10 bytes follow.
+    fn begin(&mut self) -> std::io::Result<Box<dyn Write + Send>>;
+    /// The instance is complete (`ok`) or must be discarded.
+    fn finish(&mut self, ok: bool) -> std::io::Result<()>;
+}
+
+/// What to bring: the study, one series, or named instances.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Study(String),
+    Series { study: String, series: String },
+    Instance { study: String, series: String, instance: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retrieved {
+    pub instances: usize,
+    pub bytes: u64,
+}
+
+impl DicomWebClient {
+    pub fn wado_url(&self, target: &Target) -> String {
+        match target {
+            Target::Study(study) => format!("{}/studies/{study}", self.base),
+            Target::Series { study, series } => format!("{}/studies/{study}/series/{series}", self.base),
+            Target::Instance { study, series, instance } => {
+                format!("{}/studies/{study}/series/{series}/instances/{instance}", self.base)
+            }
+        }
+    }
+
+    /// Streams the target's instances into `sink`. `transfer_syntax` is the Accept
+    /// header's parameter: `*` (as stored, the default) or a UID to transcode to.
+    pub async fn retrieve(
+        &self,
+        target: &Target,
+        transfer_syntax: &str,
+        sink: &mut dyn Part10Sink,
+    ) -> Result<Retrieved, DicomWebError> {
+        let url = self.wado_url(target);
+        let accept = format!("multipart/related; type=\"application/dicom\"; transfer-syntax={transfer_syntax}");
+        let response = self.send(&url, self.get(&url).header(reqwest::header::ACCEPT, accept)).await?;
+        let content_type =
+            response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let Some(boundary) = boundary_of(content_type) else {
+            return Err(DicomWebError::Malformed {
+                url,
+                reason: format!("Content-Type '{content_type}' is not multipart with a boundary"),
+            });
+        };
+        let mut reader = Reader::new(&boundary);
+        let mut body = response.bytes_stream();
+        let mut writer: Option<Box<dyn Write + Send>> = None;
+        let mut done = Retrieved::default();
+        let io = |e: std::io::Error| DicomWebError::Io(e.to_string());
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(_) => break, // a cut connection: judged below by what is complete
+            };
+            let events = reader
+                .feed(&chunk)
+                .map_err(|e| DicomWebError::Malformed { url: url.clone(), reason: e.to_string() })?;
+            for event in events {
+                match event {
+                    Event::Begin(_) => {
+                        sink.ready().await;
+                        writer = Some(sink.begin().map_err(io)?);
+                    }
+                    Event::Data(bytes) => {
+                        if let Some(w) = writer.as_mut() {
+                            w.write_all(&bytes).map_err(io)?;
+                            done.bytes += bytes.len() as u64;
+                        }
+                    }
+                    Event::End => {
+                        if let Some(mut w) = writer.take() {
+                            let flushed = w.flush().is_ok();
+                            drop(w);
+                            sink.finish(flushed).map_err(io)?;
+                            done.instances += 1;
+                        }
+                    }
+                    Event::Done => {}
+                }
+            }
+        }
+        if reader.finish().is_err() {
+            if writer.take().is_some() {
+                let _ = sink.finish(false);
+            }
+            return Err(DicomWebError::Truncated { url, complete: done.instances });
+        }
+        Ok(done)
+    }
+}
+
+/// Writes each instance into a folder as `<SOPInstanceUID>.dcm` (read from the file's own
+/// meta group once complete), under a temporary name until then.
+pub struct DirSink {
+    dir: PathBuf,
+    next: u64,
+    current: Option<PathBuf>,
+    /// Files completed, in arrival order.
+    pub stored: Vec<PathBuf>,
+}
+
+impl DirSink {
+    pub fn new(dir: &Path) -> std::io::Result<DirSink> {
+        std::fs::create_dir_all(dir)?;
+        Ok(DirSink { dir: dir.to_path_buf(), next: 0, current: None, stored: Vec::new() })
+    }
+}
+
+impl Part10Sink for DirSink {
+    fn begin(&mut self) -> std::io::Result<Box<dyn Write + Send>> {
+        self.next += 1;
+        let temp = self.dir.join(format!(".wado-{}.part", self.next));
+        let file = std::fs::File::create(&temp)?;
+        self.current = Some(temp);
+        Ok(Box::new(std::io::BufWriter::with_capacity(256 * 1024, file)))
+    }
+
+    fn finish(&mut self, ok: bool) -> std::io::Result<()> {
+        let Some(temp) = self.current.take() else { return Ok(()) };
+        if !ok {
+            return std::fs::remove_file(&temp);
+        }
+        let uid = match sop_instance_uid(&temp) {
+            Ok(uid) => uid,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        let done = self.dir.join(format!("{uid}.dcm"));
+        std::fs::rename(&temp, &done)?;
+        self.stored.push(done);
+        Ok(())
+    }
+}
+
+/// The SOP Instance UID from a Part-10 file's meta group (the data set is not read).
+pub fn sop_instance_uid(path: &Path) -> std::io::Result<String> {
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut preamble = [0u8; 128];
+    std::io::Read::read_exact(&mut file, &mut preamble)?;
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&mut file).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a DICOM Part-10 instance: {e}"))
+    })?;
+    let uid = meta.media_storage_sop_instance_uid().trim_end_matches('\0').trim().to_string();
+    if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the instance's SOP Instance UID is not a UID",
+        ));
+    }
+    Ok(uid)
+}
