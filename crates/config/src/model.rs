@@ -108,18 +108,26 @@ pub enum Protocol {
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
     pub name: String,
+    /// DIMSE address; not needed when `protocol = "dicomweb"`.
+    #[serde(default)]
     pub ae_title: String,
+    #[serde(default)]
     pub host: String,
     /// u32 so that 0 and 70000 reach validation and get a clear message.
+    #[serde(default)]
     pub port: u32,
     /// Lower wins when a study is on several archives.
     #[serde(default = "default_priority")]
     pub priority: i32,
     #[serde(default = "default_protocol")]
     pub protocol: Protocol,
-    /// Required when `protocol = "dicomweb"`.
+    /// Required when `protocol = "dicomweb"`: the DICOMweb root, e.g. `http://host:8042/dicom-web`.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// DICOMweb authentication: `"none"`, `{ basic = { user, password } }` or
+    /// `{ bearer = { token } }`; secrets are never printed.
+    #[serde(default)]
+    pub auth: WebAuth,
     #[serde(default = "default_retrieve")]
     pub retrieve: RetrieveMethod,
     /// AE the archive knows for our destination; required for `retrieve = "move"`.
@@ -138,6 +146,20 @@ pub struct ArchiveConfig {
     /// patient-ID domains); off by default because many archives match it literally.
     #[serde(default)]
     pub query_issuer: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum WebAuth {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: Secret,
+    },
+    Bearer {
+        token: Secret,
+    },
 }
 
 fn default_priority() -> i32 {

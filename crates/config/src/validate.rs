@@ -38,16 +38,29 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
         } else if !names.insert(a.name.as_str()) {
             issue(key("name"), &format!("duplicate archive name '{}'", a.name));
         }
-        if let Err(why) = check_ae_title(&a.ae_title) {
-            issue(key("ae_title"), &why);
+        if a.protocol == Protocol::Dimse {
+            if let Err(why) = check_ae_title(&a.ae_title) {
+                issue(key("ae_title"), &why);
+            }
+            if a.host.trim().is_empty() {
+                issue(key("host"), "must not be empty");
+            }
+            if !(1..=65535).contains(&a.port) {
+                issue(key("port"), "must be 1..=65535");
+            }
         }
-        if a.host.trim().is_empty() {
-            issue(key("host"), "must not be empty");
+        if let Some(url) = &a.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            issue(key("base_url"), "must start with http:// or https://");
         }
-        if !(1..=65535).contains(&a.port) {
-            issue(key("port"), "must be 1..=65535");
+        if a.protocol == Protocol::Dicomweb && a.retrieve != RetrieveMethod::Wado {
+            issue(key("retrieve"), "must be \"wado\" when protocol = \"dicomweb\"");
         }
-        if a.retrieve == RetrieveMethod::Move && a.move_destination.as_deref().is_none_or(|d| d.trim().is_empty()) {
+        if a.protocol == Protocol::Dimse
+            && a.retrieve == RetrieveMethod::Move
+            && a.move_destination.as_deref().is_none_or(|d| d.trim().is_empty())
+        {
             issue(key("move_destination"), "required when retrieve = \"move\"");
         }
         if let Some(dest) = &a.move_destination

@@ -160,3 +160,35 @@ fn planner_settings_and_query_issuer_are_checked() {
     let issues = load("[planner]\ncolour = 'red'\n").unwrap_err();
     assert!(issues.iter().any(|i| i.starts_with("planner.colour: unknown key")), "{issues:?}");
 }
+
+#[test]
+fn a_dicomweb_archive_needs_a_url_not_a_dimse_address() {
+    let ok = load(
+        r#"
+[[archives]]
+name = "cloud"
+protocol = "dicomweb"
+base_url = "https://pacs.example/dicom-web"
+retrieve = "wado"
+auth = { basic = { user = "pf", password = "s3cret" } }
+"#,
+    )
+    .expect("no ae_title, host or port needed");
+    assert!(!format!("{:?}", ok.archives[0].auth).contains("s3cret"), "the password is never printed");
+    let issues = load(
+        r#"
+[[archives]]
+name = "cloud"
+protocol = "dicomweb"
+base_url = "pacs.example/dicom-web"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        issues,
+        vec![
+            "archives[0].base_url: must start with http:// or https://",
+            "archives[0].retrieve: must be \"wado\" when protocol = \"dicomweb\"",
+        ]
+    );
+}

@@ -17,6 +17,7 @@ fn archive(name: &str, ae: &str, port: u16, move_destination: Option<&str>) -> A
         priority: 1,
         protocol: Protocol::Dimse,
         base_url: None,
+        auth: Default::default(),
         retrieve: RetrieveMethod::Move,
         move_destination: move_destination.map(Into::into),
         max_associations: 2,

@@ -17,6 +17,7 @@ fn archive(port: u16, retrieve: RetrieveMethod, move_destination: Option<&str>) 
         priority: 1,
         protocol: Protocol::Dimse,
         base_url: None,
+        auth: Default::default(),
         retrieve,
         move_destination: move_destination.map(Into::into),
         max_associations: 1,

@@ -155,12 +155,14 @@ async fn cfinds_only(config: &Config, reuse: bool, exams: usize, patients: usize
             )
         })
         .collect();
+    let finders: Vec<_> =
+        pools.iter().map(|(a, p)| (a.clone(), priorfetch_planner::finder::Finder::Dimse(p.clone()))).collect();
     let now = Utc::now();
     let window = DateRange::lookback(now, Duration::from_secs(5 * 365 * 86400), now.date_naive());
     let started = Instant::now();
     let found: usize = futures::stream::iter(0..exams)
         .map(|i| {
-            let pools = &pools;
+            let finders = &finders;
             async move {
                 let exam = Exam {
                     id: i as i64,
@@ -175,9 +177,9 @@ async fn cfinds_only(config: &Config, reuse: bool, exams: usize, patients: usize
                     procedure_text: None,
                     priority: ExamPriority::Routine,
                 };
-                let all = futures::future::join_all(pools.iter().map(|(a, p)| {
+                let all = futures::future::join_all(finders.iter().map(|(a, f)| {
                     priorfetch_planner::query::find_studies(
-                        p,
+                        f,
                         a,
                         &exam,
                         window,

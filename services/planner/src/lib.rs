@@ -15,12 +15,14 @@
 //! The selection logic itself is pure and lives in `priorfetch-domain`.
 
 pub mod api;
+pub mod finder;
 pub mod guard;
 pub mod metrics;
 pub mod pool;
 pub mod query;
 
 use chrono::Utc;
+use finder::{Finder, WebFinder};
 use futures::future::join_all;
 use pool::Pool;
 use priorfetch_config::{ArchiveConfig, Config, Protocol};
@@ -84,8 +86,9 @@ impl Default for PlannerOptions {
 
 struct Archive {
     config: ArchiveConfig,
-    /// `None`: not queryable over DIMSE (DICOMweb archives), which is a visible gap.
-    pool: Option<Arc<Pool>>,
+    /// `Err`: the archive's address did not parse (an unvalidated config); each plan shows
+    /// it as a gap.
+    finder: Result<Finder, String>,
 }
 
 struct Inner {
@@ -94,7 +97,7 @@ struct Inner {
     rules: RuleSet,
     archives: Vec<Archive>,
     /// The destination, queried with `check_existing`.
-    destination: Option<Arc<Pool>>,
+    destination: Option<Finder>,
     worker: String,
 }
 
@@ -141,19 +144,19 @@ impl Planner {
             .archives
             .iter()
             .map(|a| {
-                let peer = a.peer().ok();
-                let pool = match (a.protocol, peer) {
-                    (Protocol::Dimse, Some(peer)) => {
-                        Some(Pool::new(&a.name, peer, scu.clone(), a.max_associations, idle, reuse))
-                    }
-                    _ => None,
+                let finder = match a.protocol {
+                    Protocol::Dimse => a.peer().map(|peer| {
+                        Finder::Dimse(Pool::new(&a.name, peer, scu.clone(), a.max_associations, idle, reuse))
+                    }),
+                    Protocol::Dicomweb => web_client(a, config.planner.cfind_timeout)
+                        .map(|client| Finder::Web(WebFinder::new(client, a.max_associations, a.max_matches))),
                 };
-                Archive { config: a.clone(), pool }
+                Archive { config: a.clone(), finder }
             })
             .collect();
         let d = &config.destination;
         let destination = if d.check_existing {
-            d.peer().ok().map(|peer| Pool::new("destination", peer, scu.clone(), 2, idle, reuse))
+            d.peer().ok().map(|peer| Finder::Dimse(Pool::new("destination", peer, scu.clone(), 2, idle, reuse)))
         } else {
             None
         };
@@ -167,7 +170,10 @@ impl Planner {
         self.inner
             .archives
             .iter()
-            .filter_map(|a| a.pool.as_ref().map(|p| (a.config.name.clone(), p.associations_opened())))
+            .filter_map(|a| match &a.finder {
+                Ok(Finder::Dimse(p)) => Some((a.config.name.clone(), p.associations_opened())),
+                _ => None,
+            })
             .collect()
     }
 
@@ -222,23 +228,19 @@ impl Planner {
         let findings: Vec<Findings> = join_all(inner.archives.iter().map(|archive| {
             let exam = &exam;
             async move {
-                let Some(pool) = &archive.pool else {
-                    return Findings {
-                        gap: Some((
-                            "not queryable over DIMSE (protocol dicomweb is not supported by the planner yet)".into(),
-                            false,
-                        )),
-                        ..Default::default()
-                    };
+                let finder = match &archive.finder {
+                    Ok(finder) => finder,
+                    Err(e) => return Findings { gap: Some((e.clone(), false)), ..Default::default() },
                 };
-                let mut f = query::find_studies(pool, &archive.config, exam, window, needs, timeout).await;
+                let mut f = query::find_studies(finder, &archive.config, exam, window, needs, timeout).await;
                 if needs.modalities || needs.body_part {
                     let mut queries = std::mem::take(&mut f.queries);
                     for study in f.studies.iter_mut() {
                         let in_window = study.study_date().is_some_and(|d| window.contains(d));
                         if in_window
                             && needs.missing_in(study)
-                            && let Err(e) = query::enrich(pool, study, timeout, &mut queries).await
+                            && let Err(e) =
+                                query::enrich(finder, &archive.config.name, study, timeout, &mut queries).await
                         {
                             tracing::warn!(archive = %archive.config.name, error = %e, "series-level c-find failed");
                         }
@@ -440,13 +442,10 @@ impl Planner {
                 tracing::warn!(exam_id = id, error = %e, "cannot hand the exam back; the rescuer will");
             }
         }
-        for a in &inner.archives {
-            if let Some(pool) = &a.pool {
+        for finder in inner.archives.iter().filter_map(|a| a.finder.as_ref().ok()).chain(&inner.destination) {
+            if let Finder::Dimse(pool) = finder {
                 pool.close().await;
             }
-        }
-        if let Some(dest) = &inner.destination {
-            dest.close().await;
         }
         tracing::info!("planner stopped");
     }
@@ -487,5 +486,26 @@ fn apply_outcome(decisions: &mut [Decision], outcome: &priorfetch_store::PlanOut
             d.selected = p.selected;
             d.reason.clone_from(&p.reason);
         }
+    }
+}
+
+/// The archive's DICOMweb client (`base_url`, `auth`), built once.
+fn web_client(archive: &ArchiveConfig, timeout: Duration) -> Result<priorfetch_dicomweb::DicomWebClient, String> {
+    let base = archive
+        .base_url
+        .as_deref()
+        .ok_or_else(|| format!("archive '{}': base_url is required for DICOMweb", archive.name))?;
+    let options = priorfetch_dicomweb::ClientOptions { read_timeout: timeout, ..Default::default() };
+    priorfetch_dicomweb::DicomWebClient::new(base, web_auth(&archive.auth), &options)
+        .map_err(|e| format!("archive '{}': {e}", archive.name))
+}
+
+pub fn web_auth(auth: &priorfetch_config::WebAuth) -> priorfetch_dicomweb::Auth {
+    match auth {
+        priorfetch_config::WebAuth::None => priorfetch_dicomweb::Auth::None,
+        priorfetch_config::WebAuth::Basic { user, password } => {
+            priorfetch_dicomweb::Auth::Basic { user: user.clone(), password: password.expose().to_string() }
+        }
+        priorfetch_config::WebAuth::Bearer { token } => priorfetch_dicomweb::Auth::Bearer(token.expose().to_string()),
     }
 }

@@ -1,15 +1,14 @@
-//! The C-FINDs of one plan: the patient's studies on one archive over the lookback
+//! The queries of one plan (C-FIND or QIDO-RS, see `finder.rs`): the patient's studies on one archive over the lookback
 //! window (split in halves whenever the archive caps its matches), SERIES-level queries
 //! for attributes an archive only has there, and the destination check.
 //! Every query sent is logged with its keys for the plan's explanation.
 
+use crate::finder::{FindError, Finder, Keys};
 use crate::guard::{self, Identity};
 use crate::metrics;
-use crate::pool::Pool;
 use dicom_core::{Tag, VR};
 use dicom_object::InMemDicomObject;
 use priorfetch_config::ArchiveConfig;
-use priorfetch_dimse::{DimseError, identifier};
 use priorfetch_domain::{DateRange, Exam, Needs, StudyMatch};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -57,8 +56,6 @@ pub struct Findings {
     pub foreign: usize,
 }
 
-type Keys = Vec<(Tag, VR, &'static str, String)>;
-
 /// The patient keys [`study_keys`] sends to `archive`.
 fn identity<'a>(exam: &'a Exam, archive: &ArchiveConfig) -> Identity<'a> {
     let issuer = exam.issuer.as_deref().filter(|i| archive.query_issuer && !i.trim().is_empty());
@@ -84,11 +81,10 @@ fn study_keys(exam: &Exam, range: &DateRange, archive: &ArchiveConfig, needs: Ne
     keys
 }
 
-fn to_identifier(level: &'static str, keys: &Keys) -> (InMemDicomObject, BTreeMap<&'static str, String>) {
-    let refs: Vec<(Tag, VR, &str)> = keys.iter().map(|(t, vr, _, v)| (*t, *vr, v.as_str())).collect();
+fn log_of(level: &'static str, keys: &Keys) -> BTreeMap<&'static str, String> {
     let mut log: BTreeMap<&'static str, String> = keys.iter().map(|(_, _, name, v)| (*name, v.clone())).collect();
     log.insert("QueryRetrieveLevel", level.to_string());
-    (identifier(level, &refs), log)
+    log
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
@@ -123,40 +119,41 @@ fn study_from(obj: &InMemDicomObject, archive: &ArchiveConfig) -> Option<StudyMa
     })
 }
 
-/// Runs one C-FIND and logs it (metrics included).
+/// Runs one query (C-FIND or QIDO-RS) and logs it (metrics included).
 async fn run(
-    pool: &Pool,
+    finder: &Finder,
+    archive: &str,
     level: &'static str,
     keys: &Keys,
     timeout: Duration,
     queries: &mut Vec<QueryLog>,
-) -> Result<(Vec<InMemDicomObject>, bool), DimseError> {
-    let (query, log) = to_identifier(level, keys);
+) -> Result<(Vec<InMemDicomObject>, bool), FindError> {
+    let log = log_of(level, keys);
     let started = Instant::now();
-    let result = pool.find(&query, timeout).await;
+    let result = finder.find(level, keys, timeout).await;
     let elapsed = started.elapsed();
     let (outcome, count) = match &result {
-        Ok((m, o)) if o.truncated => ("truncated (0xFE00)".to_string(), m.len()),
-        Ok((m, _)) => ("ok".to_string(), m.len()),
-        Err(e) => (e.to_string(), 0),
+        Ok((m, true)) => (finder.truncation().to_string(), m.len()),
+        Ok((m, false)) => ("ok".to_string(), m.len()),
+        Err(e) => (e.text.clone(), 0),
     };
     let metric_outcome = match &result {
-        Ok((_, o)) if o.truncated => "capped",
+        Ok((_, true)) => "capped",
         Ok(_) => "ok",
-        Err(DimseError::Status { status: 0xA700..=0xA7FF, .. }) => "capped",
+        Err(e) if e.refused_too_many => "capped",
         Err(_) => "failed",
     };
-    metrics::CFIND_DURATION.with_label_values(&[pool.name.as_str(), metric_outcome]).observe(elapsed.as_secs_f64());
-    metrics::CFIND_MATCHES.with_label_values(&[pool.name.as_str()]).inc_by(count as u64);
+    metrics::CFIND_DURATION.with_label_values(&[archive, metric_outcome]).observe(elapsed.as_secs_f64());
+    metrics::CFIND_MATCHES.with_label_values(&[archive]).inc_by(count as u64);
     queries.push(QueryLog { level, keys: log, outcome, matches: count, millis: elapsed.as_millis() as u64 });
-    result.map(|(m, o)| (m, o.truncated))
+    result
 }
 
 /// The patient's studies on one archive in `window`. When the archive caps a query
 /// (returns `max_matches` results, refuses with 0xA7xx, or stops with 0xFE00) the range
 /// is split and both halves are queried, so the list is complete or the gap says why.
 pub async fn find_studies(
-    pool: &Pool,
+    finder: &Finder,
     archive: &ArchiveConfig,
     exam: &Exam,
     window: DateRange,
@@ -173,7 +170,7 @@ pub async fn find_studies(
             break;
         }
         let keys = study_keys(exam, &range, archive, needs);
-        let capped = match run(pool, "STUDY", &keys, timeout, &mut findings.queries).await {
+        let capped = match run(finder, &archive.name, "STUDY", &keys, timeout, &mut findings.queries).await {
             Ok((matches, truncated)) => {
                 let capped = truncated || archive.max_matches.is_some_and(|cap| matches.len() >= cap as usize);
                 if !capped || range.split().is_none() {
@@ -209,7 +206,7 @@ pub async fn find_studies(
                 }
                 capped
             }
-            Err(DimseError::Status { status: 0xA700..=0xA7FF, .. }) => {
+            Err(e) if e.refused_too_many => {
                 if range.split().is_none() {
                     // One patient's single day is not over any real cap: the archive is
                     // out of resources, so stop here (instead of splitting every other
@@ -220,10 +217,7 @@ pub async fn find_studies(
                 true
             }
             Err(e) => {
-                findings.gap = Some((
-                    format!("{e} (hint: {})", e.hint()),
-                    e.is_retryable() || matches!(e, DimseError::Rejected { .. }),
-                ));
+                findings.gap = Some((format!("{} (hint: {})", e.text, e.hint), e.retryable));
                 break;
             }
         };
@@ -245,7 +239,8 @@ pub async fn find_studies(
 /// Fills modalities / body parts an archive did not return at STUDY level from a
 /// SERIES-level query of the study (Orthanc: BodyPartExamined; dcmqrscp: ModalitiesInStudy).
 pub async fn enrich(
-    pool: &Pool,
+    finder: &Finder,
+    archive: &str,
     study: &mut StudyMatch,
     timeout: Duration,
     queries: &mut Vec<QueryLog>,
@@ -256,7 +251,7 @@ pub async fn enrich(
         (tag::MODALITY, VR::CS, "Modality", String::new()),
         (tag::BODY_PART_EXAMINED, VR::CS, "BodyPartExamined", String::new()),
     ];
-    let (series, _) = run(pool, "SERIES", &keys, timeout, queries).await.map_err(|e| e.to_string())?;
+    let (series, _) = run(finder, archive, "SERIES", &keys, timeout, queries).await.map_err(|e| e.text)?;
     let add = |target: &mut Vec<String>, values: Vec<String>| {
         for v in values {
             if !target.contains(&v) {
@@ -280,7 +275,7 @@ pub async fn enrich(
 
 /// Instance counts the destination holds for these studies (absent: not there).
 pub async fn at_destination(
-    pool: &Pool,
+    finder: &Finder,
     uids: &[String],
     timeout: Duration,
     queries: &mut Vec<QueryLog>,
@@ -292,7 +287,7 @@ pub async fn at_destination(
             (tag::STUDY_INSTANCE_UID, VR::UI, "StudyInstanceUID", chunk.join("\\")),
             (tag::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, "NumberOfStudyRelatedInstances", String::new()),
         ];
-        let (matches, _) = run(pool, "STUDY", &keys, timeout, queries).await.map_err(|e| e.to_string())?;
+        let (matches, _) = run(finder, "destination", "STUDY", &keys, timeout, queries).await.map_err(|e| e.text)?;
         for m in &matches {
             if let Some(uid) = text(m, tag::STUDY_INSTANCE_UID) {
                 present.insert(uid, text(m, tag::NUMBER_OF_STUDY_RELATED_INSTANCES).and_then(|n| n.parse().ok()));
