@@ -15,6 +15,19 @@ pub enum Auth {
     Bearer(String),
 }
 
+impl From<&priorfetch_config::WebAuth> for Auth {
+    fn from(auth: &priorfetch_config::WebAuth) -> Auth {
+        use priorfetch_config::WebAuth;
+        match auth {
+            WebAuth::None => Auth::None,
+            WebAuth::Basic { user, password } => {
+                Auth::Basic { user: user.clone(), password: password.expose().to_string() }
+            }
+            WebAuth::Bearer { token } => Auth::Bearer(token.expose().to_string()),
+        }
+    }
+}
+
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -116,6 +129,18 @@ impl DicomWebClient {
             .build()
             .map_err(|e| DicomWebError::Unreachable { url: base.clone(), reason: e.to_string() })?;
         Ok(DicomWebClient { http, base, auth })
+    }
+
+    /// The client of a configured DICOMweb archive (`base_url`, `auth`).
+    pub fn for_archive(
+        archive: &priorfetch_config::ArchiveConfig,
+        options: &ClientOptions,
+    ) -> Result<DicomWebClient, DicomWebError> {
+        let base = archive.base_url.as_deref().ok_or_else(|| DicomWebError::Unreachable {
+            url: String::new(),
+            reason: format!("archive '{}': base_url is required for DICOMweb", archive.name),
+        })?;
+        DicomWebClient::new(base, Auth::from(&archive.auth), options)
     }
 
     pub fn base_url(&self) -> &str {

@@ -12,6 +12,8 @@ pub enum Level {
     Studies,
     /// The series of one study.
     Series(String),
+    /// The instances of one study.
+    Instances(String),
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,7 @@ impl DicomWebClient {
         let path = match &query.level {
             Level::Studies => "/studies".to_string(),
             Level::Series(study) => format!("/studies/{}/series", encode(study)),
+            Level::Instances(study) => format!("/studies/{}/instances", encode(study)),
         };
         let mut params: Vec<String> = Vec::new();
         for (key, value) in &query.keys {
@@ -144,7 +147,7 @@ pub fn parse_matches(body: &[u8]) -> Result<Vec<InMemDicomObject>, String> {
 fn identity(obj: &InMemDicomObject) -> Vec<u8> {
     use dicom_dictionary_std::tags;
     let mut id = Vec::new();
-    for tag in [tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID] {
+    for tag in [tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID, tags::SOP_INSTANCE_UID] {
         if let Ok(e) = obj.element(tag) {
             id.extend_from_slice(e.to_str().map(|s| s.into_owned()).unwrap_or_default().as_bytes());
         }

@@ -72,7 +72,12 @@ impl Relay {
             shared.spool.add(file_size(&path));
             let _ = tx.send(path);
         }
-        let sink = RelaySink { inner: DirSink::new(&dir)?, tx, shared: shared.clone() };
+        let sink = RelaySink {
+            inner: DirSink::new(&dir)?,
+            web: priorfetch_dicomweb::DirSink::new(&dir)?,
+            tx,
+            shared: shared.clone(),
+        };
         let forwarder = tokio::spawn(forward(destination, options, rx, shared.clone(), on_confirmed));
         Ok((Relay { shared, forwarder }, sink))
     }
@@ -94,24 +99,59 @@ impl Relay {
 /// The receiving side: a [`StoreSink`] writing into the spool.
 pub struct RelaySink {
     inner: DirSink,
+    /// WADO-RS parts: whole Part-10 files, named by their SOP Instance UID once complete.
+    web: priorfetch_dicomweb::DirSink,
     tx: mpsc::UnboundedSender<PathBuf>,
     shared: Arc<Shared>,
 }
 
+impl RelaySink {
+    /// Waits while the process's spool is full (another job's files may fill it too).
+    async fn wait_for_room(&self) {
+        let shared = &self.shared;
+        let budget = shared.spool.budget();
+        if !budget.is_full() {
+            return;
+        }
+        let gone = || shared.forwarder_gone.load(Ordering::Relaxed);
+        if !budget.wait_for_room(gone, LONGEST_PAUSE).await {
+            warn!(spooled = budget.spooled(), "spool still full after {LONGEST_PAUSE:?}; receiving anyway");
+        }
+    }
+
+    /// A complete file enters the spool and the forwarder's queue.
+    fn hand_on(&self, path: PathBuf) {
+        self.shared.spool.add(file_size(&path));
+        // The forwarder gone means the attempt fails anyway; the file stays spooled.
+        let _ = self.tx.send(path);
+    }
+}
+
+impl priorfetch_dicomweb::Part10Sink for RelaySink {
+    fn ready(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.wait_for_room())
+    }
+
+    fn begin(&mut self) -> std::io::Result<Box<dyn Write + Send>> {
+        let writer = self.web.begin()?;
+        Ok(Box::new(Counting { inner: writer, shared: self.shared.clone() }))
+    }
+
+    fn finish(&mut self, ok: bool) -> std::io::Result<()> {
+        let before = self.web.stored.len();
+        self.web.finish(ok)?;
+        if self.web.stored.len() > before
+            && let Some(path) = self.web.stored.pop()
+        {
+            self.hand_on(path);
+        }
+        Ok(())
+    }
+}
+
 impl StoreSink for RelaySink {
     fn ready(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let shared = &self.shared;
-            let budget = shared.spool.budget();
-            if !budget.is_full() {
-                return;
-            }
-            // The budget is the whole process's: another job's files may fill it too.
-            let gone = || shared.forwarder_gone.load(Ordering::Relaxed);
-            if !budget.wait_for_room(gone, LONGEST_PAUSE).await {
-                warn!(spooled = budget.spooled(), "spool still full after {LONGEST_PAUSE:?}; receiving anyway");
-            }
-        })
+        Box::pin(self.wait_for_room())
     }
 
     fn begin(
@@ -130,9 +170,7 @@ impl StoreSink for RelaySink {
         if self.inner.stored.len() > before
             && let Some(path) = self.inner.stored.pop()
         {
-            self.shared.spool.add(file_size(&path));
-            // The forwarder gone means the attempt fails anyway; the file stays spooled.
-            let _ = self.tx.send(path);
+            self.hand_on(path);
         }
         Ok(())
     }

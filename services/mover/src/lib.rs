@@ -14,6 +14,7 @@
 //!   forwarder to the destination by C-STORE), with live counts of both legs.
 //! - `verify.rs`: how many instances of a study the destination holds.
 //! - `outcome.rs`: the pure judgement: completed only when every instance arrived.
+//! - `wado.rs`: the WADO-RS leg into the job's relay, as C-GET's.
 //! - `window.rs`: retrieve windows from cron schedules.
 //! - `metrics.rs`: the mover's Prometheus metrics.
 
@@ -26,6 +27,7 @@ mod record;
 mod relay;
 mod retrieve;
 pub mod verify;
+mod wado;
 pub mod window;
 
 pub use record::RunEnd;

@@ -83,6 +83,11 @@ impl Outages {
 /// An attempt lost `archive`: hold it and probe until it answers (one probe per outage).
 pub(crate) fn lost(ctx: &Arc<Ctx>, archive: &str, error: &DimseError) {
     metrics::ARCHIVE_UP.with_label_values(&[archive]).set(0);
+    // The probe is a C-ECHO: a DICOMweb archive's jobs just wait out their backoff.
+    let dicomweb = |a: &&priorfetch_config::ArchiveConfig| a.protocol == priorfetch_config::Protocol::Dicomweb;
+    if ctx.config.archives.iter().filter(dicomweb).any(|a| a.name == archive) {
+        return;
+    }
     let hold = ctx.policy.initial.max(PROBE_FIRST);
     if !ctx.outages.begin(archive, hold) {
         return;

@@ -1,7 +1,8 @@
 //! How the mover reaches its peers: our calling AE and timeouts, each archive's address
 //! and the destination's, built once from the config when the mover starts.
 
-use priorfetch_config::Config;
+use priorfetch_config::{Config, Protocol};
+use priorfetch_dicomweb::{ClientOptions, DicomWebClient};
 use priorfetch_dimse::{DimseError, Peer, ScuOptions};
 use std::collections::HashMap;
 
@@ -10,6 +11,8 @@ pub(crate) struct Peers {
     options: Result<ScuOptions, String>,
     archives: HashMap<String, Result<Peer, String>>,
     destination: Result<Peer, String>,
+    /// DICOMweb archives' clients (connection reuse across jobs).
+    web: HashMap<String, Result<DicomWebClient, String>>,
 }
 
 impl Peers {
@@ -20,7 +23,16 @@ impl Peers {
             options
         });
         let archives = config.archives.iter().map(|a| (a.name.clone(), a.peer())).collect();
-        Peers { options, archives, destination: config.destination.peer() }
+        let web = config
+            .archives
+            .iter()
+            .filter(|a| a.protocol == Protocol::Dicomweb)
+            .map(|a| {
+                let options = ClientOptions { read_timeout: config.mover.dimse_timeout, ..Default::default() };
+                (a.name.clone(), DicomWebClient::for_archive(a, &options).map_err(|e| e.to_string()))
+            })
+            .collect();
+        Peers { options, archives, destination: config.destination.peer(), web }
     }
 
     pub(crate) fn scu_options(&self) -> Result<ScuOptions, DimseError> {
@@ -31,6 +43,13 @@ impl Peers {
         match self.archives.get(name) {
             Some(peer) => peer.clone().map_err(DimseError::Encode),
             None => Err(DimseError::Encode(format!("archive '{name}' is not configured"))),
+        }
+    }
+
+    pub(crate) fn web(&self, name: &str) -> Result<DicomWebClient, DimseError> {
+        match self.web.get(name) {
+            Some(client) => client.clone().map_err(DimseError::Encode),
+            None => Err(DimseError::Encode(format!("archive '{name}' is not a configured DICOMweb archive"))),
         }
     }
 

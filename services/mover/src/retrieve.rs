@@ -64,11 +64,6 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
     };
     // The job says how (the planner recorded the archive's method when it planned).
     let method = job.method;
-    if method == RetrieveMethod::Wado {
-        let error =
-            "retrieve = \"wado\" is not implemented in this version: use move or get for this archive".to_string();
-        return finish(ctx, &job, JobState::Failed, Counts::default(), None, Some(error), "failed").await;
-    }
     let study = short_hash(&job.study_instance_uid);
     let pending = job.pending();
     // Instances earlier attempts already delivered count towards this attempt's total.
@@ -206,11 +201,29 @@ async fn retrieve(
     live: Arc<Mutex<Live>>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Retrieved, DimseError> {
-    let peer = ctx.peers.archive(&archive.name)?;
-    let options = ctx.peers.scu_options()?;
     let model = QueryModel::StudyRoot;
+    // DIMSE archives: our calling AE and the archive's address (not needed for WADO-RS)
+    let dimse = || Ok::<_, DimseError>((ctx.peers.archive(&archive.name)?, ctx.peers.scu_options()?));
     match method {
+        RetrieveMethod::Wado => {
+            let client = ctx.peers.web(&archive.name)?;
+            let root = std::path::Path::new(&ctx.config.mover.spool_dir);
+            let spool = priorfetch_relay::JobSpool::open(root, job.id, ctx.spool.clone())
+                .map_err(|e| DimseError::Io(format!("spool folder under {}: {e}", root.display())))?;
+            let r =
+                crate::wado::wado_and_relay(ctx, &archive.name, &client, &job.study_instance_uid, pending, spool, live)
+                    .await?;
+            Ok(Retrieved {
+                status: r.status,
+                arrived: r.relayed,
+                failed: r.failed,
+                failed_instances: r.failed_instances,
+                cancelled: false,
+                bytes: r.bytes,
+            })
+        }
         RetrieveMethod::Get => {
+            let (peer, options) = dimse()?;
             let root = std::path::Path::new(&ctx.config.mover.spool_dir);
             let spool = priorfetch_relay::JobSpool::open(root, job.id, ctx.spool.clone())
                 .map_err(|e| DimseError::Io(format!("spool folder under {}: {e}", root.display())))?;
@@ -229,7 +242,8 @@ async fn retrieve(
                 bytes: r.bytes,
             })
         }
-        _ => {
+        RetrieveMethod::Move => {
+            let (peer, options) = dimse()?;
             let destination = AeTitle::parse(move_destination(ctx, archive, job))
                 .map_err(|e| DimseError::Encode(format!("move destination of job {}: {e}", job.id)))?;
             let contexts = [ContextRequest::new(model.find_uid()), ContextRequest::new(model.move_uid())];

@@ -491,21 +491,6 @@ fn apply_outcome(decisions: &mut [Decision], outcome: &priorfetch_store::PlanOut
 
 /// The archive's DICOMweb client (`base_url`, `auth`), built once.
 fn web_client(archive: &ArchiveConfig, timeout: Duration) -> Result<priorfetch_dicomweb::DicomWebClient, String> {
-    let base = archive
-        .base_url
-        .as_deref()
-        .ok_or_else(|| format!("archive '{}': base_url is required for DICOMweb", archive.name))?;
     let options = priorfetch_dicomweb::ClientOptions { read_timeout: timeout, ..Default::default() };
-    priorfetch_dicomweb::DicomWebClient::new(base, web_auth(&archive.auth), &options)
-        .map_err(|e| format!("archive '{}': {e}", archive.name))
-}
-
-pub fn web_auth(auth: &priorfetch_config::WebAuth) -> priorfetch_dicomweb::Auth {
-    match auth {
-        priorfetch_config::WebAuth::None => priorfetch_dicomweb::Auth::None,
-        priorfetch_config::WebAuth::Basic { user, password } => {
-            priorfetch_dicomweb::Auth::Basic { user: user.clone(), password: password.expose().to_string() }
-        }
-        priorfetch_config::WebAuth::Bearer { token } => priorfetch_dicomweb::Auth::Bearer(token.expose().to_string()),
-    }
+    priorfetch_dicomweb::DicomWebClient::for_archive(archive, &options).map_err(|e| e.to_string())
 }

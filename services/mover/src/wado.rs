@@ -1,0 +1,95 @@
+//! The WADO-RS leg of a retrieve: the archive's multipart body streams into the job's
+//! relay (spool, then C-STORE to the destination) exactly like a C-GET's sub-operations.
+//! A retry that names instances fetches only those (their series from a QIDO-RS search).
+
+use crate::progress::Live;
+use crate::relay::Relayed;
+use crate::{Ctx, metrics};
+use dicom_dictionary_std::tags;
+use priorfetch_dicomweb::{DicomWebClient, DicomWebError, Level, Query, Target};
+use priorfetch_dimse::DimseError;
+use priorfetch_relay::{JobSpool, Relay};
+use std::sync::{Arc, Mutex};
+
+pub(crate) async fn wado_and_relay(
+    ctx: &Ctx,
+    archive: &str,
+    client: &DicomWebClient,
+    study: &str,
+    pending: Option<&[String]>,
+    spool: JobSpool,
+    live: Arc<Mutex<Live>>,
+) -> Result<Relayed, DimseError> {
+    let destination = ctx.peers.destination()?;
+    let options = ctx.peers.scu_options()?;
+    let confirmed = live.clone();
+    let on_confirmed = Arc::new(move |n: u32| {
+        if let Ok(mut l) = confirmed.lock() {
+            l.relayed = n;
+            l.done_before.completed = n as i32;
+        }
+    });
+    let (relay, mut sink) = Relay::start(spool, destination, options, on_confirmed)
+        .map_err(|e| DimseError::Io(format!("spool folder: {e}")))?;
+    let targets = match pending {
+        None => Ok(vec![Target::Study(study.to_string())]),
+        Some(uids) => instance_targets(client, study, uids).await,
+    };
+    let mut fetch_error = None;
+    match targets {
+        Ok(targets) => {
+            for target in &targets {
+                if let Err(e) = client.retrieve(target, "*", &mut sink).await {
+                    fetch_error = Some(e);
+                    break;
+                }
+            }
+        }
+        Err(e) => fetch_error = Some(e),
+    }
+    let forwarded = relay.finish(sink).await;
+    metrics::SUBOPERATIONS.with_label_values(&[archive, "relayed"]).inc_by(forwarded.confirmed.len() as u64);
+    if forwarded.refused > 0 {
+        metrics::SUBOPERATIONS.with_label_values(&[archive, "relay_failed"]).inc_by(forwarded.refused as u64);
+    }
+    if let Some(e) = fetch_error {
+        return Err(as_dimse(e));
+    }
+    if let Some(e) = forwarded.error {
+        return Err(e);
+    }
+    Ok(Relayed {
+        status: 0,
+        relayed: forwarded.confirmed.len() as u32,
+        failed: forwarded.refused,
+        failed_instances: Vec::new(),
+        cancelled_by_archive: false,
+        bytes: forwarded.bytes_received,
+    })
+}
+
+/// The named instances as WADO-RS targets: their series from one QIDO-RS search.
+async fn instance_targets(client: &DicomWebClient, study: &str, uids: &[String]) -> Result<Vec<Target>, DicomWebError> {
+    let query = Query {
+        level: Level::Instances(study.to_string()),
+        keys: vec![("SeriesInstanceUID".into(), String::new()), ("SOPInstanceUID".into(), String::new())],
+    };
+    let found = client.search_all(&query, 1000, None).await?;
+    let text = |obj: &dicom_object::InMemDicomObject, tag| {
+        obj.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').trim().to_string())
+    };
+    Ok(found
+        .matches
+        .iter()
+        .filter_map(|m| Some((text(m, tags::SERIES_INSTANCE_UID)?, text(m, tags::SOP_INSTANCE_UID)?)))
+        .filter(|(_, sop)| uids.contains(sop))
+        .map(|(series, instance)| Target::Instance { study: study.to_string(), series, instance })
+        .collect())
+}
+
+/// The mover judges attempts by DIMSE errors: transient DICOMweb failures are retried,
+/// the others (authentication, a malformed answer, 4xx) fail the job with the hint.
+fn as_dimse(e: DicomWebError) -> DimseError {
+    let text = format!("{e} (hint: {})", e.hint());
+    if e.is_transient() { DimseError::Io(text) } else { DimseError::Protocol(text) }
+}

@@ -1,0 +1,74 @@
+//! `retrieve = "wado"` jobs: Orthanc's DICOMweb plugin as the archive, DCMTK's storescp as
+//! the destination (both written by others). The study streams into the spool and is
+//! relayed by C-STORE; the job completes only when every instance was confirmed.
+
+mod common;
+
+use common::*;
+use priorfetch_store::JobState;
+use priorfetch_testkit::dicom::{Orthanc, Storescp, StudySpec, load_studies};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn web_archive(name: &str, url: &str) -> String {
+    format!("[[archives]]\nname = \"{name}\"\nprotocol = \"dicomweb\"\nbase_url = \"{url}\"\nretrieve = \"wado\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wado_job_streams_the_study_into_the_destination() {
+    let archive = Orthanc::start_dicomweb("WEBARCH", "PRIORFETCH", None);
+    let spec = StudySpec { series: 2, instances_per_series: 6, ..StudySpec::small("WADO-M1", 61) };
+    load_studies(&archive.ae, archive.port, std::slice::from_ref(&spec));
+    let dest = Storescp::start("DEST");
+    let (db, store) = postgres().await;
+    let spool = tempfile::tempdir().unwrap();
+    let config = config(
+        &db,
+        spool.path(),
+        &format!("{}{}", web_archive("cloud", &archive.dicomweb_url()), destination_toml(dest.port, false)),
+    );
+    let exam = exam(&store, "wado-1").await;
+    let id = job(&store, exam, "cloud", "wado", &spec.study_uid, Some(spec.instance_count() as i32)).await;
+    let mover = start_mover(&store, config, "w1");
+    let done = finished(&store, id, WAIT).await;
+    mover.stop().await;
+
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(done.counts.completed as usize, spec.instance_count());
+    assert_eq!(done.counts.failed, 0);
+    assert_eq!(dest.files().len(), spec.instance_count(), "every instance at storescp");
+    let left: Vec<_> = walk(spool.path());
+    assert!(left.is_empty(), "the spool is emptied: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wado_job_against_a_wrong_url_fails_with_the_fix() {
+    let archive = Orthanc::start_dicomweb("WEBARCH", "PRIORFETCH", None);
+    let dest = Storescp::start("DEST");
+    let (db, store) = postgres().await;
+    let spool = tempfile::tempdir().unwrap();
+    let wrong = format!("http://127.0.0.1:{}/not-dicom-web", archive.http_port);
+    let config =
+        config(&db, spool.path(), &format!("{}{}", web_archive("cloud", &wrong), destination_toml(dest.port, false)));
+    let exam = exam(&store, "wado-2").await;
+    let id = job(&store, exam, "cloud", "wado", "1.2.3.4", Some(1)).await;
+    let mover = start_mover(&store, config, "w1");
+    let done = finished(&store, id, WAIT).await;
+    mover.stop().await;
+    assert_eq!(done.state, JobState::Failed, "{done:?}");
+    let error = done.last_error.unwrap_or_default();
+    assert!(error.contains("404") && error.contains("check base_url"), "{error}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}
