@@ -163,6 +163,7 @@ impl DicomWebClient {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DicomWebError> {
         let response = request.send().await.map_err(|e| transport(url, e))?;
+        let url = &redacted(url);
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(response);
@@ -186,7 +187,7 @@ impl DicomWebClient {
 }
 
 pub(crate) fn transport(url: &str, e: reqwest::Error) -> DicomWebError {
-    let url = url.to_string();
+    let url = redacted(url);
     if e.is_timeout() {
         DicomWebError::Timeout { url, after: Duration::ZERO }
     } else if e.is_connect() {
@@ -206,4 +207,32 @@ fn root_cause(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     cause
+}
+
+/// A URL fit for errors and logs: no query string (QIDO keys hold patient IDs) and no UIDs
+/// (`/studies/<uid>/series/<uid>`).
+pub fn redacted(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or(url);
+    path.split('/')
+        .map(|segment| {
+            let uid = segment.len() > 8 && segment.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            if uid { "<uid>" } else { segment }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_in_errors_hold_no_patient_data() {
+        assert_eq!(
+            super::redacted("http://pacs:8042/dicom-web/studies?PatientID=MRN123&limit=200"),
+            "http://pacs:8042/dicom-web/studies"
+        );
+        assert_eq!(
+            super::redacted("https://pacs/dicom-web/studies/1.2.840.113619.2.1/series/1.2.840.113619.2.2"),
+            "https://pacs/dicom-web/studies/<uid>/series/<uid>"
+        );
+    }
 }

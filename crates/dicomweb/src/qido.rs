@@ -87,7 +87,8 @@ impl DicomWebClient {
             return Ok(Page { matches: Vec::new(), warned });
         }
         let body = response.bytes().await.map_err(|e| crate::client::transport(&url, e))?;
-        let matches = parse_matches(&body).map_err(|reason| DicomWebError::Malformed { url, reason })?;
+        let matches = parse_matches(&body)
+            .map_err(|reason| DicomWebError::Malformed { url: crate::client::redacted(&url), reason })?;
         Ok(Page { matches, warned })
     }
 

@@ -57,9 +57,10 @@ impl DicomWebClient {
         transfer_syntax: &str,
         sink: &mut dyn Part10Sink,
     ) -> Result<Retrieved, DicomWebError> {
-        let url = self.wado_url(target);
+        let full = self.wado_url(target);
+        let url = crate::client::redacted(&full);
         let accept = format!("multipart/related; type=\"application/dicom\"; transfer-syntax={transfer_syntax}");
-        let response = self.send(&url, self.get(&url).header(reqwest::header::ACCEPT, accept)).await?;
+        let response = self.send(&full, self.get(&full).header(reqwest::header::ACCEPT, accept)).await?;
         let content_type =
             response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let Some(boundary) = boundary_of(content_type) else {

@@ -7,11 +7,26 @@ use crate::progress::Live;
 use crate::{Ctx, metrics};
 use dicom_object::InMemDicomObject;
 use priorfetch_dimse::{Association, DimseError, QueryModel, SubOperations};
-use priorfetch_relay::{JobSpool, Relay};
+use priorfetch_relay::{JobSpool, Relay, RelaySink};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// The result of a relayed C-GET.
+/// The job's relay towards the destination; its confirmations are the attempt's
+/// completed count.
+pub(crate) fn start(ctx: &Ctx, spool: JobSpool, live: &Arc<Mutex<Live>>) -> Result<(Relay, RelaySink), DimseError> {
+    let destination = ctx.peers.destination()?;
+    let options = ctx.peers.scu_options()?;
+    let confirmed = live.clone();
+    let on_confirmed = Arc::new(move |n: u32| {
+        if let Ok(mut l) = confirmed.lock() {
+            l.relayed = n;
+            l.done_before.completed = n as i32;
+        }
+    });
+    Relay::start(spool, destination, options, on_confirmed).map_err(|e| DimseError::Io(format!("spool folder: {e}")))
+}
+
+/// The result of a relayed C-GET or WADO-RS retrieve.
 pub struct Relayed {
     pub status: u16,
     /// Distinct instances the destination confirmed.
@@ -35,17 +50,7 @@ pub(crate) async fn get_and_relay(
     live: Arc<Mutex<Live>>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Relayed, DimseError> {
-    let destination = ctx.peers.destination()?;
-    let options = ctx.peers.scu_options()?;
-    let confirmed = live.clone();
-    let on_confirmed = Arc::new(move |n: u32| {
-        if let Ok(mut l) = confirmed.lock() {
-            l.relayed = n;
-            l.done_before.completed = n as i32;
-        }
-    });
-    let (relay, mut sink) = Relay::start(spool, destination, options, on_confirmed)
-        .map_err(|e| DimseError::Io(format!("spool folder: {e}")))?;
+    let (relay, mut sink) = start(ctx, spool, &live)?;
     let mut result = Relayed {
         status: 0,
         relayed: 0,

@@ -8,7 +8,7 @@ use crate::{Ctx, metrics};
 use dicom_dictionary_std::tags;
 use priorfetch_dicomweb::{DicomWebClient, DicomWebError, Level, Query, Target};
 use priorfetch_dimse::DimseError;
-use priorfetch_relay::{JobSpool, Relay};
+use priorfetch_relay::JobSpool;
 use std::sync::{Arc, Mutex};
 
 pub(crate) async fn wado_and_relay(
@@ -20,17 +20,7 @@ pub(crate) async fn wado_and_relay(
     spool: JobSpool,
     live: Arc<Mutex<Live>>,
 ) -> Result<Relayed, DimseError> {
-    let destination = ctx.peers.destination()?;
-    let options = ctx.peers.scu_options()?;
-    let confirmed = live.clone();
-    let on_confirmed = Arc::new(move |n: u32| {
-        if let Ok(mut l) = confirmed.lock() {
-            l.relayed = n;
-            l.done_before.completed = n as i32;
-        }
-    });
-    let (relay, mut sink) = Relay::start(spool, destination, options, on_confirmed)
-        .map_err(|e| DimseError::Io(format!("spool folder: {e}")))?;
+    let (relay, mut sink) = crate::relay::start(ctx, spool, &live)?;
     let targets = match pending {
         None => Ok(vec![Target::Study(study.to_string())]),
         Some(uids) => instance_targets(client, study, uids).await,
