@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -20,6 +21,9 @@ pub struct TcpProxy {
     addr: SocketAddr,
     /// `true` while cut; every pump watches it.
     cut: Arc<watch::Sender<bool>>,
+    /// Armed by [`TcpProxy::cut_next_after`]: the next connection's answer is cut after
+    /// this many bytes (0: not armed).
+    cut_after: Arc<AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -32,16 +36,21 @@ impl TcpProxy {
         let cut = Arc::new(cut);
         let upstream = upstream.to_string();
         let state = cut.clone();
+        let cut_after = Arc::new(AtomicU64::new(0));
+        let armed = cut_after.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if *state.borrow() {
                     drop(client); // refused: closed at once
                     continue;
                 }
-                tokio::spawn(pump(client, upstream.clone(), state.subscribe()));
+                match armed.swap(0, Ordering::Relaxed) {
+                    0 => tokio::spawn(pump(client, upstream.clone(), state.subscribe())),
+                    bytes => tokio::spawn(pump_then_cut(client, upstream.clone(), bytes)),
+                };
             }
         });
-        Ok(TcpProxy { addr, cut, accept })
+        Ok(TcpProxy { addr, cut, cut_after, accept })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -55,6 +64,12 @@ impl TcpProxy {
 
     pub fn restore(&self) {
         self.cut.send_replace(false);
+    }
+
+    /// The next connection's answer is cut after `bytes` (a body cut mid-transfer);
+    /// later connections pass whole.
+    pub fn cut_next_after(&self, bytes: u64) {
+        self.cut_after.store(bytes.max(1), Ordering::Relaxed);
     }
 }
 
@@ -72,6 +87,31 @@ async fn pump(mut client: TcpStream, upstream: String, mut cut: watch::Receiver<
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         _ = cut.wait_for(|c| *c) => {}
     }
+}
+
+/// Forwards the request as is and the answer up to `bytes`, then drops both sides.
+async fn pump_then_cut(client: TcpStream, upstream: String, bytes: u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = TcpStream::connect(&upstream).await else { return };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let requests = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+    });
+    let mut left = bytes;
+    let mut buf = vec![0u8; 16 * 1024];
+    while left > 0 {
+        let Ok(n) = server_read.read(&mut buf).await else { break };
+        if n == 0 {
+            break;
+        }
+        let take = (n as u64).min(left) as usize;
+        if client_write.write_all(&buf[..take]).await.is_err() {
+            break;
+        }
+        left -= take as u64;
+    }
+    requests.abort();
 }
 
 #[cfg(test)]

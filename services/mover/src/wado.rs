@@ -9,7 +9,9 @@ use dicom_dictionary_std::tags;
 use priorfetch_dicomweb::{DicomWebClient, DicomWebError, Level, Query, Target};
 use priorfetch_dimse::DimseError;
 use priorfetch_relay::JobSpool;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use tracing::warn;
 
 pub(crate) async fn wado_and_relay(
     ctx: &Ctx,
@@ -42,24 +44,52 @@ pub(crate) async fn wado_and_relay(
     if forwarded.refused > 0 {
         metrics::SUBOPERATIONS.with_label_values(&[archive, "relay_failed"]).inc_by(forwarded.refused as u64);
     }
-    if let Some(e) = fetch_error {
-        return Err(as_dimse(e));
-    }
     if let Some(e) = forwarded.error {
         return Err(e);
     }
-    Ok(Relayed {
+    let mut result = Relayed {
         status: 0,
         relayed: forwarded.confirmed.len() as u32,
         failed: forwarded.refused,
         failed_instances: Vec::new(),
         cancelled_by_archive: false,
         bytes: forwarded.bytes_received,
-    })
+    };
+    match fetch_error {
+        None => Ok(result),
+        // Cut mid-body: what arrived is kept and counted; the retry asks for the rest only.
+        Some(DicomWebError::Truncated { complete, .. }) => {
+            let missing = match pending {
+                Some(uids) => uids.iter().filter(|u| !forwarded.confirmed.contains(*u)).cloned().collect(),
+                None => missing_of_study(client, study, &forwarded.confirmed).await.map_err(as_dimse)?,
+            };
+            warn!(
+                archive,
+                complete,
+                missing = missing.len(),
+                "WADO-RS body cut mid-transfer; the retry asks for the rest only"
+            );
+            result.status = 0xB000;
+            result.failed += missing.len() as u32;
+            result.failed_instances = missing;
+            Ok(result)
+        }
+        Some(e) => Err(as_dimse(e)),
+    }
 }
 
-/// The named instances as WADO-RS targets: their series from one QIDO-RS search.
-async fn instance_targets(client: &DicomWebClient, study: &str, uids: &[String]) -> Result<Vec<Target>, DicomWebError> {
+/// The study's instances (QIDO-RS) the destination has not confirmed.
+async fn missing_of_study(
+    client: &DicomWebClient,
+    study: &str,
+    confirmed: &HashSet<String>,
+) -> Result<Vec<String>, DicomWebError> {
+    let all = instances(client, study).await?;
+    Ok(all.into_iter().map(|(_, sop)| sop).filter(|sop| !confirmed.contains(sop)).collect())
+}
+
+/// (series, SOP instance) of every instance of the study.
+async fn instances(client: &DicomWebClient, study: &str) -> Result<Vec<(String, String)>, DicomWebError> {
     let query = Query {
         level: Level::Instances(study.to_string()),
         keys: vec![("SeriesInstanceUID".into(), String::new()), ("SOPInstanceUID".into(), String::new())],
@@ -72,6 +102,14 @@ async fn instance_targets(client: &DicomWebClient, study: &str, uids: &[String])
         .matches
         .iter()
         .filter_map(|m| Some((text(m, tags::SERIES_INSTANCE_UID)?, text(m, tags::SOP_INSTANCE_UID)?)))
+        .collect())
+}
+
+/// The named instances as WADO-RS targets: their series from one QIDO-RS search.
+async fn instance_targets(client: &DicomWebClient, study: &str, uids: &[String]) -> Result<Vec<Target>, DicomWebError> {
+    Ok(instances(client, study)
+        .await?
+        .into_iter()
         .filter(|(_, sop)| uids.contains(sop))
         .map(|(series, instance)| Target::Instance { study: study.to_string(), series, instance })
         .collect())

@@ -61,6 +61,37 @@ async fn a_wado_job_against_a_wrong_url_fails_with_the_fix() {
     assert!(error.contains("404") && error.contains("check base_url"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_mid_transfer_is_finished_by_asking_for_the_rest() {
+    let archive = Orthanc::start_dicomweb("WEBARCH", "PRIORFETCH", None);
+    let spec = StudySpec { series: 2, instances_per_series: 10, ..StudySpec::small("WADO-M3", 63) };
+    load_studies(&archive.ae, archive.port, std::slice::from_ref(&spec));
+    let dest = Storescp::start("DEST");
+    // the archive's first answer is cut after about 40% of the study's bytes
+    let proxy = priorfetch_testkit::proxy::TcpProxy::start(&format!("127.0.0.1:{}", archive.http_port)).await.unwrap();
+    let one = 64 * 64 * 2 + 1500;
+    proxy.cut_next_after((spec.instance_count() * one * 2 / 5) as u64);
+    let (db, store) = postgres().await;
+    let spool = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/dicom-web", proxy.addr());
+    let config =
+        config(&db, spool.path(), &format!("{}{}", web_archive("cloud", &url), destination_toml(dest.port, false)));
+    let exam = exam(&store, "wado-3").await;
+    let id = job(&store, exam, "cloud", "wado", &spec.study_uid, Some(spec.instance_count() as i32)).await;
+    let mover = start_mover(&store, config, "w1");
+    let done = finished(&store, id, WAIT).await;
+    mover.stop().await;
+
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(done.attempt, 2, "{done:?}");
+    let errors = errors_of(&done);
+    assert!(errors[0].contains("retrying the failed instances"), "{errors:?}");
+    // no instance was relayed twice: the retry asked only for what the cut lost
+    let relayed = priorfetch_mover::metrics::SUBOPERATIONS.with_label_values(&["cloud", "relayed"]).get();
+    assert_eq!(relayed as usize, spec.instance_count());
+    assert_eq!(dest.files().len(), spec.instance_count());
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
