@@ -1,0 +1,124 @@
+//! WADO-RS benchmark: priorfetch's streamed WADO-RS study retrieve against a reference
+//! client (`curl` saving the multipart body) and against priorfetch's own C-GET of the
+//! same study, on one Orthanc with its DICOMweb plugin; runs alternate so every side sees
+//! the same machine state. Prints medians, MB/s, ratios and priorfetch's peak RSS.
+//!
+//! Run with `scripts/bench-wado`. Environment: `BENCH_INSTANCES` (default 320),
+//! `BENCH_ROWS` (default 512: 512 KiB per instance, so about 170 MB), `BENCH_ROUNDS` (5).
+
+use priorfetch_dicomweb::{Auth, ClientOptions, DicomWebClient, DirSink, Target};
+use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, get_contexts};
+use priorfetch_dimse::{AeTitle, Association, Peer, QueryModel, ScuOptions, identifier};
+use priorfetch_testkit::bench::{dir_bytes, env_or, median};
+use priorfetch_testkit::dicom::{Orthanc, StudySpec, store_files, write_study};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn clear(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
+fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn main() {
+    let instances = env_or::<usize>("BENCH_INSTANCES", 320);
+    let rows = env_or::<usize>("BENCH_ROWS", 512) as u16;
+    let rounds = env_or::<usize>("BENCH_ROUNDS", 5);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut spec = StudySpec::small("BENCHWADO", 901);
+    spec.series = 4;
+    spec.instances_per_series = instances.div_ceil(4);
+    spec.rows = rows;
+    spec.columns = rows;
+    write_study(data.path(), &spec);
+    let (n, bytes) = dir_bytes(data.path());
+    let mb = bytes as f64 / 1e6;
+    let orthanc = Orthanc::start_dicomweb("ORTHANCWEB", "PRIORFETCH", None);
+    let started = Instant::now();
+    store_files(&orthanc.ae, orthanc.port, data.path());
+    eprintln!("{n} instances, {mb:.0} MB loaded into Orthanc in {:.1} s", started.elapsed().as_secs_f64());
+    drop(data);
+    let rss_before = vm_hwm_mib();
+
+    let client = DicomWebClient::new(&orthanc.dicomweb_url(), Auth::None, &ClientOptions::default()).expect("client");
+    let target = Target::Study(spec.study_uid.clone());
+    let url = client.wado_url(&target);
+    let peer = Peer::new(&orthanc.ae, "127.0.0.1", orthanc.port).expect("peer");
+    let mut options = ScuOptions::new(AeTitle::parse("PRIORFETCH").expect("ae"));
+    options.dimse_timeout = Duration::from_secs(60);
+    let out = tempfile::tempdir().expect("temp dir");
+
+    let (mut ours, mut curl, mut cget) = (vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let run_curl = |times: &mut Vec<f64>| {
+            clear(out.path());
+            let body = out.path().join("body.multipart");
+            let t = Instant::now();
+            let status = Command::new("curl")
+                .args(["-sS", "--fail", "-o", body.to_str().unwrap(), "-H"])
+                .arg("Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+                .arg(&url)
+                .status()
+                .expect("curl (apt-get install curl)");
+            assert!(status.success(), "curl failed");
+            times.push(t.elapsed().as_secs_f64());
+        };
+        if round % 2 == 1 {
+            run_curl(&mut curl);
+        }
+        clear(out.path());
+        let t = Instant::now();
+        let got = runtime
+            .block_on(async {
+                let mut sink = DirSink::new(out.path()).expect("sink");
+                client.retrieve(&target, "*", &mut sink).await
+            })
+            .expect("our WADO-RS");
+        ours.push(t.elapsed().as_secs_f64());
+        assert_eq!(got.instances, n, "our WADO-RS instances");
+        if round % 2 == 0 {
+            run_curl(&mut curl);
+        }
+        clear(out.path());
+        let t = Instant::now();
+        runtime
+            .block_on(async {
+                let contexts = get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES);
+                let mut assoc = Association::connect(&peer, &options, &contexts).await?;
+                let mut sink = priorfetch_dimse::DirSink::new(out.path())
+                    .map_err(|e| priorfetch_dimse::DimseError::Io(e.to_string()))?;
+                let query = identifier(
+                    "STUDY",
+                    &[(dicom_core::Tag(0x0020, 0x000D), dicom_core::VR::UI, spec.study_uid.as_str())],
+                );
+                let outcome = assoc.retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |_| {}, None).await;
+                assoc.release().await;
+                outcome
+            })
+            .expect("our C-GET");
+        cget.push(t.elapsed().as_secs_f64());
+        assert_eq!(dir_bytes(out.path()).0, n, "our C-GET files");
+    }
+    let (ours, curl, cget) = (median(ours), median(curl), median(cget));
+    println!("study: {n} instances, {mb:.0} MB; {rounds} rounds, medians");
+    println!("{:<34} {:>8} {:>9}", "", "seconds", "MB/s");
+    println!("{:<34} {:>8.2} {:>9.0}", "priorfetch WADO-RS (to files)", ours, mb / ours);
+    println!("{:<34} {:>8.2} {:>9.0}", "curl WADO-RS (body to one file)", curl, mb / curl);
+    println!("{:<34} {:>8.2} {:>9.0}", "priorfetch C-GET (to files)", cget, mb / cget);
+    println!("throughput ratio WADO-RS priorfetch / curl: {:.2}", curl / ours);
+    println!("throughput ratio WADO-RS / C-GET (priorfetch): {:.2}", cget / ours);
+    println!("peak RSS of priorfetch: {:.0} MiB (before the retrieves: {rss_before:.0} MiB)", vm_hwm_mib());
+}
