@@ -187,11 +187,34 @@ pub struct RetrieveWindow {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
+    /// DIMSE address; with `protocol = "dicomweb"` the AE title only names the destination
+    /// in job rows (optional).
+    #[serde(default)]
     pub ae_title: String,
+    #[serde(default)]
     pub host: String,
+    #[serde(default)]
     pub port: u32,
-    /// C-FIND the destination first and skip priors already complete there.
+    /// C-FIND (or QIDO-RS) the destination first and skip priors already complete there.
+    #[serde(default)]
     pub check_existing: bool,
+    /// `dimse` (C-STORE) or `dicomweb` (STOW-RS to `base_url`).
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub auth: WebAuth,
+}
+
+impl DestinationConfig {
+    /// How job rows name this destination (part of their unique key).
+    pub fn name(&self) -> &str {
+        match (self.protocol, self.ae_title.trim().is_empty(), &self.base_url) {
+            (Protocol::Dicomweb, true, Some(url)) => url,
+            _ => &self.ae_title,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -90,11 +90,33 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
         }
     }
 
-    if let Err(why) = check_ae_title(&config.destination.ae_title) {
-        issue("destination.ae_title".into(), &why);
-    }
-    if !(1..=65535).contains(&config.destination.port) {
-        issue("destination.port".into(), "must be 1..=65535");
+    let d = &config.destination;
+    match d.protocol {
+        Protocol::Dimse => {
+            if let Err(why) = check_ae_title(&d.ae_title) {
+                issue("destination.ae_title".into(), &why);
+            }
+            if !(1..=65535).contains(&d.port) {
+                issue("destination.port".into(), "must be 1..=65535");
+            }
+        }
+        Protocol::Dicomweb => {
+            match &d.base_url {
+                None => issue("destination.base_url".into(), "required when protocol = \"dicomweb\""),
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    issue("destination.base_url".into(), "must start with http:// or https://")
+                }
+                Some(_) => {}
+            }
+            for (i, a) in config.archives.iter().enumerate() {
+                if a.retrieve == RetrieveMethod::Move {
+                    issue(
+                        format!("archives[{i}].retrieve"),
+                        "\"move\" cannot reach a DICOMweb destination: use \"get\" or \"wado\"",
+                    );
+                }
+            }
+        }
     }
 
     let mut rule_names = HashSet::new();

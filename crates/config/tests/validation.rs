@@ -192,3 +192,20 @@ base_url = "pacs.example/dicom-web"
         ]
     );
 }
+
+#[test]
+fn a_dicomweb_destination_needs_a_url_and_archives_that_can_reach_it() {
+    let issues =
+        load(&format!("{TWO_ARCHIVES}\n[destination]\nprotocol = \"dicomweb\"\nae_title = \"\"\n")).unwrap_err();
+    assert!(issues.contains(&"destination.base_url: required when protocol = \"dicomweb\"".to_string()), "{issues:?}");
+    assert!(
+        issues.contains(
+            &"archives[0].retrieve: \"move\" cannot reach a DICOMweb destination: use \"get\" or \"wado\"".to_string()
+        ),
+        "{issues:?}"
+    );
+    let ok =
+        load("[destination]\nprotocol = \"dicomweb\"\nbase_url = \"http://reading:8042/dicom-web\"\nae_title = \"\"\n")
+            .expect("no AE title, host or port needed");
+    assert_eq!(ok.destination.name(), "http://reading:8042/dicom-web", "job rows name it by its URL");
+}

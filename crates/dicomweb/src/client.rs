@@ -148,7 +148,14 @@ impl DicomWebClient {
     }
 
     pub(crate) fn get(&self, url: &str) -> reqwest::RequestBuilder {
-        let request = self.http.get(url);
+        self.authorised(self.http.get(url))
+    }
+
+    pub(crate) fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorised(self.http.post(url))
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
             Auth::None => request,
             Auth::Basic { user, password } => request.basic_auth(user, Some(password)),

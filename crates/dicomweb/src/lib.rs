@@ -4,13 +4,16 @@
 //! - `qido.rs`: QIDO-RS study and series searches from DICOM JSON, with paging and the
 //!   signs of truncation;
 //! - `wado.rs`: WADO-RS retrieves streamed part by part into a [`Part10Sink`];
+//! - `stow.rs`: STOW-RS batches, with per-instance failures from a 202's FailedSOPSequence;
 //! - `multipart.rs`: the streaming `multipart/related` reader under it.
 
 pub mod client;
 pub mod multipart;
 pub mod qido;
+pub mod stow;
 pub mod wado;
 
 pub use client::{Auth, ClientOptions, DicomWebClient, DicomWebError};
 pub use qido::{Found, Level, Page, Query};
-pub use wado::{DirSink, Part10Sink, Retrieved, Target};
+pub use stow::{Outgoing, Stored};
+pub use wado::{DirSink, Part10Sink, Retrieved, Target, sop_instance_uid};

@@ -136,6 +136,31 @@ async fn wado_brings_every_instance_as_a_c_get_would() {
     assert_same_instances(by_wado.path(), by_get.path(), spec.instance_count());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stow_delivers_every_instance_into_a_second_orthanc() {
+    let target = Orthanc::start_dicomweb("STOWDEST", "PRIORFETCH", None);
+    let spec = StudySpec { series: 2, instances_per_series: 9, ..StudySpec::small("STOW-1", 50) };
+    let dir = tempfile::tempdir().unwrap();
+    let files = priorfetch_testkit::dicom::write_study(dir.path(), &spec);
+    let outgoing: Vec<priorfetch_dicomweb::Outgoing> = files
+        .iter()
+        .map(|path| priorfetch_dicomweb::Outgoing {
+            path: path.clone(),
+            sop_instance_uid: priorfetch_dicomweb::sop_instance_uid(path).unwrap(),
+        })
+        .collect();
+    let stored = client(&target).store(&outgoing[..10]).await.unwrap();
+    assert_eq!((stored.stored.len(), stored.failed.len(), stored.status), (10, 0, 200));
+    let stored = client(&target).store(&outgoing[10..]).await.unwrap();
+    assert_eq!(stored.stored.len(), 8);
+    // the archive holds them: its own QIDO-RS instance list
+    let query = Query { level: Level::Instances(spec.study_uid.clone()), keys: vec![] };
+    let found = client(&target).search_all(&query, 100, None).await.unwrap();
+    let held: BTreeSet<String> = found.matches.iter().map(|m| text(m, tags::SOP_INSTANCE_UID)).collect();
+    let sent: BTreeSet<String> = outgoing.iter().map(|o| o.sop_instance_uid.clone()).collect();
+    assert_eq!(held, sent);
+}
+
 /// Same SOP instances, and each instance's data set equal element by element.
 fn assert_same_instances(a: &Path, b: &Path, count: usize) {
     let read = |dir: &Path| {

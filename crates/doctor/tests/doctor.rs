@@ -238,6 +238,9 @@ async fn destination_checks_echo_and_c_find_when_check_existing() {
         host: "127.0.0.1".into(),
         port: dest.port.into(),
         check_existing: true,
+        protocol: priorfetch_config::Protocol::Dimse,
+        base_url: None,
+        auth: Default::default(),
     };
     let findings = diagnose_destination(&config, &ctx(false)).await;
     let all = show(&findings);

@@ -26,6 +26,19 @@ use tracing::warn;
 /// destination must not hold the archive's association forever.
 const LONGEST_PAUSE: Duration = Duration::from_secs(600);
 
+/// Where relayed instances go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// C-STORE on one association.
+    Dimse { peer: Peer, options: ScuOptions },
+    /// STOW-RS, in batches.
+    Web(priorfetch_dicomweb::DicomWebClient),
+}
+
+/// Files per STOW-RS request, and their bytes at most: a batch is read into memory.
+const STOW_BATCH: usize = 20;
+const STOW_BATCH_BYTES: u64 = 32 << 20;
+
 /// Called with the number of distinct instances the destination confirmed so far.
 pub type OnConfirmed = Arc<dyn Fn(u32) + Send + Sync>;
 
@@ -61,8 +74,7 @@ impl Relay {
     /// left in the job's folder.
     pub fn start(
         spool: JobSpool,
-        destination: Peer,
-        options: ScuOptions,
+        destination: Destination,
         on_confirmed: OnConfirmed,
     ) -> std::io::Result<(Relay, RelaySink)> {
         let dir = spool.dir.clone();
@@ -78,7 +90,12 @@ impl Relay {
             tx,
             shared: shared.clone(),
         };
-        let forwarder = tokio::spawn(forward(destination, options, rx, shared.clone(), on_confirmed));
+        let forwarder = match destination {
+            Destination::Dimse { peer, options } => {
+                tokio::spawn(forward(peer, options, rx, shared.clone(), on_confirmed))
+            }
+            Destination::Web(client) => tokio::spawn(forward_stow(client, rx, shared.clone(), on_confirmed)),
+        };
         Ok((Relay { shared, forwarder }, sink))
     }
 
@@ -257,6 +274,69 @@ async fn forward(
     if let Some(a) = assoc {
         a.release().await;
     }
+    done
+}
+
+/// Sends the spooled files by STOW-RS in batches (what is queued now, up to a batch);
+/// deletes each once the destination stored it.
+async fn forward_stow(
+    client: priorfetch_dicomweb::DicomWebClient,
+    mut files: mpsc::UnboundedReceiver<PathBuf>,
+    shared: Arc<Shared>,
+    on_confirmed: OnConfirmed,
+) -> Forwarded {
+    let mut done = Forwarded::default();
+    while let Some(first) = files.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = file_size(&batch[0]);
+        while batch.len() < STOW_BATCH && bytes < STOW_BATCH_BYTES {
+            match files.try_recv() {
+                Ok(path) => {
+                    bytes += file_size(&path);
+                    batch.push(path);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut outgoing = Vec::with_capacity(batch.len());
+        for path in batch {
+            match priorfetch_dicomweb::sop_instance_uid(&path) {
+                Ok(uid) => outgoing.push(priorfetch_dicomweb::Outgoing { path, sop_instance_uid: uid }),
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "spooled file unreadable; dropped");
+                    shared.spool.release(file_size(&path));
+                    let _ = std::fs::remove_file(&path);
+                    done.refused += 1;
+                }
+            }
+        }
+        match client.store(&outgoing).await {
+            Ok(answer) => {
+                for f in &outgoing {
+                    if answer.stored.contains(&f.sop_instance_uid) {
+                        shared.spool.release(file_size(&f.path));
+                        let _ = std::fs::remove_file(&f.path);
+                        done.confirmed.insert(f.sop_instance_uid.clone());
+                    }
+                }
+                if !answer.failed.is_empty() {
+                    warn!(
+                        status = answer.status,
+                        failed = answer.failed.len(),
+                        "destination refused instances; kept in the spool"
+                    );
+                    done.refused += answer.failed.len() as u32;
+                }
+                on_confirmed(done.confirmed.len() as u32);
+            }
+            Err(e) => {
+                done.error = Some(DimseError::Io(format!("STOW-RS: {e} (hint: {})", e.hint())));
+                break;
+            }
+        }
+    }
+    shared.forwarder_gone.store(true, Ordering::Relaxed);
+    shared.spool.budget().wake();
     done
 }
 

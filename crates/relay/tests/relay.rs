@@ -32,7 +32,8 @@ async fn a_full_spool_pauses_the_archive_until_the_destination_confirmed() {
         Arc::new(move |n: u32| confirmed.store(n, Ordering::Relaxed))
     };
     let dest_peer = Peer::new(&destination.ae, "127.0.0.1", destination.port).unwrap();
-    let (relay, mut sink) = Relay::start(spool, dest_peer, options.clone(), on_confirmed).unwrap();
+    let to = priorfetch_relay::Destination::Dimse { peer: dest_peer, options: options.clone() };
+    let (relay, mut sink) = Relay::start(spool, to, on_confirmed).unwrap();
 
     // the most the spool ever held, sampled while the C-GET runs
     let peak = Arc::new(AtomicU64::new(0));

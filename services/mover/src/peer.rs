@@ -11,6 +11,8 @@ pub(crate) struct Peers {
     options: Result<ScuOptions, String>,
     archives: HashMap<String, Result<Peer, String>>,
     destination: Result<Peer, String>,
+    /// The destination as the relay reaches it (C-STORE or STOW-RS).
+    relay_to: Result<priorfetch_relay::Destination, String>,
     /// DICOMweb archives' clients (connection reuse across jobs).
     web: HashMap<String, Result<DicomWebClient, String>>,
 }
@@ -32,7 +34,22 @@ impl Peers {
                 (a.name.clone(), DicomWebClient::for_archive(a, &options).map_err(|e| e.to_string()))
             })
             .collect();
-        Peers { options, archives, destination: config.destination.peer(), web }
+        let d = &config.destination;
+        let relay_to = match d.protocol {
+            Protocol::Dimse => match (d.peer(), &options) {
+                (Ok(peer), Ok(options)) => Ok(priorfetch_relay::Destination::Dimse { peer, options: options.clone() }),
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(e.clone()),
+            },
+            Protocol::Dicomweb => {
+                let options = ClientOptions { read_timeout: config.mover.dimse_timeout, ..Default::default() };
+                let base = d.base_url.clone().unwrap_or_default();
+                DicomWebClient::new(&base, (&d.auth).into(), &options)
+                    .map(priorfetch_relay::Destination::Web)
+                    .map_err(|e| format!("destination: {e}"))
+            }
+        };
+        Peers { options, archives, destination: config.destination.peer(), relay_to, web }
     }
 
     pub(crate) fn scu_options(&self) -> Result<ScuOptions, DimseError> {
@@ -51,6 +68,10 @@ impl Peers {
             Some(client) => client.clone().map_err(DimseError::Encode),
             None => Err(DimseError::Encode(format!("archive '{name}' is not a configured DICOMweb archive"))),
         }
+    }
+
+    pub(crate) fn relay_destination(&self) -> Result<priorfetch_relay::Destination, DimseError> {
+        self.relay_to.clone().map_err(DimseError::Encode)
     }
 
     pub(crate) fn destination(&self) -> Result<Peer, DimseError> {

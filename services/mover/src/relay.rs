@@ -14,8 +14,7 @@ use tokio::sync::watch;
 /// The job's relay towards the destination; its confirmations are the attempt's
 /// completed count.
 pub(crate) fn start(ctx: &Ctx, spool: JobSpool, live: &Arc<Mutex<Live>>) -> Result<(Relay, RelaySink), DimseError> {
-    let destination = ctx.peers.destination()?;
-    let options = ctx.peers.scu_options()?;
+    let destination = ctx.peers.relay_destination()?;
     let confirmed = live.clone();
     let on_confirmed = Arc::new(move |n: u32| {
         if let Ok(mut l) = confirmed.lock() {
@@ -23,7 +22,7 @@ pub(crate) fn start(ctx: &Ctx, spool: JobSpool, live: &Arc<Mutex<Live>>) -> Resu
             l.done_before.completed = n as i32;
         }
     });
-    Relay::start(spool, destination, options, on_confirmed).map_err(|e| DimseError::Io(format!("spool folder: {e}")))
+    Relay::start(spool, destination, on_confirmed).map_err(|e| DimseError::Io(format!("spool folder: {e}")))
 }
 
 /// The result of a relayed C-GET or WADO-RS retrieve.

@@ -92,6 +92,40 @@ async fn a_body_cut_mid_transfer_is_finished_by_asking_for_the_rest() {
     assert_eq!(dest.files().len(), spec.instance_count());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dicomweb_destination_receives_by_stow() {
+    let archive = Orthanc::start_dicomweb("WEBARCH", "PRIORFETCH", None);
+    let reading = Orthanc::start_dicomweb("READING", "PRIORFETCH", None);
+    let spec = StudySpec { series: 3, instances_per_series: 9, ..StudySpec::small("WADO-M4", 64) };
+    load_studies(&archive.ae, archive.port, std::slice::from_ref(&spec));
+    let (db, store) = postgres().await;
+    let spool = tempfile::tempdir().unwrap();
+    let destination = format!(
+        "[destination]\nprotocol = \"dicomweb\"\nbase_url = \"{}\"\nae_title = \"DEST\"\n",
+        reading.dicomweb_url()
+    );
+    let config = config(&db, spool.path(), &format!("{}{destination}", web_archive("cloud", &archive.dicomweb_url())));
+    let exam = exam(&store, "wado-4").await;
+    let id = job(&store, exam, "cloud", "wado", &spec.study_uid, Some(spec.instance_count() as i32)).await;
+    let mover = start_mover(&store, config, "w1");
+    let done = finished(&store, id, WAIT).await;
+    mover.stop().await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(done.counts.completed as usize, spec.instance_count());
+    // the reading PACS holds every instance (its own QIDO-RS)
+    let client = priorfetch_dicomweb::DicomWebClient::new(
+        &reading.dicomweb_url(),
+        priorfetch_dicomweb::Auth::None,
+        &Default::default(),
+    )
+    .unwrap();
+    let query = priorfetch_dicomweb::Query {
+        level: priorfetch_dicomweb::Level::Instances(spec.study_uid.clone()),
+        keys: vec![],
+    };
+    assert_eq!(client.search_all(&query, 100, None).await.unwrap().matches.len(), spec.instance_count());
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -156,7 +156,21 @@ impl Planner {
             .collect();
         let d = &config.destination;
         let destination = if d.check_existing {
-            d.peer().ok().map(|peer| Finder::Dimse(Pool::new("destination", peer, scu.clone(), 2, idle, reuse)))
+            match d.protocol {
+                Protocol::Dimse => {
+                    d.peer().ok().map(|peer| Finder::Dimse(Pool::new("destination", peer, scu.clone(), 2, idle, reuse)))
+                }
+                Protocol::Dicomweb => {
+                    let options = priorfetch_dicomweb::ClientOptions {
+                        read_timeout: config.planner.cfind_timeout,
+                        ..Default::default()
+                    };
+                    let base = d.base_url.clone().unwrap_or_default();
+                    priorfetch_dicomweb::DicomWebClient::new(&base, (&d.auth).into(), &options)
+                        .ok()
+                        .map(|client| Finder::Web(WebFinder::new(client, 2, None)))
+                }
+            }
         } else {
             None
         };
@@ -302,7 +316,7 @@ impl Planner {
                     study_instance_uid: d.study.study_instance_uid.clone(),
                     archive: archive.name.clone(),
                     method: archive.retrieve,
-                    destination: config.destination.ae_title.clone(),
+                    destination: config.destination.name().to_string(),
                     priority: timing.priority,
                     not_before: timing.not_before,
                     deadline: timing.deadline,
