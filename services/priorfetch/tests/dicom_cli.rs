@@ -178,3 +178,48 @@ fn store_scp_needs_an_allow_list_or_allow_any() {
     assert_eq!(dcm_files(out.path()), spec.instance_count());
     assert!(terminate(child).success());
 }
+
+/// The same commands against Orthanc's DICOMweb plugin, named by URL: QIDO-RS and WADO-RS.
+#[test]
+fn find_and_retrieve_a_dicomweb_archive_by_url() {
+    let data = tempfile::tempdir().unwrap();
+    let spec = StudySpec::small("CLIWEB1", 22);
+    write_study(data.path(), &spec);
+    let orthanc = Orthanc::start_dicomweb("ORTHANCWEB", "PRIORFETCH", None);
+    store_files(&orthanc.ae, orthanc.port, data.path());
+    let url = orthanc.dicomweb_url();
+
+    let (code, stdout, stderr) = priorfetch(&[
+        "find",
+        &url,
+        "-k",
+        "PatientID=CLIWEB1",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "AccessionNumber",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["StudyInstanceUID"], spec.study_uid.as_str());
+    assert_eq!(line["AccessionNumber"], spec.accession.as_str());
+    assert!(stderr.contains("1 match"), "{stderr}");
+
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) =
+        priorfetch(&["retrieve", &url, "--study", &spec.study_uid, "--out", out.path().to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (summary["method"].as_str(), summary["completed"].as_u64()),
+        (Some("wado"), Some(spec.instance_count() as u64))
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), spec.instance_count(), "one file per instance");
+
+    let wrong = format!("http://127.0.0.1:{}/nope", orthanc.http_port);
+    let (code, _, stderr) =
+        priorfetch(&["retrieve", &wrong, "--study", &spec.study_uid, "--out", out.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("hint: check base_url"), "{stderr}");
+}

@@ -1,5 +1,6 @@
 //! `priorfetch echo | find | retrieve`: ad-hoc DICOM tools for interface engineers.
-//! ARCHIVE is a configured archive name or `AET@host:port`.
+//! ARCHIVE is a configured archive name, `AET@host:port`, or a DICOMweb URL
+//! (`http://host:8042/dicom-web`: QIDO-RS and WADO-RS, see `web.rs`).
 
 use crate::Failure;
 use clap::Args;
@@ -74,7 +75,7 @@ fn resolve(config: &Config, archive: &str) -> Result<(Peer, Option<String>), Fai
     }
 }
 
-fn usage(message: String) -> Failure {
+pub(super) fn usage(message: String) -> Failure {
     Failure::Config(priorfetch_config::ConfigError {
         issues: vec![priorfetch_config::ConfigIssue { key: "arguments".into(), message }],
     })
@@ -116,12 +117,16 @@ fn parse_key(key: &str) -> Result<(Tag, VR, String, String), Failure> {
 
 pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
-    let (peer, _) = resolve(&config, &args.archive)?;
     let level = args.level.to_ascii_uppercase();
     if !["PATIENT", "STUDY", "SERIES", "IMAGE"].contains(&level.as_str()) {
         return Err(usage(format!("--level {}: must be patient, study, series or image", args.level)));
     }
     let keys: Vec<(Tag, VR, String, String)> = args.keys.iter().map(|k| parse_key(k)).collect::<Result<_, _>>()?;
+    if let Some(client) = super::web::client_for(&config, &args.archive)? {
+        let keys: Vec<_> = keys.into_iter().map(|(t, _, v, name)| (t, v, name)).collect();
+        return super::web::find(&client, &level, &keys, args.json).await;
+    }
+    let (peer, _) = resolve(&config, &args.archive)?;
     let query = identifier(&level, &keys.iter().map(|(t, vr, v, _)| (*t, *vr, v.as_str())).collect::<Vec<_>>());
     let model = if args.patient_root { QueryModel::PatientRoot } else { QueryModel::StudyRoot };
     let mut assoc = match Association::connect(&peer, &scu_options(&config)?, &query_contexts(model)).await {
@@ -177,6 +182,11 @@ pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
 
 pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
+    // A DICOMweb archive or URL: WADO-RS into --out.
+    if let Some(client) = super::web::client_for(&config, &args.archive)? {
+        let out = args.out.clone().unwrap_or_else(|| std::path::PathBuf::from("retrieved").join(&args.study));
+        return super::web::retrieve(&client, &args.study, &out, args.json).await;
+    }
     let (peer, configured_dest) = resolve(&config, &args.archive)?;
     let dest = args.dest.or(configured_dest).unwrap_or_else(|| config.destination.ae_title.clone());
     let dest = AeTitle::parse(&dest).map_err(|e| usage(format!("--dest: {e}")))?;

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod serve;
 pub mod sim;
+pub mod web;
 
 use crate::Failure;
 use priorfetch_config::{Config, Sources};
