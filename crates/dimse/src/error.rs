@@ -32,6 +32,10 @@ pub enum DimseError {
     },
     #[error("network: {0}")]
     Io(String),
+    /// A failure of a step around the association (a DICOMweb leg, the spool) that carries
+    /// its own classification and hint, so one judge decides every attempt.
+    #[error("{message}")]
+    Other { message: String, hint: String, retryable: bool },
 }
 
 impl DimseError {
@@ -43,6 +47,7 @@ impl DimseError {
             DimseError::Rejected { permanent, .. } => !permanent,
             DimseError::Status { status, .. } => matches!(status, 0xA700..=0xA7FF | 0xFE00),
             DimseError::NoContext { .. } | DimseError::Protocol(_) | DimseError::Encode(_) => false,
+            DimseError::Other { retryable, .. } => *retryable,
         }
     }
 
@@ -102,6 +107,7 @@ impl DimseError {
                 "the peer sent something we cannot read: capture the traffic and report it".into()
             }
             DimseError::Io(_) => "the connection broke: the archive may have restarted".into(),
+            DimseError::Other { hint, .. } => hint.clone(),
         }
     }
 }

@@ -330,7 +330,11 @@ async fn forward_stow(
                 on_confirmed(done.confirmed.len() as u32);
             }
             Err(e) => {
-                done.error = Some(DimseError::Io(format!("STOW-RS: {e} (hint: {})", e.hint())));
+                done.error = Some(DimseError::Other {
+                    message: format!("STOW-RS: {e}"),
+                    hint: e.hint().to_string(),
+                    retryable: e.is_transient(),
+                });
                 break;
             }
         }

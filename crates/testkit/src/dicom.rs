@@ -178,12 +178,17 @@ pub struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
     pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, destinations, limit_find_results, false)
+        Orthanc::start_with(ae, our_ae, destinations, limit_find_results, false, None)
     }
 
     /// With the DICOMweb plugin (Debian `orthanc-dicomweb`) at [`Orthanc::dicomweb_url`].
     pub fn start_dicomweb(ae: &str, our_ae: &str, limit_find_results: Option<u32>) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, &[], limit_find_results, true)
+        Orthanc::start_with(ae, our_ae, &[], limit_find_results, true, None)
+    }
+
+    /// With the DICOMweb plugin behind HTTP basic authentication for `user`.
+    pub fn start_dicomweb_with_user(ae: &str, our_ae: &str, user: (&str, &str)) -> Orthanc {
+        Orthanc::start_with(ae, our_ae, &[], None, true, Some(user))
     }
 
     /// The DICOMweb root, e.g. `http://127.0.0.1:8042/dicom-web`.
@@ -197,6 +202,7 @@ impl Orthanc {
         destinations: &[Destination],
         limit_find_results: Option<u32>,
         dicomweb: bool,
+        user: Option<(&str, &str)>,
     ) -> Orthanc {
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
         require_binary(&bin);
@@ -226,7 +232,8 @@ impl Orthanc {
             "StorageDirectory": dir.path().join("storage"),
             "IndexDirectory": dir.path().join("index"),
             "DicomAet": ae, "DicomPort": port, "HttpPort": http_port, "HttpServerEnabled": true,
-            "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
+            "RemoteAccessAllowed": false, "AuthenticationEnabled": user.is_some(),
+            "RegisteredUsers": user.map(|(u, p)| serde_json::json!({ u: p })).unwrap_or_else(|| serde_json::json!({})),
             "DicomCheckCalledAet": true, "DicomCheckModalityHost": false,
             "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true,
             "DicomModalities": modalities,

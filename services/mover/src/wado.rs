@@ -115,9 +115,8 @@ async fn instance_targets(client: &DicomWebClient, study: &str, uids: &[String])
         .collect())
 }
 
-/// The mover judges attempts by DIMSE errors: transient DICOMweb failures are retried,
-/// the others (authentication, a malformed answer, 4xx) fail the job with the hint.
+/// The mover judges every attempt by one error type: a DICOMweb failure keeps its own
+/// classification and hint.
 fn as_dimse(e: DicomWebError) -> DimseError {
-    let text = format!("{e} (hint: {})", e.hint());
-    if e.is_transient() { DimseError::Io(text) } else { DimseError::Protocol(text) }
+    DimseError::Other { message: e.to_string(), hint: e.hint().to_string(), retryable: e.is_transient() }
 }

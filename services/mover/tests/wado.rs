@@ -126,6 +126,29 @@ async fn a_dicomweb_destination_receives_by_stow() {
     assert_eq!(client.search_all(&query, 100, None).await.unwrap().matches.len(), spec.instance_count());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_fail_the_job_at_once_naming_the_auth_key() {
+    let archive = Orthanc::start_dicomweb_with_user("WEBARCH", "PRIORFETCH", ("pf", "right"));
+    let dest = Storescp::start("DEST");
+    let (db, store) = postgres().await;
+    let spool = tempfile::tempdir().unwrap();
+    let auth = "auth = { basic = { user = \"pf\", password = \"wrong\" } }\n";
+    let config = config(
+        &db,
+        spool.path(),
+        &format!("{}{auth}{}", web_archive("cloud", &archive.dicomweb_url()), destination_toml(dest.port, false)),
+    );
+    let exam = exam(&store, "wado-5").await;
+    let id = job(&store, exam, "cloud", "wado", "1.2.3.4.5", Some(1)).await;
+    let mover = start_mover(&store, config, "w1");
+    let done = finished(&store, id, WAIT).await;
+    mover.stop().await;
+    assert_eq!((done.state, done.attempt), (JobState::Failed, 1), "permanent: not retried: {done:?}");
+    let error = done.last_error.unwrap_or_default();
+    assert!(error.contains("HTTP 401") && error.contains("archives[i].auth"), "{error}");
+    assert!(!error.contains("wrong"), "the password is never in an error: {error}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
