@@ -35,7 +35,7 @@ pub enum DimseError {
     /// A failure of a step around the association (a DICOMweb leg, the spool) that carries
     /// its own classification and hint, so one judge decides every attempt.
     #[error("{message}")]
-    Other { message: String, hint: String, retryable: bool },
+    Other { message: String, hint: String, retryable: bool, wait: Option<Duration> },
 }
 
 impl DimseError {

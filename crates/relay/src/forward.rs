@@ -334,6 +334,7 @@ async fn forward_stow(
                     message: format!("STOW-RS: {e}"),
                     hint: e.hint().to_string(),
                     retryable: e.is_transient(),
+                    wait: None,
                 });
                 break;
             }

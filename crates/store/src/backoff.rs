@@ -24,10 +24,33 @@ impl RetryPolicy {
         let spread = if jitter > 0.0 { rand::rng().random_range(-jitter..=jitter) } else { 0.0 };
         Duration::from_secs_f64((capped * (1.0 + spread)).max(0.0))
     }
+
+    /// The same policy, but never shorter than `wait` (an archive's `Retry-After`).
+    pub fn at_least(self, wait: Duration) -> RetryPolicy {
+        if wait.is_zero() {
+            return self;
+        }
+        RetryPolicy { initial: self.initial.max(wait), max: self.max.max(wait), jitter: 0.0, ..self }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_archive_that_asks_us_to_wait_is_not_retried_sooner() {
+        let policy = super::RetryPolicy {
+            initial: std::time::Duration::from_secs(1),
+            factor: 2.0,
+            max: std::time::Duration::from_secs(4),
+            jitter: 0.5,
+        };
+        let wait = std::time::Duration::from_secs(30);
+        for attempt in 1..6 {
+            assert!(policy.at_least(wait).delay(attempt) >= wait, "attempt {attempt}");
+        }
+        assert_eq!(policy.at_least(std::time::Duration::ZERO), policy);
+    }
+
     use super::*;
 
     #[test]

@@ -90,6 +90,8 @@ pub(crate) async fn finish(
     }
 }
 
+/// Puts the job back with backoff, never sooner than `wait` (the archive's Retry-After).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn retry(
     ctx: &Ctx,
     job: &Job,
@@ -97,11 +99,13 @@ pub(crate) async fn retry(
     last_status: Option<i32>,
     counts: Counts,
     outcome: &str,
+    wait: Option<std::time::Duration>,
 ) -> RunEnd {
     metrics::JOB_ATTEMPTS.with_label_values(&[job.archive.as_str(), job.method.as_str(), outcome]).inc();
     count_suboperations(&job.archive, counts);
     let error = format!("attempt {}: {error}", job.attempt);
-    let write = || ctx.store.retry_job(job.id, &ctx.worker, &error, last_status, counts, &ctx.policy);
+    let policy = ctx.policy.at_least(wait.unwrap_or_default());
+    let write = || ctx.store.retry_job(job.id, &ctx.worker, &error, last_status, counts, &policy);
     match until_written("retry", job.id, write).await {
         Ok(RetryOutcome::Retrying { .. }) => RunEnd::Retrying,
         Ok(RetryOutcome::Exhausted(state)) => {

@@ -118,7 +118,11 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
                 DimseError::Status { status, .. } => Some(*status as i32),
                 _ => None,
             };
-            (outcome::judge_error(&error), status, counts_so_far)
+            let wait = match &error {
+                DimseError::Other { wait, .. } => *wait,
+                _ => None,
+            };
+            (outcome::judge_error(&error), status, counts_so_far, wait)
         }
         Ok(r) => {
             metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(1);
@@ -149,10 +153,10 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
                 failed: r.failed as i32,
                 warning: counts_so_far.warning,
             };
-            (outcome::judge(&attempt), Some(r.status as i32), counts)
+            (outcome::judge(&attempt), Some(r.status as i32), counts, None)
         }
     };
-    let (verdict, status, counts) = verdict;
+    let (verdict, status, counts, wait) = verdict;
     match verdict {
         Verdict::Completed => {
             info!(job = job.id, archive = %archive.name, study = %study, completed = counts.completed,
@@ -172,11 +176,11 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
             let scope = next.as_deref().or(pending);
             let _ =
                 until_written("pending", job.id, || ctx.store.set_pending_instances(job.id, &ctx.worker, scope)).await;
-            retry(ctx, &job, &error, status, counts, "partial").await
+            retry(ctx, &job, &error, status, counts, "partial", None).await
         }
         Verdict::Retry { error } => {
             warn!(job = job.id, archive = %archive.name, study = %study, %error, "retrieve attempt failed");
-            retry(ctx, &job, &error, status, counts, "retry").await
+            retry(ctx, &job, &error, status, counts, "retry", wait).await
         }
     }
 }

@@ -118,5 +118,9 @@ async fn instance_targets(client: &DicomWebClient, study: &str, uids: &[String])
 /// The mover judges every attempt by one error type: a DICOMweb failure keeps its own
 /// classification and hint.
 fn as_dimse(e: DicomWebError) -> DimseError {
-    DimseError::Other { message: e.to_string(), hint: e.hint().to_string(), retryable: e.is_transient() }
+    let wait = match &e {
+        DicomWebError::Busy { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    DimseError::Other { message: e.to_string(), hint: e.hint().to_string(), retryable: e.is_transient(), wait }
 }
