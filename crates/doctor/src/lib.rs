@@ -15,6 +15,9 @@
 //!    and dcmqrscp do; or get (`retrieve = "get"`): one instance by C-GET, discarded;
 //! 8. matching: exact, wildcard and case behaviour of PatientID / PatientName.
 //!
+//! DICOMweb archives get their own checks (`web.rs`): reach, QIDO-RS (auth, root URL, the
+//! planner's keys), paging and match cap, one instance by WADO-RS.
+//!
 //! Layout: `finding.rs` (what is reported), `target.rs` (what is diagnosed, settings),
 //! `reach.rs` (check 1), `session.rs` (checks 2-4 and the association the probes use),
 //! `probes.rs` (checks 5-8). No metrics: the doctor is a one-shot tool, its output is the
@@ -25,6 +28,7 @@ mod probes;
 pub mod reach;
 mod session;
 mod target;
+mod web;
 
 pub use finding::{Check, Finding, Severity, any_failed};
 pub use target::{DoctorContext, DoctorError, Role, Target};
@@ -34,6 +38,9 @@ use priorfetch_config::{ArchiveConfig, DestinationConfig, Protocol, RetrieveMeth
 
 /// Diagnoses `archives[index]`.
 pub async fn diagnose(archive: &ArchiveConfig, index: usize, ctx: &DoctorContext) -> Vec<Finding> {
+    if archive.protocol == Protocol::Dicomweb {
+        return web::diagnose(archive, index, ctx).await;
+    }
     match Target::archive(index, archive) {
         Ok(target) => diagnose_target(&target, ctx).await,
         Err(e) => {

@@ -292,3 +292,48 @@ async fn an_unresolvable_host_names_the_host_key() {
     assert!(fail.message.contains("cannot resolve host 'pacs.invalid'"), "{}", show(&findings));
     assert!(fail.fix.as_deref().unwrap().contains("archives[4].host"), "{}", show(&findings));
 }
+
+fn web_archive(url: &str, auth: priorfetch_config::WebAuth) -> ArchiveConfig {
+    ArchiveConfig {
+        protocol: Protocol::Dicomweb,
+        base_url: Some(url.into()),
+        auth,
+        retrieve: RetrieveMethod::Wado,
+        ae_title: String::new(),
+        host: String::new(),
+        port: 0,
+        ..archive("cloud", "X", 1, None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dicomweb_archive_is_diagnosed_over_http() {
+    let orthanc = Orthanc::start_dicomweb_with_user("WEBDOC", "PRIORFETCH", ("pf", "right"));
+    load(&orthanc.ae, orthanc.port, 60, 3);
+    let basic = |password: &str| priorfetch_config::WebAuth::Basic {
+        user: "pf".into(),
+        password: priorfetch_config::Secret::new(password),
+    };
+
+    let healthy = diagnose(&web_archive(&orthanc.dicomweb_url(), basic("right")), 0, &ctx(false)).await;
+    one(&healthy, Check::Reach, Severity::Ok);
+    one(&healthy, Check::Query, Severity::Ok);
+    one(&healthy, Check::MatchCap, Severity::Warn); // pages; a silent limit cannot be seen
+    one(&healthy, Check::Get, Severity::Ok);
+    assert!(!priorfetch_doctor::any_failed(&healthy), "{}", show(&healthy));
+
+    let denied = diagnose(&web_archive(&orthanc.dicomweb_url(), basic("wrong")), 0, &ctx(false)).await;
+    let f = one(&denied, Check::Query, Severity::Fail);
+    assert!(f.to_string().contains("archives[0].auth"), "{}", show(&denied));
+    assert!(!show(&denied).contains("wrong"), "no secret in the report");
+
+    let not_root = format!("http://127.0.0.1:{}/nope", orthanc.http_port);
+    let lost = diagnose(&web_archive(&not_root, basic("right")), 0, &ctx(false)).await;
+    let f = one(&lost, Check::Query, Severity::Fail);
+    assert!(f.to_string().contains("archives[0].base_url"), "{}", show(&lost));
+
+    let closed = format!("http://127.0.0.1:{}/dicom-web", priorfetch_testkit::ports::free_port());
+    let down = diagnose(&web_archive(&closed, basic("right")), 0, &ctx(false)).await;
+    let f = one(&down, Check::Reach, Severity::Fail);
+    assert!(f.to_string().contains("firewall"), "{}", show(&down));
+}
