@@ -136,6 +136,19 @@ pub struct Faults {
     /// Retrieve faults apply only to the first N retrieve attempts of each study, so
     /// retries recover. `None`: always.
     pub faults_first_attempts: Option<u32>,
+    /// DICOMweb: the first `times` requests answer `status` (429 or 503) with
+    /// `Retry-After: retry_after_secs`.
+    pub web_busy: Option<WebBusy>,
+    /// DICOMweb: the first WADO-RS body of each study is cut after this many complete
+    /// parts (and half of the next).
+    pub web_cut_after_parts: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebBusy {
+    pub status: u16,
+    pub retry_after_secs: u64,
+    pub times: u32,
 }
 
 /// Pattern matching of text keys differs between archives.
@@ -177,6 +190,8 @@ pub struct SimConfig {
     /// that matches the other keys (an archive ignoring the PatientID, or matching it
     /// loosely), so a caller must check each match against its query.
     pub foreign_matches: bool,
+    /// DICOMweb: HTTP basic credentials every request must carry (`None`: open).
+    pub web_user: Option<(String, String)>,
 }
 
 impl SimConfig {
@@ -192,6 +207,7 @@ impl SimConfig {
             idle_timeout: Duration::from_secs(60),
             store_window: 8,
             foreign_matches: false,
+            web_user: None,
         }
     }
 

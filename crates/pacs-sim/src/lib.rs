@@ -25,6 +25,7 @@ pub mod synthetic;
 
 pub use config::{
     CapBehaviour, CaseMatching, DataSource, Destination, Faults, MatchCap, RejectReason, SimConfig, SyntheticSpec,
+    WebBusy,
 };
 pub use index::StudySummary;
 pub use server::{ReceivedInstance, Sim, SimHandle};

@@ -53,6 +53,10 @@ pub(crate) struct Shared {
     /// Retrieve attempts per study UID (`Faults::faults_first_attempts`).
     pub attempts: Mutex<HashMap<String, u32>>,
     pub active: AtomicU32,
+    /// DICOMweb requests served so far (`Faults::web_busy`).
+    pub web_requests: AtomicU32,
+    /// Studies whose WADO-RS body was already cut once (`Faults::web_cut_after_parts`).
+    pub web_cut: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -116,6 +120,8 @@ impl Sim {
             counters: Counters::default(),
             attempts: Mutex::new(HashMap::new()),
             active: AtomicU32::new(0),
+            web_requests: AtomicU32::new(0),
+            web_cut: Mutex::new(Default::default()),
         });
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown.clone()));
@@ -160,6 +166,18 @@ impl SimHandle {
         self.shared.counters.snapshot()
     }
 
+    /// Also serves DICOMweb (QIDO-RS, WADO-RS at `/dicom-web`) from the same data on
+    /// `bind` (e.g. `127.0.0.1:0`); returns its root URL.
+    pub async fn serve_dicomweb(&self, bind: &str) -> Result<String, SimError> {
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|e| SimError::Bind { address: bind.to_string(), reason: e.to_string() })?;
+        let address =
+            listener.local_addr().map_err(|e| SimError::Bind { address: bind.to_string(), reason: e.to_string() })?;
+        tokio::spawn(crate::serve::serve_web(listener, self.shared.clone(), self.shutdown.clone()));
+        Ok(format!("http://{address}/dicom-web"))
+    }
+
     /// Replaces the faults; running operations keep the faults they started with.
     pub fn set_faults(&self, faults: Faults) {
         if let Ok(mut f) = self.shared.faults.write() {
@@ -167,6 +185,10 @@ impl SimHandle {
         }
         if let Ok(mut a) = self.shared.attempts.lock() {
             a.clear();
+        }
+        self.shared.web_requests.store(0, Ordering::SeqCst);
+        if let Ok(mut c) = self.shared.web_cut.lock() {
+            c.clear();
         }
     }
 

@@ -302,3 +302,35 @@ async fn issuer_of_patient_id_is_sent_when_configured() {
     with_issuer.shutdown().await;
     plain.shutdown().await;
 }
+
+/// The simulator's DICOMweb side capping QIDO-RS: silently (Orthanc's way: `max_matches`
+/// must be known), with `Warning: 299`, or with 413. Every study is found each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_dicomweb_archive_yields_every_study() {
+    let db = TestDb::postgres().await;
+    let store = store(&db).await;
+    for (n, (behaviour, max_matches)) in [
+        (CapBehaviour::Truncate, format!("max_matches = {CAP}")),
+        (CapBehaviour::Cancel, String::new()),
+        (CapBehaviour::Refuse, String::new()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let arch = sim("WEBCAP", 21, capped(behaviour)).await;
+        let url = arch.serve_dicomweb("127.0.0.1:0").await.unwrap();
+        let config = config(&format!(
+            "[[archives]]\nname = 'web'\nprotocol = 'dicomweb'\nbase_url = '{url}'\nretrieve = 'wado'\n{max_matches}\n{}{ALL_PRIORS}",
+            destination(1, false)
+        ));
+        let planner = Planner::new(store.clone(), config);
+        let exam =
+            claimed(&store, exam_event(&format!("webcap{n}"), PATIENT, "CT", "CHEST", scheduled(), "routine")).await;
+        let report = planner.plan_exam(&exam).await.unwrap();
+        assert!(report.gaps.is_empty(), "{behaviour:?}: {:?}", report.gaps);
+        let mut selected = report.selected();
+        selected.sort();
+        assert_eq!(selected, held("web", &arch), "{behaviour:?}: every study of the patient, none twice");
+        arch.shutdown().await;
+    }
+}

@@ -1,14 +1,17 @@
 //! One association: C-ECHO, C-FIND, C-MOVE, C-GET and C-STORE, with the configured faults.
 //! This file dispatches and holds the helpers; `find.rs` answers C-FIND (and selects what a
-//! retrieve sends), `retrieve.rs` C-MOVE and C-GET, `store.rs` C-STORE.
+//! retrieve sends), `retrieve.rs` C-MOVE and C-GET, `store.rs` C-STORE; `web.rs` serves
+//! the same data as DICOMweb.
 
 mod find;
 mod retrieve;
 mod store;
+mod web;
 
 use find::find;
 use retrieve::retrieve;
 use store::store;
+pub(crate) use web::serve_web;
 
 use crate::config::{CapBehaviour, Faults};
 use crate::index::{Attrs, Instance, PATIENT_KEYS, Source, Study, tags::*};

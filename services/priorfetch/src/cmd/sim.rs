@@ -57,6 +57,23 @@ pub struct SimArgs {
     /// Retrieve faults apply only to the first N attempts of each study.
     #[arg(long)]
     faults_first_attempts: Option<u32>,
+    /// Also serve DICOMweb (QIDO-RS, WADO-RS at /dicom-web) on this port (0: any free one).
+    #[arg(long)]
+    dicomweb_port: Option<u16>,
+    /// DICOMweb: answer the first N requests with --web-busy-status and Retry-After.
+    #[arg(long, default_value_t = 0)]
+    web_busy: u32,
+    /// 429 or 503.
+    #[arg(long, default_value_t = 503)]
+    web_busy_status: u16,
+    #[arg(long, default_value_t = 1)]
+    web_retry_after: u64,
+    /// DICOMweb: cut each study's first WADO-RS body after N instances.
+    #[arg(long)]
+    web_cut_after: Option<usize>,
+    /// DICOMweb: require HTTP basic authentication, USER:PASSWORD.
+    #[arg(long)]
+    web_user: Option<String>,
 }
 
 fn usage(message: String) -> Failure {
@@ -109,9 +126,19 @@ pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
         empty_success: args.empty_success,
         out_of_resources: args.out_of_resources,
         faults_first_attempts: args.faults_first_attempts,
+        web_busy: (args.web_busy > 0).then_some(pacs_sim::WebBusy {
+            status: args.web_busy_status,
+            retry_after_secs: args.web_retry_after,
+            times: args.web_busy,
+        }),
+        web_cut_after_parts: args.web_cut_after,
     };
     let mut sim_config = SimConfig::new(&args.ae, data).with_faults(faults);
     sim_config.seed = args.seed;
+    if let Some(user) = &args.web_user {
+        let (name, password) = user.split_once(':').ok_or_else(|| usage("--web-user: USER:PASSWORD".into()))?;
+        sim_config.web_user = Some((name.to_string(), password.to_string()));
+    }
     for d in &args.destinations {
         let parsed = d.split_once('=').and_then(|(ae, addr)| {
             let (host, port) = addr.rsplit_once(':')?;
@@ -125,6 +152,10 @@ pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
     let sim =
         Sim::start(sim_config, &format!("{}:{}", args.bind, args.port)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("sim {} listening on {} ({} studies)", sim.ae(), sim.address(), sim.index().len());
+    if let Some(port) = args.dicomweb_port {
+        let url = sim.serve_dicomweb(&format!("{}:{port}", args.bind)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("sim DICOMweb at {url}");
+    }
     let mut shutdown = super::shutdown_signal();
     let _ = shutdown.wait_for(|s| *s).await;
     let stats = sim.stats();
