@@ -81,10 +81,17 @@ fn main() {
         }
         clear(out.path());
         let t = Instant::now();
+        // On a worker thread, as the mover runs it: a future driven by `block_on` on the
+        // main thread pays a cross-thread wake-up per body chunk (measured 3-4x slower).
+        let (c, t2, dir) = (client.clone(), target.clone(), out.path().to_path_buf());
         let got = runtime
-            .block_on(async {
-                let mut sink = DirSink::new(out.path()).expect("sink");
-                client.retrieve(&target, "*", &mut sink).await
+            .block_on(async move {
+                tokio::spawn(async move {
+                    let mut sink = DirSink::new(&dir).expect("sink");
+                    c.retrieve(&t2, "*", &mut sink).await
+                })
+                .await
+                .expect("task")
             })
             .expect("our WADO-RS");
         ours.push(t.elapsed().as_secs_f64());
@@ -94,19 +101,23 @@ fn main() {
         }
         clear(out.path());
         let t = Instant::now();
+        let (peer2, options2, dir, uid) =
+            (peer.clone(), options.clone(), out.path().to_path_buf(), spec.study_uid.clone());
         runtime
-            .block_on(async {
-                let contexts = get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES);
-                let mut assoc = Association::connect(&peer, &options, &contexts).await?;
-                let mut sink = priorfetch_dimse::DirSink::new(out.path())
-                    .map_err(|e| priorfetch_dimse::DimseError::Io(e.to_string()))?;
-                let query = identifier(
-                    "STUDY",
-                    &[(dicom_core::Tag(0x0020, 0x000D), dicom_core::VR::UI, spec.study_uid.as_str())],
-                );
-                let outcome = assoc.retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |_| {}, None).await;
-                assoc.release().await;
-                outcome
+            .block_on(async move {
+                tokio::spawn(async move {
+                    let contexts = get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES);
+                    let mut assoc = Association::connect(&peer2, &options2, &contexts).await?;
+                    let mut sink = priorfetch_dimse::DirSink::new(&dir)
+                        .map_err(|e| priorfetch_dimse::DimseError::Io(e.to_string()))?;
+                    let query =
+                        identifier("STUDY", &[(dicom_core::Tag(0x0020, 0x000D), dicom_core::VR::UI, uid.as_str())]);
+                    let outcome = assoc.retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |_| {}, None).await;
+                    assoc.release().await;
+                    outcome
+                })
+                .await
+                .expect("task")
             })
             .expect("our C-GET");
         cget.push(t.elapsed().as_secs_f64());

@@ -150,10 +150,13 @@ impl Reader {
     fn body(&mut self, events: &mut Vec<Event>) -> bool {
         match memmem::find(&self.buffer, &self.delimiter) {
             Some(at) => {
+                // the part's bytes leave as they are; only what follows is copied
+                let rest = self.buffer.split_off(at + self.delimiter.len());
+                let mut data = std::mem::replace(&mut self.buffer, rest);
+                data.truncate(at);
                 if at > 0 {
-                    events.push(Event::Data(self.buffer[..at].to_vec()));
+                    events.push(Event::Data(data));
                 }
-                self.buffer.drain(..at + self.delimiter.len());
                 events.push(Event::End);
                 self.complete += 1;
                 self.state = State::Headers;
@@ -164,7 +167,9 @@ impl Reader {
                 let keep = (self.delimiter.len() - 1).min(self.buffer.len());
                 let ready = self.buffer.len() - keep;
                 if ready > 0 {
-                    events.push(Event::Data(self.buffer.drain(..ready).collect()));
+                    // hand the buffer over and keep only its short tail: no copy of the data
+                    let tail = self.buffer.split_off(ready);
+                    events.push(Event::Data(std::mem::replace(&mut self.buffer, tail)));
                 }
                 false
             }
