@@ -111,6 +111,25 @@ async fn run_until_done(
     (exams, log())
 }
 
+/// `[service]` and a RabbitMQ `[intake]` on `queue` (with its dead-letter queue).
+fn service_and_intake(queue: &str) -> String {
+    format!(
+        r#"
+[service]
+ae_title = "PRIORFETCH"
+admin_listen = "127.0.0.1:{admin}"
+shutdown_grace = "5s"
+[intake]
+source = "rabbitmq"
+[intake.rabbitmq]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+queue = "{queue}"
+dead_letter_queue = "{queue}.dead"
+"#,
+        admin = priorfetch_testkit::ports::free_port()
+    )
+}
+
 /// The SOP Instance UIDs of the studies (as `write_study` numbers them).
 fn instances_of(specs: &[&StudySpec]) -> HashSet<String> {
     specs
@@ -147,23 +166,12 @@ async fn events_on_rabbitmq_bring_every_expected_prior_to_the_destination() {
 
     let work = tempfile::tempdir().unwrap();
     let queue = format!("pf-e2e-{}", uuid::Uuid::new_v4().simple());
-    let admin = priorfetch_testkit::ports::free_port();
+    let intake = service_and_intake(&queue);
     let config_path = work.path().join("priorfetch.toml");
     std::fs::write(
         &config_path,
         format!(
-            r#"
-[service]
-ae_title = "PRIORFETCH"
-admin_listen = "127.0.0.1:{admin}"
-shutdown_grace = "5s"
-[intake]
-source = "rabbitmq"
-[intake.rabbitmq]
-url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-queue = "{queue}"
-dead_letter_queue = "{queue}.dead"
-prefetch = 50
+            r#"{intake}prefetch = 50
 [[archives]]
 name = "north"
 ae_title = "NORTH"
@@ -263,22 +271,12 @@ async fn dicomweb_and_dimse_archives(dicomweb_destination: bool) {
     };
     let work = tempfile::tempdir().unwrap();
     let queue = format!("pf-e2e-web-{}", uuid::Uuid::new_v4().simple());
+    let intake = service_and_intake(&queue);
     let config_path = work.path().join("priorfetch.toml");
     std::fs::write(
         &config_path,
         format!(
-            r#"
-[service]
-ae_title = "PRIORFETCH"
-admin_listen = "127.0.0.1:{admin}"
-shutdown_grace = "5s"
-[intake]
-source = "rabbitmq"
-[intake.rabbitmq]
-url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-queue = "{queue}"
-dead_letter_queue = "{queue}.dead"
-[[archives]]
+            r#"{intake}[[archives]]
 name = "cloud"
 protocol = "dicomweb"
 base_url = "{cloud_url}"
@@ -298,7 +296,6 @@ check_existing = false
 spool_dir = "{spool}"
 progress_interval = "200ms"
 "#,
-            admin = priorfetch_testkit::ports::free_port(),
             cloud_url = cloud.dicomweb_url(),
             lp = local.port,
             spool = work.path().join("spool").display(),

@@ -51,11 +51,7 @@ async fn a_wado_job_against_a_wrong_url_fails_with_the_fix() {
     let wrong = format!("http://127.0.0.1:{}/not-dicom-web", archive.http_port);
     let config =
         config(&db, spool.path(), &format!("{}{}", web_archive("cloud", &wrong), destination_toml(dest.port, false)));
-    let exam = exam(&store, "wado-2").await;
-    let id = job(&store, exam, "cloud", "wado", "1.2.3.4", Some(1)).await;
-    let mover = start_mover(&store, config, "w1");
-    let done = finished(&store, id, WAIT).await;
-    mover.stop().await;
+    let done = run_wado(&store, config, "wado-2", "1.2.3.4", Some(1)).await;
     assert_eq!(done.state, JobState::Failed, "{done:?}");
     let error = done.last_error.unwrap_or_default();
     assert!(error.contains("404") && error.contains("check base_url"), "{error}");
@@ -138,15 +134,27 @@ async fn bad_credentials_fail_the_job_at_once_naming_the_auth_key() {
         spool.path(),
         &format!("{}{auth}{}", web_archive("cloud", &archive.dicomweb_url()), destination_toml(dest.port, false)),
     );
-    let exam = exam(&store, "wado-5").await;
-    let id = job(&store, exam, "cloud", "wado", "1.2.3.4.5", Some(1)).await;
-    let mover = start_mover(&store, config, "w1");
-    let done = finished(&store, id, WAIT).await;
-    mover.stop().await;
+    let done = run_wado(&store, config, "wado-5", "1.2.3.4.5", Some(1)).await;
     assert_eq!((done.state, done.attempt), (JobState::Failed, 1), "permanent: not retried: {done:?}");
     let error = done.last_error.unwrap_or_default();
     assert!(error.contains("HTTP 401") && error.contains("archives[i].auth"), "{error}");
     assert!(!error.contains("wrong"), "the password is never in an error: {error}");
+}
+
+/// Runs one `wado` job of archive `cloud` with a mover until it ends.
+async fn run_wado(
+    store: &priorfetch_store::Store,
+    config: std::sync::Arc<priorfetch_config::Config>,
+    key: &str,
+    study: &str,
+    expected: Option<i32>,
+) -> priorfetch_store::Job {
+    let exam = exam(store, key).await;
+    let id = job(store, exam, "cloud", "wado", study, expected).await;
+    let mover = start_mover(store, config, "w1");
+    let done = finished(store, id, WAIT).await;
+    mover.stop().await;
+    done
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
