@@ -1,5 +1,6 @@
-//! WADO-RS benchmark: priorfetch's streamed WADO-RS study retrieve against a reference
-//! client (`curl` saving the multipart body) and against priorfetch's own C-GET of the
+//! WADO-RS benchmark: priorfetch's streamed WADO-RS study retrieve against two reference
+//! clients (`curl` saving the multipart body as one file; the `dicomweb-client` Python
+//! package writing one file per instance, `scripts/wado_reference.py`) and against priorfetch's own C-GET of the
 //! same study, on one Orthanc with its DICOMweb plugin; runs alternate so every side sees
 //! the same machine state. Prints medians, MB/s, ratios and priorfetch's peak RSS.
 //!
@@ -61,7 +62,8 @@ fn main() {
     options.dimse_timeout = Duration::from_secs(60);
     let out = tempfile::tempdir().expect("temp dir");
 
-    let (mut ours, mut curl, mut cget) = (vec![], vec![], vec![]);
+    let (mut ours, mut curl, mut cget, mut python) = (vec![], vec![], vec![], vec![]);
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/wado_reference.py");
     for round in 0..rounds {
         let run_curl = |times: &mut Vec<f64>| {
             clear(out.path());
@@ -76,8 +78,25 @@ fn main() {
             assert!(status.success(), "curl failed");
             times.push(t.elapsed().as_secs_f64());
         };
+        let run_python = |times: &mut Vec<f64>| {
+            clear(out.path());
+            let t = Instant::now();
+            let output = Command::new("python3")
+                .args([
+                    reference,
+                    &client.base_url().to_string(),
+                    spec.study_uid.as_str(),
+                    out.path().to_str().unwrap(),
+                ])
+                .output()
+                .expect("python3");
+            assert!(output.status.success(), "dicomweb-client: {}", String::from_utf8_lossy(&output.stderr));
+            times.push(t.elapsed().as_secs_f64());
+            assert_eq!(dir_bytes(out.path()).0, n, "dicomweb-client files");
+        };
         if round % 2 == 1 {
             run_curl(&mut curl);
+            run_python(&mut python);
         }
         clear(out.path());
         let t = Instant::now();
@@ -98,6 +117,7 @@ fn main() {
         assert_eq!(got.instances, n, "our WADO-RS instances");
         if round % 2 == 0 {
             run_curl(&mut curl);
+            run_python(&mut python);
         }
         clear(out.path());
         let t = Instant::now();
@@ -123,13 +143,15 @@ fn main() {
         cget.push(t.elapsed().as_secs_f64());
         assert_eq!(dir_bytes(out.path()).0, n, "our C-GET files");
     }
-    let (ours, curl, cget) = (median(ours), median(curl), median(cget));
+    let (ours, curl, cget, python) = (median(ours), median(curl), median(cget), median(python));
     println!("study: {n} instances, {mb:.0} MB; {rounds} rounds, medians");
     println!("{:<34} {:>8} {:>9}", "", "seconds", "MB/s");
     println!("{:<34} {:>8.2} {:>9.0}", "priorfetch WADO-RS (to files)", ours, mb / ours);
     println!("{:<34} {:>8.2} {:>9.0}", "curl WADO-RS (body to one file)", curl, mb / curl);
+    println!("{:<34} {:>8.2} {:>9.0}", "dicomweb-client (to files)", python, mb / python);
     println!("{:<34} {:>8.2} {:>9.0}", "priorfetch C-GET (to files)", cget, mb / cget);
     println!("throughput ratio WADO-RS priorfetch / curl: {:.2}", curl / ours);
+    println!("throughput ratio WADO-RS priorfetch / dicomweb-client: {:.2}", python / ours);
     println!("throughput ratio WADO-RS / C-GET (priorfetch): {:.2}", cget / ours);
     println!("peak RSS of priorfetch: {:.0} MiB (before the retrieves: {rss_before:.0} MiB)", vm_hwm_mib());
 }
