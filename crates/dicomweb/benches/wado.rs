@@ -82,12 +82,7 @@ fn main() {
             clear(out.path());
             let t = Instant::now();
             let output = Command::new("python3")
-                .args([
-                    reference,
-                    &client.base_url().to_string(),
-                    spec.study_uid.as_str(),
-                    out.path().to_str().unwrap(),
-                ])
+                .args([reference, client.base_url(), spec.study_uid.as_str(), out.path().to_str().unwrap()])
                 .output()
                 .expect("python3");
             assert!(output.status.success(), "dicomweb-client: {}", String::from_utf8_lossy(&output.stderr));
