@@ -371,9 +371,15 @@ pub(crate) async fn instance_identifiers(
 /// holds, next to how many the study has. `None` when the destination cannot say.
 async fn verify(ctx: &Ctx, job: &Job) -> Option<(u32, u32)> {
     let expected = job.expected_instances? as u32;
-    let peer = ctx.peers.destination().ok()?;
-    let options = ctx.peers.scu_options().ok()?;
-    match crate::verify::count_instances(&peer, &options, &job.study_instance_uid).await {
+    let counted = match ctx.peers.relay_destination().ok()? {
+        priorfetch_relay::Destination::Web(client) => {
+            crate::verify::count_by_qido(&client, &job.study_instance_uid).await
+        }
+        priorfetch_relay::Destination::Dimse { peer, options } => {
+            crate::verify::count_instances(&peer, &options, &job.study_instance_uid).await
+        }
+    };
+    match counted {
         Ok(found) => Some((found, expected)),
         Err(e) => {
             warn!(job = job.id, error = %e, hint = %e.hint(), "cannot verify at the destination");

@@ -18,6 +18,23 @@ pub async fn count_instances(peer: &Peer, options: &ScuOptions, study: &str) -> 
     result
 }
 
+/// Instances of `study` at a DICOMweb destination: its QIDO-RS instance list.
+pub async fn count_by_qido(client: &priorfetch_dicomweb::DicomWebClient, study: &str) -> Result<u32, DimseError> {
+    let query = priorfetch_dicomweb::Query {
+        level: priorfetch_dicomweb::Level::Instances(study.to_string()),
+        keys: vec![("SOPInstanceUID".into(), String::new())],
+    };
+    match client.search_all(&query, 1000, None).await {
+        Ok(found) => Ok(found.matches.len() as u32),
+        Err(e) => Err(DimseError::Other {
+            message: e.to_string(),
+            hint: e.hint().to_string(),
+            retryable: e.is_transient(),
+            wait: None,
+        }),
+    }
+}
+
 async fn count_on(assoc: &mut Association, study: &str) -> Result<u32, DimseError> {
     let query = identifier(
         "STUDY",

@@ -97,7 +97,7 @@ async fn a_dicomweb_destination_receives_by_stow() {
     let (db, store) = postgres().await;
     let spool = tempfile::tempdir().unwrap();
     let destination = format!(
-        "[destination]\nprotocol = \"dicomweb\"\nbase_url = \"{}\"\nae_title = \"DEST\"\n",
+        "[destination]\nprotocol = \"dicomweb\"\nbase_url = \"{}\"\nae_title = \"DEST\"\ncheck_existing = true\n",
         reading.dicomweb_url()
     );
     let config = config(&db, spool.path(), &format!("{}{destination}", web_archive("cloud", &archive.dicomweb_url())));
@@ -108,6 +108,7 @@ async fn a_dicomweb_destination_receives_by_stow() {
     mover.stop().await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(done.counts.completed as usize, spec.instance_count());
+    assert_eq!(done.received as usize, spec.instance_count(), "verified at the destination by QIDO-RS");
     // the reading PACS holds every instance (its own QIDO-RS)
     let client = priorfetch_dicomweb::DicomWebClient::new(
         &reading.dicomweb_url(),
