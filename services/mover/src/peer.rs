@@ -10,7 +10,6 @@ use std::collections::HashMap;
 pub(crate) struct Peers {
     options: Result<ScuOptions, String>,
     archives: HashMap<String, Result<Peer, String>>,
-    destination: Result<Peer, String>,
     /// The destination as the relay reaches it (C-STORE or STOW-RS).
     relay_to: Result<priorfetch_relay::Destination, String>,
     /// DICOMweb archives' clients (connection reuse across jobs).
@@ -49,7 +48,7 @@ impl Peers {
                     .map_err(|e| format!("destination: {e}"))
             }
         };
-        Peers { options, archives, destination: config.destination.peer(), relay_to, web }
+        Peers { options, archives, relay_to, web }
     }
 
     pub(crate) fn scu_options(&self) -> Result<ScuOptions, DimseError> {
@@ -72,9 +71,5 @@ impl Peers {
 
     pub(crate) fn relay_destination(&self) -> Result<priorfetch_relay::Destination, DimseError> {
         self.relay_to.clone().map_err(DimseError::Encode)
-    }
-
-    pub(crate) fn destination(&self) -> Result<Peer, DimseError> {
-        self.destination.clone().map_err(DimseError::Encode)
     }
 }
