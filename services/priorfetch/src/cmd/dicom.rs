@@ -102,6 +102,33 @@ pub async fn echo(path: &Path, args: EchoArgs) -> Result<ExitCode, Failure> {
     }
 }
 
+/// The column names of `find`'s table.
+pub(super) fn print_header(columns: &[(Tag, String)]) {
+    println!("{}", columns.iter().map(|(_, n)| format!("{n:<24}")).collect::<String>().trim_end());
+}
+
+/// One match of `find`, as a table row or a JSON line of the asked-for columns.
+pub(super) fn print_match(m: &dicom_object::InMemDicomObject, columns: &[(Tag, String)], json: bool) {
+    let values: Vec<String> = columns
+        .iter()
+        .map(|(tag, _)| {
+            m.element_opt(*tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    if json {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            columns.iter().zip(&values).map(|((_, n), v)| (n.clone(), v.clone().into())).collect();
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        println!("{}", values.iter().map(|v| format!("{v:<24}")).collect::<String>().trim_end());
+    }
+}
+
 /// `Keyword[=value]` to (tag, VR, value).
 fn parse_key(key: &str) -> Result<(Tag, VR, String, String), Failure> {
     let (name, value) = key.split_once('=').unwrap_or((key, ""));
@@ -135,29 +162,12 @@ pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
     };
     let columns: Vec<(Tag, String)> = keys.iter().map(|(t, _, _, name)| (*t, name.clone())).collect();
     if !args.json {
-        println!("{}", columns.iter().map(|(_, n)| format!("{n:<24}")).collect::<String>().trim_end());
+        print_header(&columns);
     }
     let json = args.json;
     let result = assoc
         .find(model, &query, args.max, |m| {
-            let values: Vec<String> = columns
-                .iter()
-                .map(|(tag, _)| {
-                    m.element_opt(*tag)
-                        .ok()
-                        .flatten()
-                        .and_then(|e| e.to_str().ok())
-                        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-                        .unwrap_or_default()
-                })
-                .collect();
-            if json {
-                let obj: serde_json::Map<String, serde_json::Value> =
-                    columns.iter().zip(&values).map(|((_, n), v)| (n.clone(), v.clone().into())).collect();
-                println!("{}", serde_json::Value::Object(obj));
-            } else {
-                println!("{}", values.iter().map(|v| format!("{v:<24}")).collect::<String>().trim_end());
-            }
+            print_match(&m, &columns, json);
             ControlFlow::Continue(())
         })
         .await;

@@ -51,28 +51,12 @@ pub async fn find(
         Ok(f) => f,
         Err(e) => return Ok(report(&e)),
     };
+    let columns: Vec<(Tag, String)> = keys.iter().map(|(t, _, name)| (*t, name.clone())).collect();
     if !json {
-        println!("{}", keys.iter().map(|(_, _, n)| format!("{n:<24}")).collect::<String>().trim_end());
+        super::dicom::print_header(&columns);
     }
     for m in &found.matches {
-        let values: Vec<String> = keys
-            .iter()
-            .map(|(tag, _, _)| {
-                m.element_opt(*tag)
-                    .ok()
-                    .flatten()
-                    .and_then(|e| e.to_str().ok())
-                    .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
-        if json {
-            let obj: serde_json::Map<String, serde_json::Value> =
-                keys.iter().zip(&values).map(|((_, _, n), v)| (n.clone(), v.clone().into())).collect();
-            println!("{}", serde_json::Value::Object(obj));
-        } else {
-            println!("{}", values.iter().map(|v| format!("{v:<24}")).collect::<String>().trim_end());
-        }
+        super::dicom::print_match(m, &columns, json);
     }
     match &found.truncated {
         Some(why) => eprintln!("{} match(es); the list may be incomplete: {why}", found.matches.len()),
