@@ -143,6 +143,15 @@ impl DicomWebClient {
         DicomWebClient::new(base, Auth::from(&archive.auth), options)
     }
 
+    /// The client of a DICOMweb `[destination]` (`base_url`, `auth`).
+    pub fn for_destination(
+        destination: &priorfetch_config::DestinationConfig,
+        options: &ClientOptions,
+    ) -> Result<DicomWebClient, DicomWebError> {
+        let base = destination.base_url.as_deref().unwrap_or_default();
+        DicomWebClient::new(base, Auth::from(&destination.auth), options)
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

@@ -42,8 +42,7 @@ impl Peers {
             },
             Protocol::Dicomweb => {
                 let options = ClientOptions { read_timeout: config.mover.dimse_timeout, ..Default::default() };
-                let base = d.base_url.clone().unwrap_or_default();
-                DicomWebClient::new(&base, (&d.auth).into(), &options)
+                DicomWebClient::for_destination(d, &options)
                     .map(priorfetch_relay::Destination::Web)
                     .map_err(|e| format!("destination: {e}"))
             }

@@ -24,15 +24,8 @@ pub async fn count_by_qido(client: &priorfetch_dicomweb::DicomWebClient, study: 
         level: priorfetch_dicomweb::Level::Instances(study.to_string()),
         keys: vec![("SOPInstanceUID".into(), String::new())],
     };
-    match client.search_all(&query, 1000, None).await {
-        Ok(found) => Ok(found.matches.len() as u32),
-        Err(e) => Err(DimseError::Other {
-            message: e.to_string(),
-            hint: e.hint().to_string(),
-            retryable: e.is_transient(),
-            wait: None,
-        }),
-    }
+    let found = client.search_all(&query, 1000, None).await.map_err(crate::wado::as_dimse)?;
+    Ok(found.matches.len() as u32)
 }
 
 async fn count_on(assoc: &mut Association, study: &str) -> Result<u32, DimseError> {

@@ -117,7 +117,7 @@ async fn instance_targets(client: &DicomWebClient, study: &str, uids: &[String])
 
 /// The mover judges every attempt by one error type: a DICOMweb failure keeps its own
 /// classification and hint.
-fn as_dimse(e: DicomWebError) -> DimseError {
+pub(crate) fn as_dimse(e: DicomWebError) -> DimseError {
     let wait = match &e {
         DicomWebError::Busy { retry_after, .. } => *retry_after,
         _ => None,

@@ -165,8 +165,7 @@ impl Planner {
                         read_timeout: config.planner.cfind_timeout,
                         ..Default::default()
                     };
-                    let base = d.base_url.clone().unwrap_or_default();
-                    priorfetch_dicomweb::DicomWebClient::new(&base, (&d.auth).into(), &options)
+                    priorfetch_dicomweb::DicomWebClient::for_destination(d, &options)
                         .ok()
                         .map(|client| Finder::Web(WebFinder::new(client, 2, None)))
                 }
