@@ -159,16 +159,12 @@ fn identity(obj: &InMemDicomObject) -> Vec<u8> {
 
 /// Percent-encoding of a query value or path segment (unreserved characters kept).
 fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(text, UNRESERVED_KEPT).to_string()
 }
+
+/// RFC 3986: everything but the unreserved characters is percent-encoded.
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 #[cfg(test)]
 mod tests {
@@ -185,6 +181,8 @@ mod tests {
         assert!(parse_matches(b"").unwrap().is_empty());
         assert!(parse_matches(b"{}").is_err());
         assert!(parse_matches(b"[1]").is_err());
+        assert_eq!(encode("20200101-20201231"), "20200101-20201231");
+        assert_eq!(encode("MRN 1/ä,x"), "MRN%201%2F%C3%A4%2Cx");
     }
 
     proptest! {

@@ -140,16 +140,10 @@ impl Store {
 
 /// `postgres://user@host/db` + password -> `postgres://user:password@host/db`.
 fn with_password(url: &str, password: &str) -> String {
-    let encoded: String = password
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    // RFC 3986: everything but the unreserved characters is percent-encoded
+    const KEPT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let encoded = percent_encoding::utf8_percent_encode(password, KEPT).to_string();
     match (url.find("://"), url.find('@')) {
         (Some(s), Some(at)) if at > s => {
             let user = &url[s + 3..at];
