@@ -179,6 +179,7 @@ impl DicomWebClient {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DicomWebError> {
         let response = request.send().await.map_err(|e| transport(url, e))?;
+        let full_url = url;
         let url = &redacted(url);
         let status = response.status().as_u16();
         if response.status().is_success() {
@@ -195,7 +196,7 @@ impl DicomWebClient {
             401 | 403 => DicomWebError::Unauthorized { url, status },
             429 | 503 => DicomWebError::Busy { url, status, retry_after },
             _ => {
-                let body = response.text().await.unwrap_or_default();
+                let body = without_query_values(&response.text().await.unwrap_or_default(), full_url);
                 DicomWebError::Status { url, status, body: body.chars().take(200).collect() }
             }
         })
@@ -238,8 +239,29 @@ pub fn redacted(url: &str) -> String {
         .join("/")
 }
 
+/// An error body with the request's query values (patient IDs of a QIDO search) blanked:
+/// archives often echo the query in their error text, and errors are logged.
+fn without_query_values(body: &str, url: &str) -> String {
+    let mut body = body.to_string();
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    for pair in query.split('&') {
+        let value = pair.split_once('=').map(|(_, v)| v).unwrap_or("");
+        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+        if value.len() >= 2 {
+            body = body.replace(value.as_ref(), "<redacted>");
+        }
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_bodies_lose_the_query_values() {
+        let url = "http://pacs/dicom-web/studies?PatientID=MRN%20123&limit=200";
+        assert_eq!(super::without_query_values("bad PatientID MRN 123", url), "bad PatientID <redacted>");
+    }
+
     #[test]
     fn urls_in_errors_hold_no_patient_data() {
         assert_eq!(
