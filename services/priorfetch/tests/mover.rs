@@ -251,10 +251,16 @@ async fn kill_mid_retrieve(method: &str) {
     assert_eq!(arrived.len(), study.instances, "every instance at the destination");
     assert_eq!(j.received as usize, study.instances, "verified at the destination");
     if method == "get" {
+        // the mover deletes the folder right after it recorded the outcome: wait (bounded)
         let spool = dir.path().join("spool");
-        let left: Vec<_> =
-            std::fs::read_dir(&spool).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-        assert!(left.is_empty(), "spool emptied: {left:?}");
+        let left = || -> Vec<_> {
+            std::fs::read_dir(&spool).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+        };
+        let start = Instant::now();
+        while !left().is_empty() && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(left().is_empty(), "spool emptied: {:?}", left());
     }
 }
 
