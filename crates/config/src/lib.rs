@@ -6,13 +6,17 @@
 //! validates the whole tree and reports every problem with the offending key.
 //!
 //! Layout: `model.rs` the settings types, `validate.rs` the cross-field checks,
-//! `secret.rs` values that never print, `duration.rs` human durations.
+//! `secret.rs` values that never print, `duration.rs` human durations, `tls.rs` the TLS
+//! blocks.
 
+mod admin;
 mod duration;
 mod model;
 mod secret;
+mod tls;
 mod validate;
 
+pub use admin::{AdminConfig, AdminToken, Role};
 pub use model::*;
 pub use secret::{Secret, redact_url};
 

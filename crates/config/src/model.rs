@@ -2,6 +2,7 @@
 //! struct rejects unknown keys so a typo is an error, not a silent default.
 
 use crate::secret::Secret;
+pub use crate::tls::{ServerTlsConfig, TlsConfig, TlsProfile};
 pub use priorfetch_domain::{AeTitle, Peer, PriorSelection, RetrieveMethod, RuleConfig, RuleMatch};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -23,6 +24,9 @@ pub struct Config {
     pub queue: QueueConfig,
     pub telemetry: TelemetryConfig,
     pub planner: PlannerConfig,
+    /// Who may use the admin API (`[[admin.tokens]]`).
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +39,9 @@ pub struct ServiceConfig {
     /// Graceful-stop budget: running work gets this long to finish before it is handed back.
     #[serde(with = "crate::duration")]
     pub shutdown_grace: Duration,
+    /// TLS on our SCPs (the C-STORE SCP receiving C-MOVE sub-operations).
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +75,35 @@ pub struct IntakeConfig {
     /// Most rows kept in `dead_letters`; the oldest beyond it are deleted (0: no bound).
     #[serde(default = "default_dead_letter_limit")]
     pub dead_letter_limit: u64,
+    /// `POST /api/events`: body size and rate limits.
+    #[serde(default)]
+    pub http: HttpIntakeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIntakeConfig {
+    /// Largest event body in bytes; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    /// Events accepted per second by one process (a token bucket of one second's worth);
+    /// above it, 429 with Retry-After. 0: no limit.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+}
+
+impl Default for HttpIntakeConfig {
+    fn default() -> Self {
+        HttpIntakeConfig { max_body: default_max_body(), rate_limit: default_rate_limit() }
+    }
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+fn default_rate_limit() -> u32 {
+    1000
 }
 
 fn default_dead_letter_limit() -> u64 {
@@ -146,6 +182,10 @@ pub struct ArchiveConfig {
     /// patient-ID domains); off by default because many archives match it literally.
     #[serde(default)]
     pub query_issuer: bool,
+    /// DICOM TLS to the archive (DIMSE), or the CA and client certificate for HTTPS
+    /// (DICOMweb).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -205,6 +245,9 @@ pub struct DestinationConfig {
     pub base_url: Option<String>,
     #[serde(default)]
     pub auth: WebAuth,
+    /// DICOM TLS to the destination (C-STORE relay, C-FIND check), or HTTPS settings.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl DestinationConfig {

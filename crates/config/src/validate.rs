@@ -26,6 +26,12 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
         let (field, message) = why.split_once(": ").unwrap_or(("default_utc_offset", why.as_str()));
         issue(format!("intake.hl7.{field}"), message);
     }
+    for (i, field, message) in crate::admin::check(&config.admin) {
+        issue(format!("admin.tokens[{i}].{field}"), &message);
+    }
+    if config.intake.http.max_body < 1024 {
+        issue("intake.http.max_body".into(), "must be at least 1024 bytes");
+    }
     if config.intake.rabbitmq.prefetch == 0 {
         issue("intake.rabbitmq.prefetch".into(), "must be at least 1");
     }
@@ -53,6 +59,9 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             issue(key("base_url"), "must start with http:// or https://");
+        }
+        for (field, message) in a.tls.as_ref().map(crate::tls::check_client).unwrap_or_default() {
+            issue(key(&format!("tls.{field}")), &message);
         }
         if a.protocol == Protocol::Dicomweb && a.retrieve != RetrieveMethod::Wado {
             issue(key("retrieve"), "must be \"wado\" when protocol = \"dicomweb\"");
@@ -91,6 +100,12 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     }
 
     let d = &config.destination;
+    for (field, message) in d.tls.as_ref().map(crate::tls::check_client).unwrap_or_default() {
+        issue(format!("destination.tls.{field}"), &message);
+    }
+    for (field, message) in config.service.tls.as_ref().map(crate::tls::check_server).unwrap_or_default() {
+        issue(format!("service.tls.{field}"), &message);
+    }
     match d.protocol {
         Protocol::Dimse => {
             if let Err(why) = check_ae_title(&d.ae_title) {

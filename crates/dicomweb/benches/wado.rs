@@ -4,10 +4,14 @@
 //! same study, on one Orthanc with its DICOMweb plugin; runs alternate so every side sees
 //! the same machine state. Prints medians, MB/s, ratios and priorfetch's peak RSS.
 //!
+//! Two pairs isolate the file system: priorfetch dropping each part vs curl writing to
+//! /dev/null is the client's own speed; priorfetch writing one file per instance (what the
+//! spool needs) vs curl writing one body file adds the cost of creating 320 files.
+//!
 //! Run with `scripts/bench-wado`. Environment: `BENCH_INSTANCES` (default 320),
 //! `BENCH_ROWS` (default 512: 512 KiB per instance, so about 170 MB), `BENCH_ROUNDS` (5).
 
-use priorfetch_dicomweb::{Auth, ClientOptions, DicomWebClient, DirSink, Target};
+use priorfetch_dicomweb::{Auth, ClientOptions, DicomWebClient, DirSink, Part10Sink, Target};
 use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, get_contexts};
 use priorfetch_dimse::{AeTitle, Association, Peer, QueryModel, ScuOptions, identifier};
 use priorfetch_testkit::bench::{dir_bytes, env_or, median};
@@ -19,6 +23,18 @@ use std::time::{Duration, Instant};
 fn clear(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let _ = std::fs::remove_file(e.path());
+    }
+}
+
+/// Counts instances and drops their bytes: the client's own speed, without the file system.
+struct Discard;
+
+impl Part10Sink for Discard {
+    fn begin(&mut self) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+        Ok(Box::new(std::io::sink()))
+    }
+    fn finish(&mut self, _ok: bool) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -63,6 +79,7 @@ fn main() {
     let out = tempfile::tempdir().expect("temp dir");
 
     let (mut ours, mut curl, mut cget, mut python) = (vec![], vec![], vec![], vec![]);
+    let (mut ours_net, mut curl_net) = (vec![], vec![]);
     let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/wado_reference.py");
     for round in 0..rounds {
         let run_curl = |times: &mut Vec<f64>| {
@@ -89,6 +106,35 @@ fn main() {
             times.push(t.elapsed().as_secs_f64());
             assert_eq!(dir_bytes(out.path()).0, n, "dicomweb-client files");
         };
+        // network and parsing only: our parts discarded, curl's body to /dev/null
+        let run_curl_net = |times: &mut Vec<f64>| {
+            let t = Instant::now();
+            let status = Command::new("curl")
+                .args(["-sS", "--fail", "-o", "/dev/null", "-H"])
+                .arg("Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+                .arg(&url)
+                .status()
+                .expect("curl (apt-get install curl)");
+            assert!(status.success(), "curl failed");
+            times.push(t.elapsed().as_secs_f64());
+        };
+        let run_ours_net = |times: &mut Vec<f64>| {
+            let (c, t2) = (client.clone(), target.clone());
+            let t = Instant::now();
+            let got = runtime
+                .block_on(async move { tokio::spawn(async move { c.retrieve(&t2, "*", &mut Discard).await }).await })
+                .expect("task")
+                .expect("our WADO-RS");
+            times.push(t.elapsed().as_secs_f64());
+            assert_eq!(got.instances, n, "our WADO-RS instances");
+        };
+        if round % 2 == 0 {
+            run_ours_net(&mut ours_net);
+            run_curl_net(&mut curl_net);
+        } else {
+            run_curl_net(&mut curl_net);
+            run_ours_net(&mut ours_net);
+        }
         if round % 2 == 1 {
             run_curl(&mut curl);
             run_python(&mut python);
@@ -139,13 +185,17 @@ fn main() {
         assert_eq!(dir_bytes(out.path()).0, n, "our C-GET files");
     }
     let (ours, curl, cget, python) = (median(ours), median(curl), median(cget), median(python));
+    let (ours_net, curl_net) = (median(ours_net), median(curl_net));
     println!("study: {n} instances, {mb:.0} MB; {rounds} rounds, medians");
     println!("{:<34} {:>8} {:>9}", "", "seconds", "MB/s");
     println!("{:<34} {:>8.2} {:>9.0}", "priorfetch WADO-RS (to files)", ours, mb / ours);
     println!("{:<34} {:>8.2} {:>9.0}", "curl WADO-RS (body to one file)", curl, mb / curl);
     println!("{:<34} {:>8.2} {:>9.0}", "dicomweb-client (to files)", python, mb / python);
     println!("{:<34} {:>8.2} {:>9.0}", "priorfetch C-GET (to files)", cget, mb / cget);
-    println!("throughput ratio WADO-RS priorfetch / curl: {:.2}", curl / ours);
+    println!("{:<34} {:>8.2} {:>9.0}", "priorfetch WADO-RS (parts dropped)", ours_net, mb / ours_net);
+    println!("{:<34} {:>8.2} {:>9.0}", "curl WADO-RS (to /dev/null)", curl_net, mb / curl_net);
+    println!("throughput ratio WADO-RS priorfetch / curl, network and parsing: {:.2}", curl_net / ours_net);
+    println!("throughput ratio WADO-RS priorfetch / curl, to files: {:.2}", curl / ours);
     println!("throughput ratio WADO-RS priorfetch / dicomweb-client: {:.2}", python / ours);
     println!("throughput ratio WADO-RS / C-GET (priorfetch): {:.2}", cget / ours);
     println!("peak RSS of priorfetch: {:.0} MiB (before the retrieves: {rss_before:.0} MiB)", vm_hwm_mib());

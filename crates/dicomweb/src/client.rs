@@ -105,12 +105,38 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes of an answer.
     pub read_timeout: Duration,
+    /// HTTPS: the CAs to trust besides the system's, and a client certificate.
+    pub tls: Option<priorfetch_config::TlsConfig>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { connect_timeout: Duration::from_secs(10), read_timeout: Duration::from_secs(60) }
+        ClientOptions { connect_timeout: Duration::from_secs(10), read_timeout: Duration::from_secs(60), tls: None }
     }
+}
+
+/// A `tls` block applied to HTTPS: extra CAs (`ca`), a client certificate (`cert` and
+/// `key`). Errors name the file, never its content.
+fn with_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &priorfetch_config::TlsConfig,
+) -> Result<reqwest::ClientBuilder, String> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("tls: {}: {e}", path.display()));
+    if let Some(ca) = &tls.ca {
+        let pem = read(ca)?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls.ca {}: {e}", ca.display()))? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        let mut pem = read(cert)?;
+        pem.extend_from_slice(b"\n");
+        pem.extend_from_slice(&read(key)?);
+        let identity =
+            reqwest::Identity::from_pem(&pem).map_err(|e| format!("tls.cert/tls.key {}: {e}", cert.display()))?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder)
 }
 
 impl DicomWebClient {
@@ -122,12 +148,15 @@ impl DicomWebClient {
                 reason: "base_url must start with http:// or https://".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let unusable = |reason: String| DicomWebError::Unreachable { url: base.clone(), reason };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| DicomWebError::Unreachable { url: base.clone(), reason: e.to_string() })?;
+            .tcp_nodelay(true);
+        if let Some(tls) = &options.tls {
+            builder = with_tls(builder, tls).map_err(unusable)?;
+        }
+        let http = builder.build().map_err(|e| unusable(e.to_string()))?;
         Ok(DicomWebClient { http, base, auth })
     }
 
@@ -140,7 +169,8 @@ impl DicomWebClient {
             url: String::new(),
             reason: format!("archive '{}': base_url is required for DICOMweb", archive.name),
         })?;
-        DicomWebClient::new(base, Auth::from(&archive.auth), options)
+        let options = ClientOptions { tls: archive.tls.clone(), ..options.clone() };
+        DicomWebClient::new(base, Auth::from(&archive.auth), &options)
     }
 
     /// The client of a DICOMweb `[destination]` (`base_url`, `auth`).
@@ -149,7 +179,8 @@ impl DicomWebClient {
         options: &ClientOptions,
     ) -> Result<DicomWebClient, DicomWebError> {
         let base = destination.base_url.as_deref().unwrap_or_default();
-        DicomWebClient::new(base, Auth::from(&destination.auth), options)
+        let options = ClientOptions { tls: destination.tls.clone(), ..options.clone() };
+        DicomWebClient::new(base, Auth::from(&destination.auth), &options)
     }
 
     pub fn base_url(&self) -> &str {

@@ -1,8 +1,10 @@
-//! A streaming reader of `multipart/related` bodies (RFC 2046): bytes go in as they arrive
-//! from the network, parts come out as header blocks and data slices. Memory is bounded
-//! by the delimiter's length plus one chunk, never by a part or the body. Any input, however
-//! malformed, ends in an error or in events; it never panics.
+//! A streaming reader of `multipart/related` bodies (RFC 2046): chunks go in as they arrive
+//! from the network, parts come out as header blocks and data slices. Data slices share
+//! the chunks' memory (no copy of an instance's bytes); what is kept between chunks is at
+//! most a delimiter's length or one part's header block. Any input, however malformed,
+//! ends in an error or in events; it never panics.
 
+use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
 /// What the reader found in the bytes fed so far.
@@ -11,7 +13,7 @@ pub enum Event {
     /// A part begins; its headers, names lower-cased.
     Begin(Vec<(String, String)>),
     /// Bytes of the current part's body.
-    Data(Vec<u8>),
+    Data(Bytes),
     /// The current part is complete.
     End,
     /// The closing delimiter: the body is complete.
@@ -32,7 +34,7 @@ pub enum MultipartError {
 
 const MAX_HEADERS: usize = 16 * 1024;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Before the first delimiter (a preamble may come first).
     Preamble,
@@ -47,7 +49,12 @@ enum State {
 pub struct Reader {
     /// `\r\n--boundary`: what ends a part's body.
     delimiter: Vec<u8>,
-    buffer: Vec<u8>,
+    /// Its searcher, built once (a chunk is often only 8 KiB: building it per search
+    /// would cost as much as the search).
+    finder: memmem::Finder<'static>,
+    /// Bytes carried to the next chunk: a possible start of a delimiter, or an
+    /// incomplete header block.
+    carry: BytesMut,
     state: State,
     complete: usize,
 }
@@ -58,35 +65,60 @@ impl Reader {
         delimiter.extend_from_slice(boundary.as_bytes());
         // The body's first delimiter may come without the leading CRLF: start as if one
         // had been read.
-        Reader { delimiter, buffer: b"\r\n".to_vec(), state: State::Preamble, complete: 0 }
+        let finder = memmem::Finder::new(&delimiter).into_owned();
+        Reader { delimiter, finder, carry: BytesMut::from(&b"\r\n"[..]), state: State::Preamble, complete: 0 }
     }
 
-    /// Parts read to their end so far.
+    /// Parts completed so far.
     pub fn complete(&self) -> usize {
         self.complete
     }
 
-    /// Feeds bytes; returns the events they complete.
+    /// Feeds a copy of `bytes` (see [`Reader::feed_bytes`]).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, MultipartError> {
-        self.buffer.extend_from_slice(bytes);
+        self.feed_bytes(Bytes::copy_from_slice(bytes))
+    }
+
+    /// Feeds the next chunk of the body; returns what it completed.
+    pub fn feed_bytes(&mut self, chunk: Bytes) -> Result<Vec<Event>, MultipartError> {
         let mut events = Vec::new();
+        self.feed_into(chunk, &mut events)?;
+        Ok(events)
+    }
+
+    /// Feeds the next chunk of the body; appends what it completed to `events` (a vector
+    /// the caller reuses from chunk to chunk).
+    pub fn feed_into(&mut self, chunk: Bytes, events: &mut Vec<Event>) -> Result<(), MultipartError> {
+        let mut input = chunk;
+        if self.state == State::Body && !self.carry.is_empty() && input.len() + 1 >= self.delimiter.len() {
+            input = self.across_the_seam(input, events);
+        }
+        let mut window = if self.carry.is_empty() {
+            input
+        } else {
+            self.carry.extend_from_slice(&input);
+            self.carry.split().freeze()
+        };
         loop {
-            let progressed = match self.state {
-                State::Preamble => self.preamble(),
-                State::Headers => self.headers(&mut events)?,
-                State::Body => self.body(&mut events),
-                State::Finished => {
-                    self.buffer.clear();
-                    false
-                }
+            let consumed = match self.state {
+                State::Preamble => self.preamble(&window),
+                State::Headers => self.headers(&window, events)?,
+                State::Body => self.body(&window, events),
+                State::Finished => Some(window.len()),
             };
-            if !progressed {
-                return Ok(events);
+            match consumed {
+                Some(n) if n < window.len() => window = window.slice(n..),
+                Some(_) => return Ok(()),
+                None => {
+                    self.carry.extend_from_slice(&window);
+                    return Ok(());
+                }
             }
         }
     }
 
-    /// The body ended: an error unless the closing delimiter was read.
+    /// Ok once the closing delimiter was read; otherwise the body was cut (or never was
+    /// multipart).
     pub fn finish(&self) -> Result<(), MultipartError> {
         match self.state {
             State::Finished => Ok(()),
@@ -95,46 +127,75 @@ impl Reader {
         }
     }
 
-    fn preamble(&mut self) -> bool {
-        match memmem::find(&self.buffer, &self.delimiter) {
-            Some(at) => {
-                self.buffer.drain(..at + self.delimiter.len());
-                self.state = State::Headers;
-                true
+    /// A delimiter may begin in the carried bytes and end in `input`: look for it in the
+    /// carry plus the first bytes of `input` only (a short copy), so the rest of the chunk
+    /// is never copied. Returns what is left of `input`.
+    fn across_the_seam(&mut self, input: Bytes, events: &mut Vec<Event>) -> Bytes {
+        let carried = self.carry.len();
+        let mut seam = self.carry.to_vec();
+        seam.extend_from_slice(&input[..self.delimiter.len() - 1]);
+        match self.finder.find(&seam) {
+            Some(at) if at < carried => {
+                let data = self.carry.split_to(at).freeze();
+                self.carry.clear();
+                if !data.is_empty() {
+                    events.push(Event::Data(data));
+                }
+                self.end_part(events);
+                input.slice(at + self.delimiter.len() - carried..)
             }
-            None => {
-                // keep only what could still be the start of a delimiter
-                let keep = self.delimiter.len().min(self.buffer.len());
-                self.buffer.drain(..self.buffer.len() - keep);
-                false
+            _ => {
+                // no delimiter starts in the carry: it is the part's data
+                events.push(Event::Data(self.carry.split().freeze()));
+                input
             }
         }
     }
 
-    /// After a delimiter: `--` closes the body; otherwise a line end, then headers up to
-    /// an empty line.
-    fn headers(&mut self, events: &mut Vec<Event>) -> Result<bool, MultipartError> {
-        if self.buffer.len() < 2 {
-            return Ok(false);
+    fn end_part(&mut self, events: &mut Vec<Event>) {
+        events.push(Event::End);
+        self.complete += 1;
+        self.state = State::Headers;
+    }
+
+    /// Each step answers how many bytes of `window` it consumed, or `None` when it needs
+    /// more bytes (the window is then carried).
+    fn preamble(&mut self, window: &Bytes) -> Option<usize> {
+        match self.finder.find(window) {
+            Some(at) => {
+                self.state = State::Headers;
+                Some(at + self.delimiter.len())
+            }
+            // keep only what may start a delimiter
+            None if window.len() > self.delimiter.len() => Some(window.len() - self.delimiter.len()),
+            None => None,
         }
-        if self.buffer.starts_with(b"--") {
+    }
+
+    fn headers(&mut self, window: &Bytes, events: &mut Vec<Event>) -> Result<Option<usize>, MultipartError> {
+        if window.len() < 2 {
+            return Ok(None);
+        }
+        // `--` right after the delimiter closes the body
+        if window.starts_with(b"--") {
             self.state = State::Finished;
             events.push(Event::Done);
-            return Ok(true);
+            return Ok(Some(window.len()));
         }
-        let Some(end) = memmem::find(&self.buffer, b"\r\n\r\n") else {
-            if self.buffer.len() > MAX_HEADERS {
+        // The delimiter line ends with CRLF (after optional padding), then header lines,
+        // then an empty line.
+        let Some(end) = memmem::find(window, b"\r\n\r\n") else {
+            if window.len() > MAX_HEADERS {
                 return Err(MultipartError::HeadersTooLarge(MAX_HEADERS));
             }
-            return Ok(false);
+            return Ok(None);
         };
         if end > MAX_HEADERS {
             return Err(MultipartError::HeadersTooLarge(MAX_HEADERS));
         }
-        let block = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
-        self.buffer.drain(..end + 4);
+        let block = String::from_utf8_lossy(&window[..end]);
         let mut headers = Vec::new();
-        // The delimiter line's rest (transport padding) comes first, then the header lines.
+        // the first line is the rest of the delimiter line (padding)
         for line in block.split("\r\n").skip(1) {
             if line.is_empty() {
                 continue;
@@ -144,34 +205,27 @@ impl Reader {
         }
         events.push(Event::Begin(headers));
         self.state = State::Body;
-        Ok(true)
+        Ok(Some(end + 4))
     }
 
-    fn body(&mut self, events: &mut Vec<Event>) -> bool {
-        match memmem::find(&self.buffer, &self.delimiter) {
+    fn body(&mut self, window: &Bytes, events: &mut Vec<Event>) -> Option<usize> {
+        match self.finder.find(window) {
             Some(at) => {
-                // the part's bytes leave as they are; only what follows is copied
-                let rest = self.buffer.split_off(at + self.delimiter.len());
-                let mut data = std::mem::replace(&mut self.buffer, rest);
-                data.truncate(at);
                 if at > 0 {
-                    events.push(Event::Data(data));
+                    events.push(Event::Data(window.slice(..at)));
                 }
-                events.push(Event::End);
-                self.complete += 1;
-                self.state = State::Headers;
-                true
+                self.end_part(events);
+                Some(at + self.delimiter.len())
             }
             None => {
                 // everything but a possible delimiter start is the part's data
-                let keep = (self.delimiter.len() - 1).min(self.buffer.len());
-                let ready = self.buffer.len() - keep;
+                let keep = (self.delimiter.len() - 1).min(window.len());
+                let ready = window.len() - keep;
                 if ready > 0 {
-                    // hand the buffer over and keep only its short tail: no copy of the data
-                    let tail = self.buffer.split_off(ready);
-                    events.push(Event::Data(std::mem::replace(&mut self.buffer, tail)));
+                    events.push(Event::Data(window.slice(..ready)));
                 }
-                false
+                // the tail is carried: consumed up to it, then `None` keeps the rest
+                if ready == 0 { None } else { Some(ready) }
             }
         }
     }
@@ -211,7 +265,7 @@ mod tests {
                     for e in events {
                         match e {
                             Event::Begin(_) => parts.push(Vec::new()),
-                            Event::Data(d) => parts.last_mut().unwrap().extend(d),
+                            Event::Data(d) => parts.last_mut().unwrap().extend_from_slice(&d),
                             Event::End | Event::Done => {}
                         }
                     }

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 /// Where received instances go, one Part-10 file at a time.
 pub trait Part10Sink: Send {
@@ -74,15 +75,16 @@ impl DicomWebClient {
         let mut writer: Option<Box<dyn Write + Send>> = None;
         let mut done = Retrieved::default();
         let io = |e: std::io::Error| DicomWebError::Io(e.to_string());
+        let mut events = Vec::new();
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(_) => break, // a cut connection: judged below by what is complete
             };
-            let events = reader
-                .feed(&chunk)
+            reader
+                .feed_into(chunk, &mut events)
                 .map_err(|e| DicomWebError::Malformed { url: url.clone(), reason: e.to_string() })?;
-            for event in events {
+            for event in events.drain(..) {
                 match event {
                     Event::Begin(_) => {
                         sink.ready().await;
@@ -116,15 +118,19 @@ impl DicomWebClient {
     }
 }
 
-/// Writes each instance into a folder as `<SOPInstanceUID>.dcm` (read from the file's own
-/// meta group once complete), under a temporary name until then.
+/// Writes each instance into a folder as `<SOPInstanceUID>.dcm`, under a temporary name
+/// until complete. The UID comes from the file's meta group, kept from the first bytes
+/// written (the file is read again only when the meta group is unusually long).
 pub struct DirSink {
     dir: PathBuf,
     next: u64,
-    current: Option<PathBuf>,
+    current: Option<(PathBuf, Arc<Mutex<Vec<u8>>>)>,
     /// Files completed, in arrival order.
     pub stored: Vec<PathBuf>,
 }
+
+/// How many first bytes of an instance are kept to read its meta group from.
+const HEAD: usize = 8 * 1024;
 
 impl DirSink {
     pub fn new(dir: &Path) -> std::io::Result<DirSink> {
@@ -138,16 +144,18 @@ impl Part10Sink for DirSink {
         self.next += 1;
         let temp = self.dir.join(format!(".wado-{}.part", self.next));
         let file = std::fs::File::create(&temp)?;
-        self.current = Some(temp);
-        Ok(Box::new(std::io::BufWriter::with_capacity(256 * 1024, file)))
+        let head = Arc::new(Mutex::new(Vec::with_capacity(HEAD)));
+        self.current = Some((temp, head.clone()));
+        Ok(Box::new(HeadKeeper { file: std::io::BufWriter::with_capacity(256 * 1024, file), head }))
     }
 
     fn finish(&mut self, ok: bool) -> std::io::Result<()> {
-        let Some(temp) = self.current.take() else { return Ok(()) };
+        let Some((temp, head)) = self.current.take() else { return Ok(()) };
         if !ok {
             return std::fs::remove_file(&temp);
         }
-        let uid = match sop_instance_uid(&temp) {
+        let from_head = head.lock().ok().and_then(|h| sop_instance_uid_of(&mut h.as_slice()).ok());
+        let uid = match from_head.map(Ok).unwrap_or_else(|| sop_instance_uid(&temp)) {
             Ok(uid) => uid,
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
@@ -161,12 +169,40 @@ impl Part10Sink for DirSink {
     }
 }
 
+/// Writes through to the file and keeps the first [`HEAD`] bytes.
+struct HeadKeeper {
+    file: std::io::BufWriter<std::fs::File>,
+    head: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Write for HeadKeeper {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut head) = self.head.lock()
+            && head.len() < HEAD
+        {
+            let take = (HEAD - head.len()).min(buf.len());
+            head.extend_from_slice(&buf[..take]);
+        }
+        // large slices bypass the buffer (BufWriter writes them directly)
+        self.file.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The SOP Instance UID from a Part-10 file's meta group (the data set is not read).
 pub fn sop_instance_uid(path: &Path) -> std::io::Result<String> {
-    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    sop_instance_uid_of(&mut std::io::BufReader::new(std::fs::File::open(path)?))
+}
+
+/// The SOP Instance UID from the start of a Part-10 stream.
+fn sop_instance_uid_of(source: &mut dyn std::io::Read) -> std::io::Result<String> {
     let mut preamble = [0u8; 128];
-    std::io::Read::read_exact(&mut file, &mut preamble)?;
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&mut file).map_err(|e| {
+    source.read_exact(&mut preamble)?;
+    let meta = dicom_object::meta::FileMetaTable::from_reader(source).map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a DICOM Part-10 instance: {e}"))
     })?;
     let uid = meta.media_storage_sop_instance_uid().trim_end_matches('\0').trim().to_string();

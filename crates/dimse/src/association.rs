@@ -4,12 +4,11 @@
 
 use crate::command::Command;
 use crate::error::DimseError;
+use crate::link::{ClientLink, Link};
 use crate::peer::{AeTitle, Peer};
-use dicom_ul::association::AsyncAssociation;
-use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
+use dicom_ul::association::client::ClientAssociationOptions;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Transfer syntaxes we propose for identifiers and data sets.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -26,6 +25,8 @@ pub struct ScuOptions {
     /// The largest PDU we accept. 1 MiB: measured against Orthanc, fewer and larger PDUs
     /// beat DCMTK's 16 KiB default on C-GET (see `scripts/bench-retrieve`).
     pub max_pdu: u32,
+    /// DICOM TLS to this peer; None: plain TCP.
+    pub tls: Option<priorfetch_tls::ClientTls>,
 }
 
 impl ScuOptions {
@@ -36,6 +37,7 @@ impl ScuOptions {
             association_timeout: Duration::from_secs(30),
             dimse_timeout: Duration::from_secs(60),
             max_pdu: 1 << 20,
+            tls: None,
         }
     }
 }
@@ -68,7 +70,7 @@ pub struct Message {
 
 /// An established association, ours (client, the default) or a peer's (server side of
 /// the C-STORE SCP): both share the message layer below.
-pub struct Association<A = AsyncClientAssociation<TcpStream>> {
+pub struct Association<A = ClientLink> {
     inner: Option<A>,
     pub peer: Peer,
     pub options: ScuOptions,
@@ -98,25 +100,33 @@ impl Association {
             }
         }
         let address = peer.address();
-        let establish = request.establish_async(address.clone());
-        let result = tokio::time::timeout(options.connect_timeout + options.association_timeout, establish)
-            .await
-            .map_err(|_| DimseError::Timeout {
-                peer: peer.to_string(),
-                what: "the association answer",
-                after: options.connect_timeout + options.association_timeout,
-            })?;
-        let mut inner = result.map_err(|e| map_establish_error(e, peer, options))?;
-        // Nagle would hold back small command PDUs for 40 ms each.
-        let _ = inner.inner_stream().set_nodelay(true);
+        let budget = options.connect_timeout + options.association_timeout;
+        let too_slow =
+            |_| DimseError::Timeout { peer: peer.to_string(), what: "the association answer", after: budget };
+        let inner = match &options.tls {
+            None => {
+                let result =
+                    tokio::time::timeout(budget, request.establish_async(address.clone())).await.map_err(too_slow)?;
+                let mut inner = result.map_err(|e| map_establish_error(e, peer, options))?;
+                // Nagle would hold back small command PDUs for 40 ms each.
+                let _ = inner.inner_stream().set_nodelay(true);
+                ClientLink::Plain(inner)
+            }
+            Some(tls) => {
+                let request = request.tls_config(tls.config()).server_name(&tls.server_name);
+                let result = tokio::time::timeout(budget, request.establish_tls_async(address.clone()))
+                    .await
+                    .map_err(too_slow)?;
+                let mut inner = result.map_err(|e| map_establish_error(e, peer, options))?;
+                let _ = inner.inner_stream().get_ref().0.set_nodelay(true);
+                ClientLink::Tls(inner)
+            }
+        };
         Ok(Association::from_established(inner, peer.clone(), options.clone()))
     }
 }
 
-impl<A> Association<A>
-where
-    A: AsyncAssociation<TcpStream> + Send,
-{
+impl<A: Link> Association<A> {
     /// Wraps an association dicom-ul established (either side).
     pub fn from_established(inner: A, peer: Peer, options: ScuOptions) -> Self {
         Association { inner: Some(inner), peer, options, next_message_id: 1, pending: Default::default() }
@@ -231,7 +241,7 @@ where
             let timeout = self.options.dimse_timeout;
             let peer = self.peer.to_string();
             let inner = self.inner()?;
-            let pdu = tokio::time::timeout(timeout, AsyncAssociation::receive(inner))
+            let pdu = tokio::time::timeout(timeout, Link::receive(inner))
                 .await
                 .map_err(|_| DimseError::Timeout { peer: peer.clone(), what: "a DIMSE message", after: timeout })?
                 .map_err(|e| DimseError::Io(e.to_string()))?;
@@ -242,7 +252,7 @@ where
                     return Err(DimseError::Aborted { peer, during: " during the operation".into() });
                 }
                 Pdu::ReleaseRQ => {
-                    let _ = AsyncAssociation::send(inner, &Pdu::ReleaseRP).await;
+                    let _ = Link::send(inner, &Pdu::ReleaseRP).await;
                     self.inner = None;
                     return Err(DimseError::Released { peer });
                 }
@@ -254,7 +264,7 @@ where
     /// A-RELEASE; an association that already broke is just dropped.
     pub async fn release(mut self) {
         if let Some(inner) = self.inner.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), AsyncAssociation::release(inner)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), Link::release(inner)).await;
         }
     }
 
@@ -262,12 +272,12 @@ where
     /// afterwards (any further use is an error).
     pub async fn abort(&mut self) {
         if let Some(inner) = self.inner.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), AsyncAssociation::abort(inner)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), Link::abort(inner)).await;
         }
     }
 }
 
-async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
+async fn send_fragments<A: Link>(
     inner: &mut A,
     context_id: u8,
     value_type: PDataValueType,
@@ -280,9 +290,7 @@ async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
         let pdu = Pdu::PData {
             data: vec![PDataValue { presentation_context_id: context_id, value_type, is_last: true, data: Vec::new() }],
         };
-        return AsyncAssociation::send(inner, &pdu)
-            .await
-            .map_err(|e| DimseError::Io(format!("sending to {peer}: {e}")));
+        return Link::send(inner, &pdu).await.map_err(|e| DimseError::Io(format!("sending to {peer}: {e}")));
     }
     while let Some(piece) = pieces.next() {
         let pdu = Pdu::PData {
@@ -293,7 +301,7 @@ async fn send_fragments<A: AsyncAssociation<TcpStream> + Send>(
                 data: piece.to_vec(),
             }],
         };
-        AsyncAssociation::send(inner, &pdu).await.map_err(|e| DimseError::Io(format!("sending to {peer}: {e}")))?;
+        Link::send(inner, &pdu).await.map_err(|e| DimseError::Io(format!("sending to {peer}: {e}")))?;
     }
     Ok(())
 }
@@ -314,7 +322,17 @@ fn pdu_name(pdu: &Pdu) -> &'static str {
 fn map_establish_error(e: dicom_ul::association::Error, peer: &Peer, options: &ScuOptions) -> DimseError {
     use dicom_ul::association::Error as E;
     use dicom_ul::pdu::{AssociationRJResult, AssociationRJSource};
+    if let Some(problem) = priorfetch_tls::diagnose(&e) {
+        return DimseError::Tls { peer: peer.to_string(), problem };
+    }
     match e {
+        E::TlsHandshake { .. } | E::TlsNotSupported => {
+            let problem = match &options.tls {
+                Some(tls) if !tls.sends_client_cert => priorfetch_tls::TlsProblem::ClosedWithoutClientCert,
+                _ => priorfetch_tls::TlsProblem::Closed,
+            };
+            DimseError::Tls { peer: peer.to_string(), problem }
+        }
         E::Rejected { association_rj, .. } => DimseError::Rejected {
             peer: peer.to_string(),
             reason: match &association_rj.source {

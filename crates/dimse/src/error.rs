@@ -32,6 +32,9 @@ pub enum DimseError {
     },
     #[error("network: {0}")]
     Io(String),
+    /// The TLS handshake failed: permanent until someone fixes a certificate or a setting.
+    #[error("TLS with {peer} failed: {problem}")]
+    Tls { peer: String, problem: priorfetch_tls::TlsProblem },
     /// A failure of a step around the association (a DICOMweb leg, the spool) that carries
     /// its own classification and hint, so one judge decides every attempt.
     #[error("{message}")]
@@ -47,6 +50,7 @@ impl DimseError {
             DimseError::Rejected { permanent, .. } => !permanent,
             DimseError::Status { status, .. } => matches!(status, 0xA700..=0xA7FF | 0xFE00),
             DimseError::NoContext { .. } | DimseError::Protocol(_) | DimseError::Encode(_) => false,
+            DimseError::Tls { .. } => false,
             DimseError::Other { retryable, .. } => *retryable,
         }
     }
@@ -108,6 +112,7 @@ impl DimseError {
             }
             DimseError::Io(_) => "the connection broke: the archive may have restarted".into(),
             DimseError::Other { hint, .. } => hint.clone(),
+            DimseError::Tls { peer, problem } => format!("{peer}: {}", problem.hint("this peer's tls")),
         }
     }
 }

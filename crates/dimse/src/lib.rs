@@ -5,6 +5,7 @@
 //! - `command.rs`: DIMSE command sets (Implicit VR LE, group length computed).
 //! - `association.rs`: an established association: send and receive whole messages
 //!   (P-DATA reassembly), message IDs, timeouts, release/abort.
+//! - `link.rs`: the connection under it, plain TCP or DICOM TLS (`ScuOptions::tls`).
 //! - `scu.rs`: C-ECHO, C-FIND (streamed matches, C-CANCEL), C-MOVE (progress, counts,
 //!   failed instance list, C-CANCEL).
 //! - `get.rs`: C-GET with storage sub-operations streamed to a sink (`DirSink`: Part-10
@@ -25,6 +26,7 @@ pub mod command;
 pub mod dataset_guard;
 pub mod error;
 pub mod get;
+pub mod link;
 pub mod peer;
 pub mod scp;
 pub mod scu;

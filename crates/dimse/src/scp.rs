@@ -8,8 +8,8 @@ pub mod store;
 use crate::association::{Association, ScuOptions};
 use crate::command::{Command, field, tags};
 use crate::error::DimseError;
+use crate::link::{Link, ServerLink};
 use crate::peer::{AeTitle, Peer};
-use dicom_ul::association::AsyncServerAssociation;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,7 +21,7 @@ use tracing::warn;
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 
 /// An association we accepted.
-pub type ServerAssociation = Association<AsyncServerAssociation<TcpStream>>;
+pub type ServerAssociation = Association<ServerLink>;
 
 /// The next connection (TCP_NODELAY set), or None once `shutdown` is cancelled. Reaps
 /// finished association tasks while it waits; an accept error (out of file descriptors,
@@ -51,12 +51,8 @@ pub async fn accept_next<T: 'static>(
 
 /// Wraps an association dicom-ul accepted; the peer is named by its calling AE title,
 /// returned as well (trimmed).
-pub fn accepted(
-    established: AsyncServerAssociation<TcpStream>,
-    our_ae: AeTitle,
-    dimse_timeout: Duration,
-) -> (ServerAssociation, String) {
-    let calling_ae = dicom_ul::association::Association::peer_ae_title(&established).trim().to_string();
+pub fn accepted(established: ServerLink, our_ae: AeTitle, dimse_timeout: Duration) -> (ServerAssociation, String) {
+    let calling_ae = established.peer_ae_title().trim().to_string();
     let peer =
         Peer { ae_title: AeTitle::parse(&calling_ae).unwrap_or_else(|_| our_ae.clone()), host: "peer".into(), port: 0 };
     let mut options = ScuOptions::new(our_ae);

@@ -10,10 +10,8 @@ use crate::association::{Association, ContextRequest, EXPLICIT_VR_LE, IMPLICIT_V
 use crate::command::{Command, field, tags};
 use crate::error::DimseError;
 use crate::peer::AeTitle;
-use dicom_ul::association::AsyncAssociation;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use tokio::net::TcpStream;
 
 pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 
@@ -210,10 +208,7 @@ pub fn transcode(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>, DimseE
     Ok(out)
 }
 
-impl<A> Association<A>
-where
-    A: AsyncAssociation<TcpStream> + Send,
-{
+impl<A: crate::link::Link> Association<A> {
     /// The accepted context to store `sop_class` data in `transfer_syntax`: the same
     /// syntax if accepted, else another native one when the data is native (the caller
     /// then transcodes). `Err` names the class and syntax.

@@ -189,6 +189,19 @@ pub(crate) fn calling_ae_fix(target: &Target, ctx: &DoctorContext) -> String {
 pub(crate) async fn associate(target: &Target, ctx: &DoctorContext, report: &mut Report) -> Option<Session> {
     let mut session = Session::new(target, ctx);
     let key = &target.key;
+    if let Some(settings) = &target.tls {
+        match priorfetch_tls::ClientTls::load(settings, &target.name, &target.peer.host) {
+            Ok(tls) => session.options.tls = Some(tls),
+            Err(e) => {
+                report.fail(
+                    Check::Association,
+                    format!("the TLS settings cannot be used: {e}"),
+                    format!("fix {key}.tls (PEM files readable by priorfetch; cert and key of one pair)"),
+                );
+                return None;
+            }
+        }
+    }
     let (called, calling) = (&target.peer.ae_title, &ctx.calling_ae);
     let started = Instant::now();
     let mut connected = session.connect().await.map(|_| ());
@@ -256,6 +269,11 @@ pub(crate) async fn associate(target: &Target, ctx: &DoctorContext, report: &mut
             Check::Association,
             "the peer accepted none of the proposed services (verification, query/retrieve)".to_string(),
             format!("enable query/retrieve for calling AE '{calling}' on the peer"),
+        ),
+        DimseError::Tls { problem, .. } => report.fail(
+            Check::Association,
+            format!("TLS handshake failed: {problem}"),
+            problem.hint(&format!("{key}.tls")),
         ),
         other => report.fail(
             Check::Association,

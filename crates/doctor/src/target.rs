@@ -33,6 +33,8 @@ pub struct Target {
     pub key: String,
     pub peer: Peer,
     pub role: Role,
+    /// The peer's `tls` block (DICOM TLS), if any.
+    pub tls: Option<priorfetch_config::TlsConfig>,
 }
 
 impl Target {
@@ -59,6 +61,7 @@ impl Target {
                 move_destination,
                 max_matches: archive.max_matches,
             },
+            tls: archive.tls.clone(),
         })
     }
 
@@ -74,6 +77,7 @@ impl Target {
                 move_destination,
                 max_matches: None,
             },
+            tls: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl Target {
             key: "destination".into(),
             peer,
             role: Role::Destination { check_existing: dest.check_existing },
+            tls: dest.tls.clone(),
         })
     }
 }

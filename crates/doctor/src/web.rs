@@ -12,7 +12,8 @@ use priorfetch_dicomweb::{ClientOptions, DicomWebClient, DicomWebError, Level, P
 pub async fn diagnose(archive: &ArchiveConfig, index: usize, ctx: &DoctorContext) -> Vec<Finding> {
     let key = format!("archives[{index}]");
     let mut report = Report::new(&archive.name);
-    let options = ClientOptions { connect_timeout: ctx.connect_timeout, read_timeout: ctx.connect_timeout * 3 };
+    let options =
+        ClientOptions { connect_timeout: ctx.connect_timeout, read_timeout: ctx.connect_timeout * 3, tls: None };
     let client = match DicomWebClient::for_archive(archive, &options) {
         Ok(c) => c,
         Err(e) => {

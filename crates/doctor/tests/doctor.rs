@@ -24,6 +24,7 @@ fn archive(name: &str, ae: &str, port: u16, move_destination: Option<&str>) -> A
         max_matches: None,
         retrieve_windows: vec![],
         query_issuer: false,
+        tls: None,
     }
 }
 
@@ -241,6 +242,7 @@ async fn destination_checks_echo_and_c_find_when_check_existing() {
         protocol: priorfetch_config::Protocol::Dimse,
         base_url: None,
         auth: Default::default(),
+        tls: None,
     };
     let findings = diagnose_destination(&config, &ctx(false)).await;
     let all = show(&findings);

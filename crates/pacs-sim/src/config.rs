@@ -142,6 +142,9 @@ pub struct Faults {
     /// DICOMweb: the first WADO-RS body of each study is cut after this many complete
     /// parts (and half of the next).
     pub web_cut_after_parts: Option<usize>,
+    /// STOW-RS: every n-th instance offered is refused (0xA700 in a 202's
+    /// FailedSOPSequence) if it is its first offer; offered again, it is stored.
+    pub stow_refuse_every: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +195,8 @@ pub struct SimConfig {
     pub foreign_matches: bool,
     /// DICOMweb: HTTP basic credentials every request must carry (`None`: open).
     pub web_user: Option<(String, String)>,
+    /// DICOM TLS on the DIMSE port (every association); None: plain TCP.
+    pub tls: Option<priorfetch_tls::ServerTls>,
 }
 
 impl SimConfig {
@@ -208,6 +213,7 @@ impl SimConfig {
             store_window: 8,
             foreign_matches: false,
             web_user: None,
+            tls: None,
         }
     }
 

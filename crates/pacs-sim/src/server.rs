@@ -57,6 +57,10 @@ pub(crate) struct Shared {
     pub web_requests: AtomicU32,
     /// Studies whose WADO-RS body was already cut once (`Faults::web_cut_after_parts`).
     pub web_cut: Mutex<std::collections::HashSet<String>>,
+    /// Instances STOW-RS refused once already (`Faults::stow_refuse_every`).
+    pub stow_refused: Mutex<std::collections::HashSet<String>>,
+    /// Instances offered by STOW-RS so far (`Faults::stow_refuse_every`).
+    pub stow_offered: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -122,6 +126,8 @@ impl Sim {
             active: AtomicU32::new(0),
             web_requests: AtomicU32::new(0),
             web_cut: Mutex::new(Default::default()),
+            stow_refused: Mutex::new(Default::default()),
+            stow_offered: std::sync::atomic::AtomicUsize::new(0),
         });
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown.clone()));
@@ -190,6 +196,10 @@ impl SimHandle {
         if let Ok(mut c) = self.shared.web_cut.lock() {
             c.clear();
         }
+        if let Ok(mut c) = self.shared.stow_refused.lock() {
+            c.clear();
+        }
+        self.shared.stow_offered.store(0, Ordering::SeqCst);
     }
 
     pub fn received(&self) -> Vec<ReceivedInstance> {

@@ -49,6 +49,9 @@ pub struct Forwarded {
     pub confirmed: HashSet<String>,
     /// Instances the destination refused (kept in the spool) or files that were unreadable.
     pub refused: u32,
+    /// The SOP Instance UIDs of the refused instances that stay in the spool (a retry
+    /// offers them again without fetching them).
+    pub refused_instances: Vec<String>,
     /// Why forwarding stopped early (association failed); None when it drained the spool.
     pub error: Option<DimseError>,
     /// Bytes received into the spool during this attempt.
@@ -257,11 +260,13 @@ async fn forward(
                     "destination refused an instance; kept in the spool"
                 );
                 done.refused += 1;
+                done.refused_instances.push(part10.sop_instance_uid.clone());
             }
             // The destination takes no such SOP class: that instance cannot go, the rest can.
             Err(e @ DimseError::NoContext { .. }) => {
                 warn!(error = %e, "destination refused an instance's SOP class; kept in the spool");
                 done.refused += 1;
+                done.refused_instances.push(part10.sop_instance_uid.clone());
             }
             Err(e) => {
                 done.error = Some(e);
@@ -326,6 +331,7 @@ async fn forward_stow(
                         "destination refused instances; kept in the spool"
                     );
                     done.refused += answer.failed.len() as u32;
+                    done.refused_instances.extend(answer.failed);
                 }
                 on_confirmed(done.confirmed.len() as u32);
             }

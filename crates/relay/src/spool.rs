@@ -121,6 +121,19 @@ impl JobSpool {
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }
+
+    /// SOP Instance UIDs complete in the folder (`<uid>.dcm`), left by an earlier attempt:
+    /// the relay sends them again, so a retry need not fetch them from the archive.
+    pub fn spooled_instances(&self) -> std::collections::HashSet<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Default::default() };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let path = e.path();
+                (path.extension()? == "dcm").then(|| path.file_stem()?.to_str().map(str::to_string))?
+            })
+            .collect()
+    }
 }
 
 impl Drop for JobSpool {

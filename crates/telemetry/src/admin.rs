@@ -117,7 +117,7 @@ async fn accept_loop(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 // Out of file descriptors and the like: pause instead of spinning.
@@ -134,7 +134,8 @@ async fn accept_loop(
             continue; // dropped: closed at once
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // the sender's address, for routes that admit by it (`ConnectInfo<SocketAddr>`)
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()

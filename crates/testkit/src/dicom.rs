@@ -167,6 +167,17 @@ pub struct Destination {
     pub port: u16,
 }
 
+/// Orthanc's DICOM TLS files (PEM).
+#[derive(Debug, Clone)]
+pub struct OrthancTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CAs it trusts (its peers' certificates).
+    pub ca: PathBuf,
+    /// `DicomTlsRemoteCertificateRequired`.
+    pub require_client_cert: bool,
+}
+
 pub struct Orthanc {
     pub ae: String,
     pub port: u16,
@@ -178,17 +189,23 @@ pub struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
     pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, destinations, limit_find_results, false, None)
+        Orthanc::start_with(ae, our_ae, destinations, limit_find_results, false, None, None)
+    }
+
+    /// With DICOM TLS on its DIMSE port (`DicomTlsEnabled`), and towards `destinations`
+    /// (`UseDicomTls`): Orthanc presents `tls.cert` both ways and trusts `tls.ca`.
+    pub fn start_tls(ae: &str, our_ae: &str, destinations: &[Destination], tls: &OrthancTls) -> Orthanc {
+        Orthanc::start_with(ae, our_ae, destinations, None, false, None, Some(tls))
     }
 
     /// With the DICOMweb plugin (Debian `orthanc-dicomweb`) at [`Orthanc::dicomweb_url`].
     pub fn start_dicomweb(ae: &str, our_ae: &str, limit_find_results: Option<u32>) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, &[], limit_find_results, true, None)
+        Orthanc::start_with(ae, our_ae, &[], limit_find_results, true, None, None)
     }
 
     /// With the DICOMweb plugin behind HTTP basic authentication for `user`.
     pub fn start_dicomweb_with_user(ae: &str, our_ae: &str, user: (&str, &str)) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, &[], None, true, Some(user))
+        Orthanc::start_with(ae, our_ae, &[], None, true, Some(user), None)
     }
 
     /// The DICOMweb root, e.g. `http://127.0.0.1:8042/dicom-web`.
@@ -203,6 +220,7 @@ impl Orthanc {
         limit_find_results: Option<u32>,
         dicomweb: bool,
         user: Option<(&str, &str)>,
+        tls: Option<&OrthancTls>,
     ) -> Orthanc {
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
         require_binary(&bin);
@@ -215,8 +233,10 @@ impl Orthanc {
                 "AllowEcho": true, "AllowFind": true, "AllowMove": true, "AllowGet": true, "AllowStore": true }),
         );
         for (i, d) in destinations.iter().enumerate() {
-            modalities
-                .insert(format!("dest{i}"), serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port }));
+            modalities.insert(
+                format!("dest{i}"),
+                serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port, "UseDicomTls": tls.is_some() }),
+            );
         }
         let plugins: Vec<String> = if dicomweb {
             let folder =
@@ -242,6 +262,14 @@ impl Orthanc {
             "DicomWeb": { "Enable": dicomweb, "Root": "/dicom-web/", "StudiesMetadata": "Full" },
             "DicomScpTimeout": 30, "StableAge": 1
         });
+        let mut config = config;
+        if let Some(tls) = tls {
+            config["DicomTlsEnabled"] = true.into();
+            config["DicomTlsCertificate"] = tls.cert.display().to_string().into();
+            config["DicomTlsPrivateKey"] = tls.key.display().to_string().into();
+            config["DicomTlsTrustedCertificates"] = tls.ca.display().to_string().into();
+            config["DicomTlsRemoteCertificateRequired"] = tls.require_client_cert.into();
+        }
         let config_path = dir.path().join("orthanc.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         let mut orthanc = Orthanc { ae: ae.into(), port, http_port, dir, guard: None };
@@ -373,8 +401,14 @@ pub fn load_studies(called_ae: &str, port: u16, specs: &[StudySpec]) {
 
 /// Loads files into a peer with DCMTK `storescu` (calling AE STORESCU).
 pub fn store_files(called_ae: &str, port: u16, dir: &Path) {
+    store_files_with(called_ae, port, dir, &[]);
+}
+
+/// [`store_files`] with more `storescu` options, e.g. `+tls KEY CERT +cf CA`.
+pub fn store_files_with(called_ae: &str, port: u16, dir: &Path, options: &[&str]) {
     let bin = require_binary("storescu");
     let out = Command::new(bin)
+        .args(options)
         .args([
             "-aet",
             "STORESCU",

@@ -6,6 +6,7 @@
 //! - [`pg_instance`]: a private Postgres server that tests may stop, crash and restart.
 //! - [`chaos`]: killable processes and a job-table poller for the chaos suite.
 //! - [`proxy`]: a loopback TCP proxy that can cut the line (database outages).
+//! - [`tls`]: a test PKI (CA, certificates, an expired one) made per test.
 //! - [`bench`]: environment knobs, medians and folder sizes for the benchmark programs.
 //!
 //! Tracing output in tests only when `TEST_LOG` is set.
@@ -17,3 +18,4 @@ pub mod dicom;
 pub mod pg_instance;
 pub mod ports;
 pub mod proxy;
+pub mod tls;

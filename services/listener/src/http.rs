@@ -1,7 +1,8 @@
-//! HTTP intake: `POST /api/events` answers 202 after the commit, 400 naming the field for
+//! HTTP intake: `POST /api/events` (who may send: `access.rs`) answers 202 after the commit, 400 naming the field for
 //! invalid input (also kept as a dead letter), 503 when the database is unavailable: also
 //! when it does not answer within [`INTAKE_TIMEOUT`], so a sender never hangs on a cut.
 
+use crate::access::Access;
 use crate::intake::{Intake, Verdict};
 use axum::Router;
 use axum::body::Bytes;
@@ -12,13 +13,23 @@ use axum::routing::post;
 use serde_json::json;
 use std::time::Duration;
 
-/// Payloads above this are refused (413) before decoding.
-const MAX_BODY: usize = 1024 * 1024;
 /// Longest a sender waits for the commit before it is told to retry (503).
 pub const INTAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `POST /api/events` for loopback senders (tests, the demo): see [`routes_with`].
 pub fn routes(intake: Intake) -> Router {
-    Router::new().route("/api/events", post(post_event)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(intake)
+    routes_with(intake, Access::loopback())
+}
+
+/// `POST /api/events` behind `access` (tokens or loopback, rate limit); bodies above
+/// `access.max_body` are refused (413) before decoding.
+pub fn routes_with(intake: Intake, access: Access) -> Router {
+    let max_body = access.max_body;
+    Router::new()
+        .route("/api/events", post(post_event))
+        .layer(axum::middleware::from_fn_with_state(access, crate::access::guard))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(intake)
 }
 
 async fn post_event(State(intake): State<Intake>, body: Bytes) -> Response {

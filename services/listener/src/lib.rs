@@ -9,6 +9,7 @@
 //! `exams`; a message is acknowledged (or its offset committed) only after its rows are
 //! committed, so a crash between commit and ack leads to a redelivery that is a no-op.
 
+pub mod access;
 pub mod health;
 pub mod http;
 pub mod intake;

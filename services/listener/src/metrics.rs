@@ -37,3 +37,15 @@ pub static DEAD_LETTERS_TRIMMED: LazyLock<IntCounter> = LazyLock::new(|| {
     priorfetch_telemetry::metrics::register(&counter);
     counter
 });
+
+/// `priorfetch_http_intake_refused_total{status}`: HTTP senders refused before their event
+/// was read: 401 (no or unknown token), 403 (role, or not loopback without tokens), 429.
+pub static HTTP_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let counter = IntCounterVec::new(
+        Opts::new("priorfetch_http_intake_refused_total", "HTTP intake requests refused before reading, by status"),
+        &["status"],
+    )
+    .expect("valid metric");
+    priorfetch_telemetry::metrics::register(&counter);
+    counter
+});

@@ -97,3 +97,69 @@ async fn an_unreachable_database_gets_503_in_bounded_time() {
     };
     assert_eq!(status, 202, "accepted once the database is back: {body}");
 }
+
+async fn post_as(addr: SocketAddr, body: &[u8], token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let _ = stream.write_all(body).await; // a refused sender may be cut off mid-body
+    let mut response = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut response)).await;
+    (response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0), response)
+}
+
+/// `[[admin.tokens]]` configured: a sender needs a token of role sender or operator; a body
+/// above `intake.http.max_body` gets 413; above `intake.http.rate_limit`, 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_only_authenticated_senders_get_in_and_limits_hold() {
+    let db = TestDb::postgres().await;
+    let store = Store::connect(&db.url, "", 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let toml = "[intake.http]\nmax_body = 4096\nrate_limit = 5\n\
+        [[admin.tokens]]\nname = \"ris\"\nrole = \"sender\"\ntoken = \"ris-0123456789abcdef\"\n\
+        [[admin.tokens]]\nname = \"dashboard\"\nrole = \"viewer\"\n\
+        token_sha256 = \"5a0dd64d4bc5fb3a1b8d81e1dd40ce8c0b56f2a8d0a36e1e5f0e2e8c1f3c3b3c\"\n\
+        [[admin.tokens]]\nname = \"ops\"\nrole = \"viewer\"\ntoken = \"viewer-0123456789abcdef\"\n";
+    let config =
+        priorfetch_config::Config::load(priorfetch_config::Sources { file: None, overlay: Some(toml), env: false })
+            .unwrap();
+    let intake =
+        Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "http".into(), hl7: Default::default() });
+    let ready: admin::ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
+    let routes = http::routes_with(intake, priorfetch_listener::access::Access::new(&config));
+    let (addr, _task) =
+        admin::serve("127.0.0.1:0".parse().unwrap(), admin::router(ready, routes), std::future::pending())
+            .await
+            .unwrap();
+
+    let event = common::json_event(1);
+    let (status, text) = post_as(addr, &event, None).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.to_ascii_lowercase().contains("www-authenticate: bearer"), "{text}");
+    assert_eq!(post_as(addr, &event, Some("not-a-known-token")).await.0, 401);
+    assert_eq!(post_as(addr, &event, Some("viewer-0123456789abcdef")).await.0, 403, "a viewer may not send");
+    let (status, text) = post_as(addr, &event, Some("ris-0123456789abcdef")).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(store.count_exams().await.unwrap(), 1);
+
+    let oversize = vec![b' '; 8192];
+    assert_eq!(post_as(addr, &oversize, Some("ris-0123456789abcdef")).await.0, 413);
+
+    // 5 per second: a burst of 12 gets some 429s, each with Retry-After
+    let mut limited = 0;
+    for i in 0..12 {
+        let (status, text) = post_as(addr, &common::json_event(100 + i), Some("ris-0123456789abcdef")).await;
+        if status == 429 {
+            assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+            limited += 1;
+        } else {
+            assert_eq!(status, 202, "{text}");
+        }
+    }
+    assert!(limited >= 5, "{limited} of 12 rate-limited");
+}

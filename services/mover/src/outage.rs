@@ -133,7 +133,7 @@ async fn probe_until_back(ctx: Arc<Ctx>, archive: String) {
 
 async fn echo(ctx: &Ctx, archive: &str) -> Result<(), DimseError> {
     let peer = ctx.peers.archive(archive)?;
-    let mut options = ctx.peers.scu_options()?;
+    let mut options = ctx.peers.scu_options(archive)?;
     options.connect_timeout = PROBE_TIMEOUT;
     options.association_timeout = PROBE_TIMEOUT;
     options.dimse_timeout = PROBE_TIMEOUT;

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 pub(crate) struct Peers {
     options: Result<ScuOptions, String>,
     archives: HashMap<String, Result<Peer, String>>,
+    /// Each DIMSE archive's TLS (None: plain TCP); a TLS block that cannot be used fails
+    /// that archive's jobs with the reason.
+    tls: HashMap<String, Result<Option<priorfetch_tls::ClientTls>, String>>,
     /// The destination as the relay reaches it (C-STORE or STOW-RS).
     relay_to: Result<priorfetch_relay::Destination, String>,
     /// DICOMweb archives' clients (connection reuse across jobs).
@@ -24,6 +27,15 @@ impl Peers {
             options
         });
         let archives = config.archives.iter().map(|a| (a.name.clone(), a.peer())).collect();
+        let tls = config
+            .archives
+            .iter()
+            .filter(|a| a.protocol == Protocol::Dimse)
+            .map(|a| {
+                let loaded = priorfetch_tls::for_archive(a).map_err(|e| format!("archives '{}'.tls: {e}", a.name));
+                (a.name.clone(), loaded)
+            })
+            .collect();
         let web = config
             .archives
             .iter()
@@ -35,10 +47,14 @@ impl Peers {
             .collect();
         let d = &config.destination;
         let relay_to = match d.protocol {
-            Protocol::Dimse => match (d.peer(), &options) {
-                (Ok(peer), Ok(options)) => Ok(priorfetch_relay::Destination::Dimse { peer, options: options.clone() }),
-                (Err(e), _) => Err(e),
-                (_, Err(e)) => Err(e.clone()),
+            Protocol::Dimse => match (d.peer(), &options, priorfetch_tls::for_destination(d)) {
+                (Ok(peer), Ok(options), Ok(tls)) => {
+                    let options = ScuOptions { tls, ..options.clone() };
+                    Ok(priorfetch_relay::Destination::Dimse { peer, options })
+                }
+                (Err(e), _, _) => Err(e),
+                (_, Err(e), _) => Err(e.clone()),
+                (_, _, Err(e)) => Err(format!("destination.tls: {e}")),
             },
             Protocol::Dicomweb => {
                 let options = ClientOptions { read_timeout: config.mover.dimse_timeout, ..Default::default() };
@@ -47,11 +63,17 @@ impl Peers {
                     .map_err(|e| format!("destination: {e}"))
             }
         };
-        Peers { options, archives, relay_to, web }
+        Peers { options, archives, tls, relay_to, web }
     }
 
-    pub(crate) fn scu_options(&self) -> Result<ScuOptions, DimseError> {
-        self.options.clone().map_err(DimseError::Encode)
+    /// Our association options towards a DIMSE archive (its TLS included).
+    pub(crate) fn scu_options(&self, archive: &str) -> Result<ScuOptions, DimseError> {
+        let options = self.options.clone().map_err(DimseError::Encode)?;
+        let tls = match self.tls.get(archive) {
+            Some(tls) => tls.clone().map_err(DimseError::Encode)?,
+            None => None,
+        };
+        Ok(ScuOptions { tls, ..options })
     }
 
     pub(crate) fn archive(&self, name: &str) -> Result<Peer, DimseError> {

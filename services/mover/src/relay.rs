@@ -113,6 +113,15 @@ pub(crate) async fn get_and_relay(
         return Err(e);
     }
     result.relayed = forwarded.confirmed.len() as u32;
+    // Refused instances stay in the spool; naming them lets the retry offer them again
+    // without a fetch, unless the archive's own failures went unnamed (then the study is
+    // retried whole anyway).
+    if result.failed as usize == result.failed_instances.len() {
+        result.failed_instances.extend(forwarded.refused_instances);
+    }
     result.failed += forwarded.refused;
+    if result.status == 0 && forwarded.refused > 0 {
+        result.status = 0xB000;
+    }
     Ok(result)
 }

@@ -207,16 +207,24 @@ async fn retrieve(
 ) -> Result<Retrieved, DimseError> {
     let model = QueryModel::StudyRoot;
     // DIMSE archives: our calling AE and the archive's address (not needed for WADO-RS)
-    let dimse = || Ok::<_, DimseError>((ctx.peers.archive(&archive.name)?, ctx.peers.scu_options()?));
+    let dimse = || Ok::<_, DimseError>((ctx.peers.archive(&archive.name)?, ctx.peers.scu_options(&archive.name)?));
     match method {
         RetrieveMethod::Wado => {
             let client = ctx.peers.web(&archive.name)?;
             let root = std::path::Path::new(&ctx.config.mover.spool_dir);
             let spool = priorfetch_relay::JobSpool::open(root, job.id, ctx.spool.clone())
                 .map_err(|e| DimseError::Io(format!("spool folder under {}: {e}", root.display())))?;
-            let r =
-                crate::wado::wado_and_relay(ctx, &archive.name, &client, &job.study_instance_uid, pending, spool, live)
-                    .await?;
+            let pending = still_to_fetch(pending, &spool);
+            let r = crate::wado::wado_and_relay(
+                ctx,
+                &archive.name,
+                &client,
+                &job.study_instance_uid,
+                pending.as_deref(),
+                spool,
+                live,
+            )
+            .await?;
             Ok(Retrieved {
                 status: r.status,
                 arrived: r.relayed,
@@ -234,7 +242,11 @@ async fn retrieve(
             let mut contexts = vec![ContextRequest::new(model.find_uid())];
             contexts.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES));
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
-            let ids = identifiers(&mut assoc, &job.study_instance_uid, pending).await?;
+            let ids = match still_to_fetch(pending, &spool) {
+                // every named instance waits in the spool: the relay offers them again
+                Some(left) if left.is_empty() => Vec::new(),
+                left => identifiers(&mut assoc, &job.study_instance_uid, left.as_deref()).await?,
+            };
             let result = relay::get_and_relay(ctx, &archive.name, &mut assoc, model, ids, spool, live, cancel).await;
             assoc.release().await;
             result.map(|r| Retrieved {
@@ -386,4 +398,10 @@ async fn verify(ctx: &Ctx, job: &Job) -> Option<(u32, u32)> {
             None
         }
     }
+}
+
+/// The named instances an earlier attempt did not leave complete in the spool.
+fn still_to_fetch(pending: Option<&[String]>, spool: &priorfetch_relay::JobSpool) -> Option<Vec<String>> {
+    let spooled = spool.spooled_instances();
+    pending.map(|uids| uids.iter().filter(|u| !spooled.contains(*u)).cloned().collect())
 }

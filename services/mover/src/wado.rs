@@ -47,11 +47,14 @@ pub(crate) async fn wado_and_relay(
     if let Some(e) = forwarded.error {
         return Err(e);
     }
+    // Instances the destination refused stay in the spool: the retry names them (and
+    // offers them from the spool rather than fetching them again).
+    let refused = forwarded.refused_instances;
     let mut result = Relayed {
-        status: 0,
+        status: if refused.is_empty() { 0 } else { 0xB000 },
         relayed: forwarded.confirmed.len() as u32,
         failed: forwarded.refused,
-        failed_instances: Vec::new(),
+        failed_instances: refused.clone(),
         cancelled_by_archive: false,
         bytes: forwarded.bytes_received,
     };
@@ -71,7 +74,7 @@ pub(crate) async fn wado_and_relay(
             );
             result.status = 0xB000;
             result.failed += missing.len() as u32;
-            result.failed_instances = missing;
+            result.failed_instances.extend(missing.into_iter().filter(|u| !refused.contains(u)));
             Ok(result)
         }
         Some(e) => Err(as_dimse(e)),

@@ -72,15 +72,6 @@ async fn c_get_from_orthanc_is_relayed_to_storescp_and_the_spool_emptied() {
     assert!(left.is_empty(), "spool emptied, found {left:?}");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_move_destination_fails_for_good_with_the_fix() {
     let (db, store) = postgres().await;

@@ -95,3 +95,46 @@ async fn bad_credentials_are_a_permanent_error_naming_the_auth_key() {
     assert_eq!(ok.state, JobState::Completed, "{ok:?}");
     sim.shutdown().await;
 }
+
+/// STOW-RS to a DICOMweb reading PACS that refuses some instances (a 202 whose
+/// FailedSOPSequence names them): the rest counts as delivered, the refused ones are
+/// offered again alone, and the job completes only when every instance was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_a_stow_destination_refuses_are_offered_again_alone() {
+    let (archive, url, study) = archive(Faults::default(), None).await;
+    let reading = Sim::start(
+        SimConfig::new("READING", DataSource::Empty)
+            .with_faults(Faults { stow_refuse_every: Some(3), ..Default::default() }),
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    let reading_url = reading.serve_dicomweb("127.0.0.1:0").await.unwrap();
+    let (db, store) = postgres().await;
+    let spool = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[archives]]\nname = \"cloud\"\nprotocol = \"dicomweb\"\nbase_url = \"{url}\"\nretrieve = \"wado\"\n\
+         [destination]\nprotocol = \"dicomweb\"\nbase_url = \"{reading_url}\"\nae_title = \"READING\"\n"
+    );
+    let config = config(&db, spool.path(), &toml);
+    let exam = exam(&store, "sim-stow").await;
+    let id = job(&store, exam, "cloud", "wado", &study.study_instance_uid, Some(study.instances as i32)).await;
+    let mover = start_mover(&store, config, "w1");
+    let done = finished(&store, id, WAIT).await;
+    mover.stop().await;
+
+    assert_eq!((done.state, done.attempt), (JobState::Completed, 2), "{done:?}");
+    assert_eq!(done.counts.completed as usize, study.instances, "{done:?}");
+    let refused = reading.stats().failed_subops as usize;
+    assert_eq!(refused, study.instances / 3, "the destination refused every third instance once");
+    // every instance stored exactly once, and the archive was asked for the study once
+    // plus only the refused instances (or nothing, when they stayed in the spool)
+    let received = reading.received();
+    let distinct: std::collections::HashSet<_> = received.iter().map(|r| &r.sop_instance_uid).collect();
+    assert_eq!((received.len(), distinct.len()), (study.instances, study.instances));
+    assert!(archive.stats().gets as usize <= 1 + refused, "{:?}", archive.stats());
+    let left: Vec<_> = walk(spool.path());
+    assert!(left.is_empty(), "the spool is emptied: {left:?}");
+    reading.shutdown().await;
+    archive.shutdown().await;
+}

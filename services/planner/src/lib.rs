@@ -145,8 +145,11 @@ impl Planner {
             .iter()
             .map(|a| {
                 let finder = match a.protocol {
-                    Protocol::Dimse => a.peer().map(|peer| {
-                        Finder::Dimse(Pool::new(&a.name, peer, scu.clone(), a.max_associations, idle, reuse))
+                    Protocol::Dimse => a.peer().and_then(|peer| {
+                        let tls =
+                            priorfetch_tls::for_archive(a).map_err(|e| format!("archives '{}'.tls: {e}", a.name))?;
+                        let scu = ScuOptions { tls, ..scu.clone() };
+                        Ok(Finder::Dimse(Pool::new(&a.name, peer, scu, a.max_associations, idle, reuse)))
                     }),
                     Protocol::Dicomweb => web_client(a, config.planner.cfind_timeout)
                         .map(|client| Finder::Web(WebFinder::new(client, a.max_associations, a.max_matches))),
@@ -158,7 +161,13 @@ impl Planner {
         let destination = if d.check_existing {
             match d.protocol {
                 Protocol::Dimse => {
-                    d.peer().ok().map(|peer| Finder::Dimse(Pool::new("destination", peer, scu.clone(), 2, idle, reuse)))
+                    let tls = priorfetch_tls::for_destination(d)
+                        .map_err(|e| tracing::error!(error = %e, "destination.tls cannot be used"))
+                        .ok()
+                        .flatten();
+                    d.peer().ok().map(|peer| {
+                        Finder::Dimse(Pool::new("destination", peer, ScuOptions { tls, ..scu.clone() }, 2, idle, reuse))
+                    })
                 }
                 Protocol::Dicomweb => {
                     let options = priorfetch_dicomweb::ClientOptions {

@@ -50,7 +50,7 @@ enum Command {
     /// Diagnose archives and the destination: reach, AE titles, contexts, move destination, match cap.
     Doctor(cmd::doctor::DoctorArgs),
     /// Run the archive simulator (Q/R SCP with synthetic or folder data and fault injection).
-    Sim(cmd::sim::SimArgs),
+    Sim(Box<cmd::sim::SimArgs>),
     /// Inspect and steer retrieve jobs.
     Jobs {
         #[command(subcommand)]
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
             Command::Retrieve(args) => cmd::dicom::retrieve(&cli.config, args).await,
             Command::StoreScp(args) => cmd::dicom::store_scp(&cli.config, args).await,
             Command::Doctor(args) => cmd::doctor::run(&cli.config, args).await,
-            Command::Sim(args) => cmd::sim::run(&cli.config, args).await,
+            Command::Sim(args) => cmd::sim::run(&cli.config, *args).await,
         }
     });
     match result {

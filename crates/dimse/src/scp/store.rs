@@ -15,6 +15,7 @@ use crate::association::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::command::{Command, field, tags};
 use crate::dataset_guard::is_valid_uid;
 use crate::error::DimseError;
+use crate::link::ServerLink;
 use crate::peer::AeTitle;
 use crate::storage_classes::STORAGE_SOP_CLASSES;
 use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
@@ -53,6 +54,8 @@ pub struct StoreScpOptions {
     pub max_pdu: u32,
     /// Longest silence inside an association before we give up on it.
     pub idle_timeout: Duration,
+    /// DICOM TLS on every connection; None: plain TCP.
+    pub tls: Option<priorfetch_tls::ServerTls>,
 }
 
 impl StoreScpOptions {
@@ -67,6 +70,7 @@ impl StoreScpOptions {
             association_request_timeout: Duration::from_secs(10),
             max_pdu: 1 << 20,
             idle_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -204,6 +208,14 @@ pub async fn run_store_scp(
     info!(ae = %options.ae_title, out = %options.out_dir.display(), allowed = options.allowed_calling.len(),
         any = options.allow_any_calling, "c-store scp listening");
     while let Some((socket, address)) = accept_next(&listener, &mut tasks, &shutdown).await {
+        if let Some(tls) = options.tls.clone() {
+            let (options, stored, shutdown, admission) =
+                (options.clone(), stored.clone(), shutdown.clone(), admission.clone());
+            tasks.spawn(async move {
+                serve_tls(socket, address, tls, &admission, &options, &stored, &shutdown).await;
+            });
+            continue;
+        }
         let (ticket, evicted_one) = admission.waiting.admit();
         if evicted_one {
             debug!("too many connections without an association request: closed the oldest");
@@ -231,7 +243,13 @@ pub async fn run_store_scp(
                 warn!(%address, calling_ae = %request.calling_ae, "association cap reached: rejecting (local limit exceeded)");
                 return reject(socket, Rejection::LOCAL_LIMIT, within).await;
             };
-            if let Err(e) = serve(socket, slot, &admission, &options, &stored, &shutdown).await {
+            let within = options.association_request_timeout;
+            let established = match tokio::time::timeout(within, admission.server.establish_async(socket)).await {
+                Ok(Ok(a)) => ServerLink::Plain(a),
+                Ok(Err(e)) => return debug!(%address, error = %e, "association not established"),
+                Err(_) => return debug!(%address, "association negotiation too slow: closing"),
+            };
+            if let Err(e) = serve(established, slot, &admission, &options, &stored, &shutdown).await {
                 debug!(%address, error = %e, "c-store association ended with an error");
             }
         });
@@ -243,23 +261,47 @@ pub async fn run_store_scp(
     Ok(())
 }
 
-async fn serve(
+/// Over TLS the A-ASSOCIATE-RQ cannot be peeked at before the handshake: the slot is
+/// taken first (a connection beyond the cap is closed) and dicom-ul answers the AE checks.
+async fn serve_tls(
     socket: TcpStream,
+    address: std::net::SocketAddr,
+    tls: priorfetch_tls::ServerTls,
+    admission: &Admission,
+    options: &StoreScpOptions,
+    stored: &mpsc::Sender<StoredInstance>,
+    shutdown: &CancellationToken,
+) {
+    let Ok(slot) = admission.slots.clone().try_acquire_owned() else {
+        return warn!(%address, "association cap reached: closing a TLS connection");
+    };
+    let within = options.association_request_timeout;
+    let server = admission.server.clone().tls_config(tls.config());
+    let established = match tokio::time::timeout(within, server.establish_tls_async(socket)).await {
+        Ok(Ok(a)) => ServerLink::Tls(a),
+        Ok(Err(e)) => {
+            return match priorfetch_tls::diagnose(&e) {
+                Some(problem) => {
+                    warn!(%address, %problem, hint = %problem.hint("service.tls"), "TLS handshake with a sender failed")
+                }
+                None => info!(%address, error = %e, "TLS association not established"),
+            };
+        }
+        Err(_) => return debug!(%address, "TLS handshake or association request too slow: closing"),
+    };
+    if let Err(e) = serve(established, slot, admission, options, stored, shutdown).await {
+        debug!(%address, error = %e, "c-store association ended with an error");
+    }
+}
+
+async fn serve(
+    established: ServerLink,
     _slot: OwnedSemaphorePermit,
     admission: &Admission,
     options: &StoreScpOptions,
     stored: &mpsc::Sender<StoredInstance>,
     shutdown: &CancellationToken,
 ) -> Result<(), DimseError> {
-    let within = options.association_request_timeout;
-    let established = tokio::time::timeout(within, admission.server.establish_async(socket))
-        .await
-        .map_err(|_| DimseError::Timeout {
-            peer: "c-store peer".into(),
-            what: "an association request",
-            after: within,
-        })?
-        .map_err(|e| DimseError::Io(format!("association not established: {e}")))?;
     let (mut assoc, calling_ae) = accepted(established, options.ae_title.clone(), options.idle_timeout);
     let contexts = assoc.accepted_contexts();
     debug!(calling_ae = %calling_ae, contexts = contexts.len(), "c-store association accepted");

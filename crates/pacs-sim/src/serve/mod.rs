@@ -1,11 +1,12 @@
 //! One association: C-ECHO, C-FIND, C-MOVE, C-GET and C-STORE, with the configured faults.
 //! This file dispatches and holds the helpers; `find.rs` answers C-FIND (and selects what a
 //! retrieve sends), `retrieve.rs` C-MOVE and C-GET, `store.rs` C-STORE; `web.rs` serves
-//! the same data as DICOMweb.
+//! the same data as DICOMweb (`stow.rs`: STOW-RS).
 
 mod find;
 mod retrieve;
 mod store;
+mod stow;
 mod web;
 
 use find::find;
@@ -24,6 +25,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use priorfetch_dimse::association::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use priorfetch_dimse::command::{Command, field, tags as ct};
+use priorfetch_dimse::link::ServerLink;
 use priorfetch_dimse::scp::{ServerAssociation, accepted, echo_response, next_command};
 use priorfetch_dimse::{AeTitle, Association, DimseError, Peer, ScuOptions, StoreStatusKind, storage_contexts};
 use std::collections::HashSet;
@@ -50,10 +52,22 @@ pub(crate) async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<(), DimseError> {
     let timeout = shared.config.idle_timeout;
-    let established = match tokio::time::timeout(timeout, options.establish_async(socket)).await {
+    let establish = async {
+        match &shared.config.tls {
+            None => options.establish_async(socket).await.map(ServerLink::Plain),
+            Some(tls) => {
+                let options = options.clone().tls_config(tls.config());
+                options.establish_tls_async(socket).await.map(ServerLink::Tls)
+            }
+        }
+    };
+    let established = match tokio::time::timeout(timeout, establish).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             Counters::add(&shared.counters.rejected, 1);
+            if let Some(problem) = priorfetch_tls::diagnose(&e) {
+                warn!(%problem, hint = %problem.hint("--tls-*"), "TLS handshake with a peer failed");
+            }
             return Err(DimseError::Io(format!("association not established: {e}")));
         }
         Err(_) => {

@@ -297,7 +297,7 @@ async fn send_batch<A>(
     same_association: bool,
 ) -> Result<(), DimseError>
 where
-    A: dicom_ul::association::AsyncAssociation<TcpStream> + Send,
+    A: priorfetch_dimse::link::Link,
 {
     let mut sent = 0usize;
     for item in batch {

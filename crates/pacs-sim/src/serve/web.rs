@@ -1,5 +1,5 @@
 //! DICOMweb over HTTP from the same data: QIDO-RS (`/studies`, `/studies/{uid}/instances`)
-//! and WADO-RS (`/studies/{uid}`, one instance), with faults: match caps (a silent clip,
+//! WADO-RS (`/studies/{uid}`, one instance) and STOW-RS (`stow.rs`), with faults: match caps (a silent clip,
 //! a clip with `Warning: 299`, or 413), 429/503 with `Retry-After`, a body cut mid-part,
 //! slow answers, and HTTP basic authentication.
 
@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(super) type Body = BoxBody<Bytes, std::io::Error>;
 
 const ROOT: &str = "/dicom-web";
 const BOUNDARY: &str = "pacs-sim-boundary";
@@ -64,6 +64,16 @@ async fn answer(req: Request<hyper::body::Incoming>, shared: &Arc<Shared>) -> Re
     delay(&faults).await;
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    if req.method() == hyper::Method::POST {
+        let store_path = path.strip_prefix(ROOT).map(|p| p.trim_matches('/'));
+        if !store_path.is_some_and(|p| p == "studies" || (p.starts_with("studies/") && !p[8..].contains('/'))) {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "STOW-RS is POST /studies[/{uid}]");
+        }
+        let content_type =
+            req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let answer = super::stow::stow(&content_type, req.into_body(), shared, &faults).await;
+        return super::stow::response(answer);
+    }
     let Some(rest) = path.strip_prefix(ROOT) else { return plain(StatusCode::NOT_FOUND, "not a DICOMweb path") };
     let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match parts.as_slice() {

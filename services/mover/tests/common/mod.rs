@@ -154,3 +154,16 @@ pub fn destination_toml(port: u16, check_existing: bool) -> String {
         "[destination]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {port}\ncheck_existing = {check_existing}\n"
     )
 }
+
+/// Every file under `dir`, recursively (what a job left in the spool).
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}

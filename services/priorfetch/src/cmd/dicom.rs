@@ -18,6 +18,8 @@ use std::process::ExitCode;
 pub struct EchoArgs {
     /// Configured archive name, or AET@host:port.
     archive: String,
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
 #[derive(Args)]
@@ -37,6 +39,8 @@ pub struct FindArgs {
     max: Option<usize>,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,15 +66,28 @@ pub struct RetrieveArgs {
     dest: Option<String>,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
-fn resolve(config: &Config, archive: &str) -> Result<(Peer, Option<String>), Failure> {
+/// A configured archive or `AET@host:port`: its address, its move destination, and our
+/// association options towards it (TLS from its `tls` block or the `--tls*` flags).
+fn resolve(
+    config: &Config,
+    archive: &str,
+    tls: &super::tls::ClientTlsArgs,
+) -> Result<(Peer, Option<String>, ScuOptions), Failure> {
+    let mut options = ScuOptions::new(config.service.calling_ae().map_err(usage)?);
     if let Some(a) = config.archive(archive) {
         let peer = a.peer().map_err(|e| anyhow::anyhow!(e))?;
-        return Ok((peer, a.move_destination.clone()));
+        options.tls = tls.client(a.tls.as_ref(), &peer.host)?;
+        return Ok((peer, a.move_destination.clone(), options));
     }
     match Peer::parse(archive) {
-        Ok(peer) => Ok((peer, None)),
+        Ok(peer) => {
+            options.tls = tls.client(None, &peer.host)?;
+            Ok((peer, None, options))
+        }
         Err(e) => Err(usage(format!("'{archive}' is neither a configured archive nor AET@host:port ({e})"))),
     }
 }
@@ -81,10 +98,6 @@ pub(super) fn usage(message: String) -> Failure {
     })
 }
 
-fn scu_options(config: &Config) -> Result<ScuOptions, Failure> {
-    Ok(ScuOptions::new(config.service.calling_ae().map_err(usage)?))
-}
-
 fn report(error: &DimseError) -> ExitCode {
     eprintln!("error: {error}\nhint: {}", error.hint());
     ExitCode::from(1)
@@ -92,8 +105,8 @@ fn report(error: &DimseError) -> ExitCode {
 
 pub async fn echo(path: &Path, args: EchoArgs) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
-    let (peer, _) = resolve(&config, &args.archive)?;
-    match priorfetch_dimse::echo(&peer, &scu_options(&config)?).await {
+    let (peer, _, options) = resolve(&config, &args.archive, &args.tls)?;
+    match priorfetch_dimse::echo(&peer, &options).await {
         Ok(elapsed) => {
             println!("{peer}: C-ECHO ok in {} ms", elapsed.as_millis());
             Ok(ExitCode::SUCCESS)
@@ -153,10 +166,10 @@ pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
         let keys: Vec<_> = keys.into_iter().map(|(t, _, v, name)| (t, v, name)).collect();
         return super::web::find(&client, &level, &keys, args.json).await;
     }
-    let (peer, _) = resolve(&config, &args.archive)?;
+    let (peer, _, options) = resolve(&config, &args.archive, &args.tls)?;
     let query = identifier(&level, &keys.iter().map(|(t, vr, v, _)| (*t, *vr, v.as_str())).collect::<Vec<_>>());
     let model = if args.patient_root { QueryModel::PatientRoot } else { QueryModel::StudyRoot };
-    let mut assoc = match Association::connect(&peer, &scu_options(&config)?, &query_contexts(model)).await {
+    let mut assoc = match Association::connect(&peer, &options, &query_contexts(model)).await {
         Ok(a) => a,
         Err(e) => return Ok(report(&e)),
     };
@@ -197,7 +210,7 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
         let out = args.out.clone().unwrap_or_else(|| std::path::PathBuf::from("retrieved").join(&args.study));
         return super::web::retrieve(&client, &args.study, &out, args.json).await;
     }
-    let (peer, configured_dest) = resolve(&config, &args.archive)?;
+    let (peer, configured_dest, options) = resolve(&config, &args.archive, &args.tls)?;
     let dest = args.dest.or(configured_dest).unwrap_or_else(|| config.destination.ae_title.clone());
     let dest = AeTitle::parse(&dest).map_err(|e| usage(format!("--dest: {e}")))?;
     let model = QueryModel::StudyRoot;
@@ -206,7 +219,7 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
         Method::Move => query_contexts(model),
         Method::Get => priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES),
     };
-    let mut assoc = match Association::connect(&peer, &scu_options(&config)?, &contexts).await {
+    let mut assoc = match Association::connect(&peer, &options, &contexts).await {
         Ok(a) => a,
         Err(e) => return Ok(report(&e)),
     };
@@ -291,6 +304,8 @@ pub struct StoreScpArgs {
     bind: String,
     #[arg(long, default_value_t = 8)]
     max_associations: usize,
+    #[command(flatten)]
+    tls: super::tls::ServerTlsArgs,
 }
 
 pub async fn store_scp(path: &Path, args: StoreScpArgs) -> Result<ExitCode, Failure> {
@@ -321,6 +336,7 @@ pub async fn store_scp(path: &Path, args: StoreScpArgs) -> Result<ExitCode, Fail
     options.allowed_calling = allowed;
     options.allow_any_calling = args.allow_any;
     options.max_associations = args.max_associations;
+    options.tls = args.tls.server(config.service.tls.as_ref(), "store-scp")?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let token = tokio_util::sync::CancellationToken::new();
     let mut shutdown = super::shutdown_signal();

@@ -25,6 +25,9 @@ pub struct DoctorArgs {
     /// The match-cap probe sends C-CANCEL after this many matches.
     #[arg(long, default_value_t = 5000)]
     cap_probe_limit: usize,
+    /// For an AET@host:port peer (configured archives use their `tls` block).
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
 fn usage(key: &str, message: String) -> Failure {
@@ -73,7 +76,9 @@ pub async fn run(path: &Path, args: DoctorArgs) -> Result<ExitCode, Failure> {
                 })?;
                 let dest =
                     AeTitle::parse(&config.destination.ae_title).map_err(|e| usage("destination.ae_title", e))?;
-                all = diagnose_target(&Target::ad_hoc(peer, Some(dest)), &ctx).await;
+                let mut target = Target::ad_hoc(peer, Some(dest));
+                target.tls = args.tls.settings(None);
+                all = diagnose_target(&target, &ctx).await;
             }
             print(&all, args.json);
         }

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod serve;
 pub mod sim;
+pub mod tls;
 pub mod web;
 
 use crate::Failure;

@@ -59,8 +59,10 @@ pub async fn serve(path: &Path, roles: Roles) -> Result<ExitCode, Failure> {
 
     let mut routes = axum::Router::new();
     if roles.listener {
-        routes =
-            routes.merge(priorfetch_listener::http::routes(priorfetch_listener::http_intake(&config, store.clone())));
+        routes = routes.merge(priorfetch_listener::http::routes_with(
+            priorfetch_listener::http_intake(&config, store.clone()),
+            priorfetch_listener::access::Access::new(&config),
+        ));
     }
     if roles.planner {
         routes = routes.merge(priorfetch_planner::api::routes(store.clone()));

@@ -71,16 +71,17 @@ pub struct SimArgs {
     /// DICOMweb: cut each study's first WADO-RS body after N instances.
     #[arg(long)]
     web_cut_after: Option<usize>,
+    /// DICOMweb: STOW-RS refuses every N-th instance offered, the first time (202).
+    #[arg(long)]
+    stow_refuse_every: Option<usize>,
     /// DICOMweb: require HTTP basic authentication, USER:PASSWORD.
     #[arg(long)]
     web_user: Option<String>,
+    #[command(flatten)]
+    tls: super::tls::ServerTlsArgs,
 }
 
-fn usage(message: String) -> Failure {
-    Failure::Config(priorfetch_config::ConfigError {
-        issues: vec![priorfetch_config::ConfigIssue { key: "arguments".into(), message }],
-    })
-}
+use super::dicom::usage;
 
 pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
@@ -132,9 +133,11 @@ pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
             times: args.web_busy,
         }),
         web_cut_after_parts: args.web_cut_after,
+        stow_refuse_every: args.stow_refuse_every,
     };
     let mut sim_config = SimConfig::new(&args.ae, data).with_faults(faults);
     sim_config.seed = args.seed;
+    sim_config.tls = args.tls.server(None, "sim")?;
     if let Some(user) = &args.web_user {
         let (name, password) = user.split_once(':').ok_or_else(|| usage("--web-user: USER:PASSWORD".into()))?;
         sim_config.web_user = Some((name.to_string(), password.to_string()));

@@ -1,0 +1,141 @@
+//! C-GET over DICOM TLS next to plain TCP, priorfetch and DCMTK's getscu side by side: one
+//! plain Orthanc and one with `DicomTlsEnabled` (client certificates required) hold the
+//! same study; rounds alternate the four runs so each sees the same machine state. Prints
+//! medians, MB/s, the cost of TLS for each tool, and priorfetch/getscu ratios.
+//!
+//! Run with `scripts/bench-retrieve` (after the plain retrieve benchmark). Environment:
+//! `BENCH_INSTANCES` (default 320), `BENCH_ROWS` (512: about 170 MB), `BENCH_ROUNDS` (5).
+
+use dicom_core::{Tag, VR};
+use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, DirSink, get_contexts};
+use priorfetch_dimse::{AeTitle, Association, Peer, QueryModel, ScuOptions, identifier};
+use priorfetch_testkit::bench::{dir_bytes, env_or, median};
+use priorfetch_testkit::dicom::{Orthanc, OrthancTls, StudySpec, store_files, store_files_with, write_study};
+use priorfetch_testkit::tls::TestPki;
+use priorfetch_tls::{ClientTls, TlsConfig};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const OUR_AE: &str = "PRIORFETCH";
+
+fn clear(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
+fn getscu(extra: &[&str], called: &str, port: u16, study_key: &str, out: &Path) {
+    let output = Command::new("getscu")
+        .args(extra)
+        .args(["-S", "-aet", OUR_AE, "-aec", called, "-k", "QueryRetrieveLevel=STUDY", "-k", study_key, "-od"])
+        .arg(out)
+        .args(["127.0.0.1", &port.to_string()])
+        .env("TCP_NODELAY", "1")
+        .output()
+        .expect("getscu (run scripts/test once to install DCMTK)");
+    assert!(output.status.success(), "getscu failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn main() {
+    let instances = env_or::<usize>("BENCH_INSTANCES", 320);
+    let rows = env_or::<usize>("BENCH_ROWS", 512) as u16;
+    let rounds = env_or::<usize>("BENCH_ROUNDS", 5);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut spec = StudySpec::small("BENCHTLS", 902);
+    spec.series = 4;
+    spec.instances_per_series = instances.div_ceil(4);
+    spec.rows = rows;
+    spec.columns = rows;
+    write_study(data.path(), &spec);
+    let (n, bytes) = dir_bytes(data.path());
+    let mb = bytes as f64 / 1e6;
+
+    let pki = TestPki::new();
+    let orthanc_id = pki.issue("orthanc", &["localhost", "127.0.0.1"]);
+    let ours = pki.issue("priorfetch", &["priorfetch.test"]);
+    let tls = OrthancTls { cert: orthanc_id.cert, key: orthanc_id.key, ca: pki.ca.clone(), require_client_cert: true };
+    let plain = Orthanc::start("PLAIN", OUR_AE, &[], None);
+    let secure = Orthanc::start_tls("SECURE", OUR_AE, &[], &tls);
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let (key, cert, ca) = (path(&ours.key), path(&ours.cert), path(&pki.ca));
+    let dcmtk_tls = ["+tls", key.as_str(), cert.as_str(), "-pw", "+cf", ca.as_str()];
+    store_files(&plain.ae, plain.port, data.path());
+    store_files_with(&secure.ae, secure.port, data.path(), &dcmtk_tls);
+    eprintln!("{n} instances, {mb:.0} MB in a plain and a TLS Orthanc");
+    drop(data);
+
+    let client = ClientTls::load(
+        &TlsConfig {
+            ca: Some(pki.ca.clone()),
+            cert: Some(ours.cert.clone()),
+            key: Some(ours.key.clone()),
+            ..Default::default()
+        },
+        "bench",
+        "127.0.0.1",
+    )
+    .expect("client TLS");
+    let mut options = ScuOptions::new(AeTitle::parse(OUR_AE).expect("ae"));
+    options.dimse_timeout = Duration::from_secs(60);
+    let tls_options = ScuOptions { tls: Some(client), ..options.clone() };
+    let study_key = format!("StudyInstanceUID={}", spec.study_uid);
+    let out = tempfile::tempdir().expect("temp dir");
+
+    let ours_get = |peer: Peer, options: ScuOptions, times: &mut Vec<f64>| {
+        clear(out.path());
+        let (dir, uid) = (out.path().to_path_buf(), spec.study_uid.clone());
+        let t = Instant::now();
+        runtime
+            .block_on(async move {
+                tokio::spawn(async move {
+                    let contexts = get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES);
+                    let mut assoc = Association::connect(&peer, &options, &contexts).await?;
+                    let mut sink = DirSink::new(&dir).map_err(|e| priorfetch_dimse::DimseError::Io(e.to_string()))?;
+                    let query = identifier("STUDY", &[(Tag(0x0020, 0x000D), VR::UI, uid.as_str())]);
+                    let outcome = assoc.retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |_| {}, None).await;
+                    assoc.release().await;
+                    outcome
+                })
+                .await
+                .expect("task")
+            })
+            .expect("our C-GET");
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(dir_bytes(out.path()).0, n, "our C-GET files");
+    };
+    let theirs_get = |extra: &[&str], called: &str, port: u16, times: &mut Vec<f64>| {
+        clear(out.path());
+        let t = Instant::now();
+        getscu(extra, called, port, &study_key, out.path());
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(dir_bytes(out.path()).0, n, "getscu files");
+    };
+
+    let (mut ours_plain, mut ours_tls, mut dcmtk_plain, mut dcmtk_tls_times) = (vec![], vec![], vec![], vec![]);
+    let plain_peer = Peer::new("PLAIN", "127.0.0.1", plain.port).expect("peer");
+    let secure_peer = Peer::new("SECURE", "127.0.0.1", secure.port).expect("peer");
+    for round in 0..rounds {
+        if round % 2 == 1 {
+            theirs_get(&[], "PLAIN", plain.port, &mut dcmtk_plain);
+            theirs_get(&dcmtk_tls, "SECURE", secure.port, &mut dcmtk_tls_times);
+        }
+        ours_get(plain_peer.clone(), options.clone(), &mut ours_plain);
+        ours_get(secure_peer.clone(), tls_options.clone(), &mut ours_tls);
+        if round % 2 == 0 {
+            theirs_get(&[], "PLAIN", plain.port, &mut dcmtk_plain);
+            theirs_get(&dcmtk_tls, "SECURE", secure.port, &mut dcmtk_tls_times);
+        }
+    }
+    let (op, ot, dp, dt) = (median(ours_plain), median(ours_tls), median(dcmtk_plain), median(dcmtk_tls_times));
+    println!("C-GET of {n} instances, {mb:.0} MB from Orthanc; {rounds} rounds, medians");
+    println!("{:<34} {:>8} {:>9}", "", "seconds", "MB/s");
+    println!("{:<34} {:>8.2} {:>9.0}", "priorfetch C-GET, plain", op, mb / op);
+    println!("{:<34} {:>8.2} {:>9.0}", "priorfetch C-GET, TLS (mutual)", ot, mb / ot);
+    println!("{:<34} {:>8.2} {:>9.0}", "getscu, plain", dp, mb / dp);
+    println!("{:<34} {:>8.2} {:>9.0}", "getscu +tls (mutual)", dt, mb / dt);
+    println!("TLS / plain time, priorfetch: {:.2}; getscu: {:.2}", ot / op, dt / dp);
+    println!("throughput ratio priorfetch / getscu, plain: {:.2}; TLS: {:.2}", dp / op, dt / ot);
+}
