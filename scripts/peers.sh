@@ -110,7 +110,8 @@ ensure_kafka() {
 }
 
 ensure_dicom_tools() {
-  apt_install dcmtk orthanc orthanc-dicomweb python3-pydicom
+  # openssl and socat: test certificates, and HTTPS in front of Orthanc (crates/testkit)
+  apt_install dcmtk orthanc orthanc-dicomweb python3-pydicom openssl socat
   # tests start their own Orthanc/dcmqrscp/storescp instances on chosen loopback
   # ports; the packaged daemon must not hold 4242.
   if pgrep -x Orthanc >/dev/null && [ -z "${PRIORFETCH_KEEP_ORTHANC:-}" ] && \

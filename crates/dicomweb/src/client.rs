@@ -56,6 +56,9 @@ pub enum DicomWebError {
     Truncated { url: String, complete: usize },
     #[error("writing a received instance: {0}")]
     Io(String),
+    /// The HTTPS handshake failed: permanent until a certificate or setting changes.
+    #[error("{url}: TLS failed: {problem}")]
+    Tls { url: String, problem: priorfetch_tls::TlsProblem },
 }
 
 impl DicomWebError {
@@ -71,8 +74,8 @@ impl DicomWebError {
     }
 
     /// One line saying what to check.
-    pub fn hint(&self) -> &'static str {
-        match self {
+    pub fn hint(&self) -> String {
+        let text = match self {
             DicomWebError::Unreachable { .. } => "check base_url (scheme, host, port, path) and the firewall",
             DicomWebError::Timeout { .. } => {
                 "the archive is slow or the path drops packets; raise the timeout or check the network"
@@ -88,7 +91,9 @@ impl DicomWebError {
                 "the connection was cut mid-body; the missing instances are fetched again"
             }
             DicomWebError::Io(_) => "check the spool folder's space and permissions",
-        }
+            DicomWebError::Tls { problem, .. } => return problem.hint("this peer's tls"),
+        };
+        text.to_string()
     }
 }
 
@@ -236,6 +241,13 @@ impl DicomWebClient {
 
 pub(crate) fn transport(url: &str, e: reqwest::Error) -> DicomWebError {
     let url = redacted(url);
+    // the rustls error is not always reachable as a type through reqwest's wrapping;
+    // its text is
+    if let Some(problem) =
+        priorfetch_tls::diagnose(&e).or_else(|| priorfetch_tls::problem::diagnose_text(&root_cause(&e)))
+    {
+        return DicomWebError::Tls { url, problem };
+    }
     if e.is_timeout() {
         DicomWebError::Timeout { url, after: Duration::ZERO }
     } else if e.is_connect() {

@@ -108,7 +108,7 @@ async fn c_store_to_storescp_over_mutual_tls_and_the_failures_with_their_hints()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_certificate_and_a_wrong_name_are_named() {
+async fn an_expired_certificate_a_wrong_name_and_legacy_suites_are_named() {
     let pki = TestPki::new();
     let expired = pki.expired("expired");
     let scp = storescp_tls(&expired, &pki.ca, false);
@@ -127,6 +127,16 @@ async fn an_expired_certificate_and_a_wrong_name_are_named() {
     // the name the certificate carries, given as server_name, is accepted
     let named = client(&pki.ca, None, Some("archive.example.org"));
     priorfetch_dimse::echo(&to, &options(Some(named))).await.unwrap();
+
+    // an archive offering only TLS_RSA suites (DCMTK's retired AES profile, +pa)
+    let server = pki.issue("legacy", &["localhost", "127.0.0.1"]);
+    let (key, cert) = (server.key.to_str().unwrap(), server.cert.to_str().unwrap());
+    let legacy = Storescp::start_with("TLSDEST", &["--accept-all", "+tls", key, cert, "-pw", "+pa", "-ic"]);
+    let (problem, hint) = tls_problem(
+        priorfetch_dimse::echo(&peer("TLSDEST", legacy.port), &options(Some(client(&pki.ca, None, None)))).await,
+    );
+    assert_eq!(problem, TlsProblem::NoCommonCipher);
+    assert!(hint.contains("TLS_RSA"), "{hint}");
 }
 
 /// Orthanc with DICOM TLS and client certificates required: C-ECHO, C-FIND, C-GET, and a

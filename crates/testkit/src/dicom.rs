@@ -189,23 +189,30 @@ pub struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc knowing `our_ae` (find/move/get/store allowed) and `destinations`.
     pub fn start(ae: &str, our_ae: &str, destinations: &[Destination], limit_find_results: Option<u32>) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, destinations, limit_find_results, false, None, None)
+        Orthanc::start_with(ae, our_ae, destinations, limit_find_results, false, None, serde_json::json!({}))
     }
 
     /// With DICOM TLS on its DIMSE port (`DicomTlsEnabled`), and towards `destinations`
     /// (`UseDicomTls`): Orthanc presents `tls.cert` both ways and trusts `tls.ca`.
     pub fn start_tls(ae: &str, our_ae: &str, destinations: &[Destination], tls: &OrthancTls) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, destinations, None, false, None, Some(tls))
+        let extra = serde_json::json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": tls.cert.display().to_string(),
+            "DicomTlsPrivateKey": tls.key.display().to_string(),
+            "DicomTlsTrustedCertificates": tls.ca.display().to_string(),
+            "DicomTlsRemoteCertificateRequired": tls.require_client_cert,
+        });
+        Orthanc::start_with(ae, our_ae, destinations, None, false, None, extra)
     }
 
     /// With the DICOMweb plugin (Debian `orthanc-dicomweb`) at [`Orthanc::dicomweb_url`].
     pub fn start_dicomweb(ae: &str, our_ae: &str, limit_find_results: Option<u32>) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, &[], limit_find_results, true, None, None)
+        Orthanc::start_with(ae, our_ae, &[], limit_find_results, true, None, serde_json::json!({}))
     }
 
     /// With the DICOMweb plugin behind HTTP basic authentication for `user`.
     pub fn start_dicomweb_with_user(ae: &str, our_ae: &str, user: (&str, &str)) -> Orthanc {
-        Orthanc::start_with(ae, our_ae, &[], None, true, Some(user), None)
+        Orthanc::start_with(ae, our_ae, &[], None, true, Some(user), serde_json::json!({}))
     }
 
     /// The DICOMweb root, e.g. `http://127.0.0.1:8042/dicom-web`.
@@ -220,7 +227,7 @@ impl Orthanc {
         limit_find_results: Option<u32>,
         dicomweb: bool,
         user: Option<(&str, &str)>,
-        tls: Option<&OrthancTls>,
+        extra: serde_json::Value,
     ) -> Orthanc {
         let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
         require_binary(&bin);
@@ -235,7 +242,8 @@ impl Orthanc {
         for (i, d) in destinations.iter().enumerate() {
             modalities.insert(
                 format!("dest{i}"),
-                serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port, "UseDicomTls": tls.is_some() }),
+                serde_json::json!({ "AET": d.ae, "Host": "127.0.0.1", "Port": d.port,
+                    "UseDicomTls": extra.get("DicomTlsEnabled").is_some() }),
             );
         }
         let plugins: Vec<String> = if dicomweb {
@@ -263,12 +271,8 @@ impl Orthanc {
             "DicomScpTimeout": 30, "StableAge": 1
         });
         let mut config = config;
-        if let Some(tls) = tls {
-            config["DicomTlsEnabled"] = true.into();
-            config["DicomTlsCertificate"] = tls.cert.display().to_string().into();
-            config["DicomTlsPrivateKey"] = tls.key.display().to_string().into();
-            config["DicomTlsTrustedCertificates"] = tls.ca.display().to_string().into();
-            config["DicomTlsRemoteCertificateRequired"] = tls.require_client_cert.into();
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            config.extend(extra.clone());
         }
         let config_path = dir.path().join("orthanc.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -302,6 +306,34 @@ impl Orthanc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("orthanc.log")).unwrap_or_default()
+    }
+}
+
+/// HTTPS in front of a plain HTTP port: `socat` (OpenSSL) terminating TLS with `cert` and
+/// `key` and forwarding to 127.0.0.1:`upstream`. (Debian's Orthanc 1.10 with OpenSSL 3
+/// resets every HTTPS request after the handshake, so its `SslEnabled` cannot serve here.)
+pub struct TlsTerminator {
+    pub port: u16,
+    _guard: Guard,
+}
+
+impl TlsTerminator {
+    pub fn start(cert: &Path, key: &Path, upstream: u16) -> TlsTerminator {
+        let bin = require_binary("socat");
+        let port = free_port();
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            cert.display(),
+            key.display()
+        );
+        let mut child = Command::new(bin)
+            .args([listen, format!("TCP:127.0.0.1:{upstream}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start socat");
+        wait_port(port, &mut child, "socat");
+        TlsTerminator { port, _guard: Guard(child) }
     }
 }
 

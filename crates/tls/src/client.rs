@@ -51,10 +51,13 @@ fn build(settings: &TlsConfig, who: &str) -> Result<ClientConfig, TlsSetupError>
     match (&settings.cert, &settings.key) {
         (Some(cert), Some(key)) => {
             let chain = files::certificates(cert)?;
-            expiry::observe(who, "client", &chain);
-            builder
+            let leaf = chain.first().cloned();
+            let config = builder
                 .with_client_auth_cert(chain, files::private_key(key)?)
-                .map_err(|e| TlsSetupError::new(format!("key file {}", key.display()), e))
+                .map_err(|e| TlsSetupError::new(format!("key file {}", key.display()), e))?;
+            // only a configuration that will be used sets the metric
+            expiry::observe(who, "client", leaf.as_slice());
+            Ok(config)
         }
         _ => Ok(builder.with_no_client_auth()),
     }

@@ -54,7 +54,8 @@ impl TlsProblem {
             }
             TlsProblem::NoCommonCipher => format!(
                 "no TLS version or cipher suite in common: the peer may offer only TLS_RSA or 3DES suites, which \
-                 BCP 195 excludes; enable ECDHE with AES-GCM on the peer (or use {key}.profile = \"bcp195\")"
+                 BCP 195 excludes and priorfetch does not speak; enable ECDHE with AES-GCM on the peer (a BCP 195 \
+                 profile); {key}.profile = \"bcp195\" is the widest we offer"
             ),
             TlsProblem::Closed => format!(
                 "the peer closed the connection during the TLS handshake: it may not speak TLS on this port, or \

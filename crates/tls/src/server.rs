@@ -51,8 +51,11 @@ fn build(settings: &ServerTlsConfig, who: &str) -> Result<ServerConfig, TlsSetup
         None => builder.with_no_client_auth(),
     };
     let chain = files::certificates(&settings.cert)?;
-    expiry::observe(who, "server", &chain);
-    builder
+    let leaf = chain.first().cloned();
+    let config = builder
         .with_single_cert(chain, files::private_key(&settings.key)?)
-        .map_err(|e| TlsSetupError::new(format!("key file {}", settings.key.display()), e))
+        .map_err(|e| TlsSetupError::new(format!("key file {}", settings.key.display()), e))?;
+    // only a configuration that will be used sets the metric
+    expiry::observe(who, "server", leaf.as_slice());
+    Ok(config)
 }
