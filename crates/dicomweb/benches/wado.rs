@@ -11,11 +11,11 @@
 //! Run with `scripts/bench-wado`. Environment: `BENCH_INSTANCES` (default 320),
 //! `BENCH_ROWS` (default 512: 512 KiB per instance, so about 170 MB), `BENCH_ROUNDS` (5).
 
-use priorfetch_dicomweb::{Auth, ClientOptions, DicomWebClient, DirSink, Part10Sink, Target};
+use priorfetch_dicomweb::{Auth, ClientOptions, DicomWebClient, DirSink, Discard, Target};
 use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, get_contexts};
 use priorfetch_dimse::{AeTitle, Association, Peer, QueryModel, ScuOptions, identifier};
-use priorfetch_testkit::bench::{dir_bytes, env_or, median};
-use priorfetch_testkit::dicom::{Orthanc, StudySpec, store_files, write_study};
+use priorfetch_testkit::bench::{BenchStudy, bench_study, dir_bytes, env_or, median};
+use priorfetch_testkit::dicom::{Orthanc, store_files};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,18 +23,6 @@ use std::time::{Duration, Instant};
 fn clear(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let _ = std::fs::remove_file(e.path());
-    }
-}
-
-/// Counts instances and drops their bytes: the client's own speed, without the file system.
-struct Discard;
-
-impl Part10Sink for Discard {
-    fn begin(&mut self) -> std::io::Result<Box<dyn std::io::Write + Send>> {
-        Ok(Box::new(std::io::sink()))
-    }
-    fn finish(&mut self, _ok: bool) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -49,20 +37,9 @@ fn vm_hwm_mib() -> f64 {
 }
 
 fn main() {
-    let instances = env_or::<usize>("BENCH_INSTANCES", 320);
-    let rows = env_or::<usize>("BENCH_ROWS", 512) as u16;
     let rounds = env_or::<usize>("BENCH_ROUNDS", 5);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut spec = StudySpec::small("BENCHWADO", 901);
-    spec.series = 4;
-    spec.instances_per_series = instances.div_ceil(4);
-    spec.rows = rows;
-    spec.columns = rows;
-    write_study(data.path(), &spec);
-    let (n, bytes) = dir_bytes(data.path());
-    let mb = bytes as f64 / 1e6;
+    let BenchStudy { dir: data, spec, instances: n, mb } = bench_study("BENCHWADO", 901);
     let orthanc = Orthanc::start_dicomweb("ORTHANCWEB", "PRIORFETCH", None);
     let started = Instant::now();
     store_files(&orthanc.ae, orthanc.port, data.path());
@@ -82,18 +59,23 @@ fn main() {
     let (mut ours_net, mut curl_net) = (vec![], vec![]);
     let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/wado_reference.py");
     for round in 0..rounds {
-        let run_curl = |times: &mut Vec<f64>| {
-            clear(out.path());
-            let body = out.path().join("body.multipart");
+        // curl saving the body to `to` (one file, or /dev/null)
+        let curl_to = |to: &Path, times: &mut Vec<f64>| {
             let t = Instant::now();
             let status = Command::new("curl")
-                .args(["-sS", "--fail", "-o", body.to_str().unwrap(), "-H"])
+                .args(["-sS", "--fail", "-o"])
+                .arg(to)
+                .arg("-H")
                 .arg("Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*")
                 .arg(&url)
                 .status()
                 .expect("curl (apt-get install curl)");
             assert!(status.success(), "curl failed");
             times.push(t.elapsed().as_secs_f64());
+        };
+        let run_curl = |times: &mut Vec<f64>| {
+            clear(out.path());
+            curl_to(&out.path().join("body.multipart"), times);
         };
         let run_python = |times: &mut Vec<f64>| {
             clear(out.path());
@@ -107,17 +89,7 @@ fn main() {
             assert_eq!(dir_bytes(out.path()).0, n, "dicomweb-client files");
         };
         // network and parsing only: our parts discarded, curl's body to /dev/null
-        let run_curl_net = |times: &mut Vec<f64>| {
-            let t = Instant::now();
-            let status = Command::new("curl")
-                .args(["-sS", "--fail", "-o", "/dev/null", "-H"])
-                .arg("Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*")
-                .arg(&url)
-                .status()
-                .expect("curl (apt-get install curl)");
-            assert!(status.success(), "curl failed");
-            times.push(t.elapsed().as_secs_f64());
-        };
+        let run_curl_net = |times: &mut Vec<f64>| curl_to(Path::new("/dev/null"), times);
         let run_ours_net = |times: &mut Vec<f64>| {
             let (c, t2) = (client.clone(), target.clone());
             let t = Instant::now();

@@ -16,4 +16,4 @@ pub mod wado;
 pub use client::{Auth, ClientOptions, DicomWebClient, DicomWebError};
 pub use qido::{Found, Level, Page, Query};
 pub use stow::{Outgoing, Stored};
-pub use wado::{DirSink, Part10Sink, Retrieved, Target, sop_instance_uid};
+pub use wado::{DirSink, Discard, Part10Sink, Retrieved, Target, sop_instance_uid};

@@ -25,6 +25,19 @@ pub trait Part10Sink: Send {
     fn finish(&mut self, ok: bool) -> std::io::Result<()>;
 }
 
+/// Counts nothing and keeps nothing: a retrieve that only checks what arrives (`doctor`,
+/// the benchmark's network-only runs).
+pub struct Discard;
+
+impl Part10Sink for Discard {
+    fn begin(&mut self) -> std::io::Result<Box<dyn Write + Send>> {
+        Ok(Box::new(std::io::sink()))
+    }
+    fn finish(&mut self, _ok: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What to bring: the study, one series, or named instances.
 #[derive(Debug, Clone)]
 pub enum Target {

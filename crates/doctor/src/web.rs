@@ -7,7 +7,7 @@ use crate::finding::{Check, Finding, Report};
 use crate::target::DoctorContext;
 use dicom_dictionary_std::tags;
 use priorfetch_config::ArchiveConfig;
-use priorfetch_dicomweb::{ClientOptions, DicomWebClient, DicomWebError, Level, Part10Sink, Query, Target};
+use priorfetch_dicomweb::{ClientOptions, DicomWebClient, DicomWebError, Discard, Level, Query, Target};
 
 pub async fn diagnose(archive: &ArchiveConfig, index: usize, ctx: &DoctorContext) -> Vec<Finding> {
     let key = format!("archives[{index}]");
@@ -141,16 +141,5 @@ async fn wado_probe(client: &DicomWebClient, sample: &[dicom_object::InMemDicomO
             "check the archive's WADO-RS configuration",
         ),
         Err(e) => report.fail(Check::Get, format!("WADO-RS: {e}"), e.hint()),
-    }
-}
-
-struct Discard;
-
-impl Part10Sink for Discard {
-    fn begin(&mut self) -> std::io::Result<Box<dyn std::io::Write + Send>> {
-        Ok(Box::new(std::io::sink()))
-    }
-    fn finish(&mut self, _ok: bool) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -26,3 +26,27 @@ pub fn dir_bytes(dir: &Path) -> (usize, u64) {
     }
     (n, bytes)
 }
+
+/// The benchmarks' study, written to a temp folder: one patient, 4 series, `BENCH_INSTANCES`
+/// instances (320) of `BENCH_ROWS`² pixels (512: about 170 MB in all). Returns the folder,
+/// the spec, the instance count and the size in MB.
+pub struct BenchStudy {
+    pub dir: tempfile::TempDir,
+    pub spec: crate::dicom::StudySpec,
+    pub instances: usize,
+    pub mb: f64,
+}
+
+pub fn bench_study(patient: &str, number: u32) -> BenchStudy {
+    let instances = env_or::<usize>("BENCH_INSTANCES", 320);
+    let rows = env_or::<usize>("BENCH_ROWS", 512) as u16;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = crate::dicom::StudySpec::small(patient, number);
+    spec.series = 4;
+    spec.instances_per_series = instances.div_ceil(4);
+    spec.rows = rows;
+    spec.columns = rows;
+    crate::dicom::write_study(dir.path(), &spec);
+    let (instances, bytes) = dir_bytes(dir.path());
+    BenchStudy { dir, spec, instances, mb: bytes as f64 / 1e6 }
+}
