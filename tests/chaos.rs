@@ -228,7 +228,15 @@ impl Stack {
                 panic!("{}: exams not finished within {SCENARIO_LIMIT:?}: {last:?}\n{}", self.name, self.logs())
             }
         };
-        assert_eq!(done.exams_in("complete"), n, "{}: every exam complete: {:?}", self.name, done.exams);
+        if done.exams_in("complete") != n {
+            let unfinished: Vec<_> = done.jobs.iter().filter(|j| j.state != "completed").collect();
+            panic!(
+                "{}: every exam complete: {:?}; jobs not completed: {unfinished:?}\n{}",
+                self.name,
+                done.exams,
+                self.logs()
+            );
+        }
         let mut jobs: Vec<(String, String)> =
             done.jobs.iter().map(|j| (j.patient_id.clone(), j.study_instance_uid.clone())).collect();
         jobs.sort();

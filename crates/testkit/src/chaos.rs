@@ -101,6 +101,8 @@ pub struct JobRow {
     pub state: String,
     pub attempt: i64,
     pub completed: i64,
+    /// Why the last attempt failed, if it did (printed when a scenario fails).
+    pub last_error: Option<String>,
 }
 
 /// The job and exam tables at one moment.
@@ -202,7 +204,8 @@ impl Probe {
             Duration::from_secs(3),
             query(
                 "SELECT j.id::bigint AS id, e.patient_id::text AS patient_id, j.study_instance_uid::text AS study, \
-                 j.state::text AS state, j.attempt::bigint AS attempt, j.completed::bigint AS completed \
+                 j.state::text AS state, j.attempt::bigint AS attempt, j.completed::bigint AS completed, \
+                 j.last_error::text AS last_error \
                  FROM retrieve_jobs j JOIN exams e ON e.id = j.exam_id ORDER BY j.id",
             ),
         )
@@ -226,6 +229,7 @@ impl Probe {
                     state: r.try_get("", "state").ok()?,
                     attempt: r.try_get("", "attempt").ok()?,
                     completed: r.try_get("", "completed").ok()?,
+                    last_error: r.try_get("", "last_error").ok()?,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
