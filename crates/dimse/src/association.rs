@@ -326,6 +326,18 @@ fn map_establish_error(e: dicom_ul::association::Error, peer: &Peer, options: &S
         return DimseError::Tls { peer: peer.to_string(), problem };
     }
     match e {
+        // dicom-ul (with TLS support built in) answers TlsNotSupported to ANY failure to
+        // read the A-ASSOCIATE answer on a plain connection, a peer restarting included:
+        // that stays retryable, with the TLS possibility in the hint.
+        E::TlsNotSupported if options.tls.is_none() => DimseError::Other {
+            message: format!("association with {peer}: the connection ended during the negotiation"),
+            hint: format!(
+                "{peer} closed the connection (or answered with something that is not DICOM) before accepting: \
+                 it may be restarting; if this port expects DICOM TLS, set this peer's tls"
+            ),
+            retryable: true,
+            wait: None,
+        },
         E::TlsHandshake { .. } | E::TlsNotSupported => {
             let problem = match &options.tls {
                 Some(tls) if !tls.sends_client_cert => priorfetch_tls::TlsProblem::ClosedWithoutClientCert,

@@ -102,9 +102,29 @@ async fn c_store_to_storescp_over_mutual_tls_and_the_failures_with_their_hints()
     assert_eq!(problem, TlsProblem::UnknownCa);
     assert!(hint.contains("tls.ca"), "{hint}");
 
-    // plain TCP to a TLS port is not a silent hang
-    let plain = priorfetch_dimse::echo(&to, &options(None)).await;
-    assert!(plain.is_err(), "plain association to a TLS port must fail");
+    // plain TCP to a TLS port: an error that suggests TLS, still retryable (the same
+    // symptom is a peer restarting mid-negotiation)
+    let plain = priorfetch_dimse::echo(&to, &options(None)).await.unwrap_err();
+    assert!(plain.is_retryable(), "{plain}");
+    assert!(plain.hint().contains("DICOM TLS"), "{}", plain.hint());
+}
+
+/// A peer that closes the connection before answering the A-ASSOCIATE-RQ (an archive
+/// restarting) is a retryable failure, not a TLS one: dicom-ul built with TLS support
+/// reports it as "TLS not supported" (seen as a job failed for good in the chaos suite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_closing_during_negotiation_is_retryable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            drop(socket);
+        }
+    });
+    let error = priorfetch_dimse::echo(&peer("RESTARTING", port), &options(None)).await.unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(!matches!(error, DimseError::Tls { .. }), "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
