@@ -12,8 +12,7 @@
 //! `BENCH_ROWS` (default 512: 512 KiB per instance, so about 170 MB), `BENCH_ROUNDS` (5).
 
 use priorfetch_dicomweb::{Auth, ClientOptions, DicomWebClient, DirSink, Discard, Target};
-use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, get_contexts};
-use priorfetch_dimse::{AeTitle, Association, Peer, QueryModel, ScuOptions, identifier};
+use priorfetch_dimse::{AeTitle, Peer, ScuOptions};
 use priorfetch_testkit::bench::{BenchStudy, bench_study, dir_bytes, env_or, median};
 use priorfetch_testkit::dicom::{Orthanc, store_files};
 use std::path::Path;
@@ -138,19 +137,9 @@ fn main() {
             (peer.clone(), options.clone(), out.path().to_path_buf(), spec.study_uid.clone());
         runtime
             .block_on(async move {
-                tokio::spawn(async move {
-                    let contexts = get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES);
-                    let mut assoc = Association::connect(&peer2, &options2, &contexts).await?;
-                    let mut sink = priorfetch_dimse::DirSink::new(&dir)
-                        .map_err(|e| priorfetch_dimse::DimseError::Io(e.to_string()))?;
-                    let query =
-                        identifier("STUDY", &[(dicom_core::Tag(0x0020, 0x000D), dicom_core::VR::UI, uid.as_str())]);
-                    let outcome = assoc.retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |_| {}, None).await;
-                    assoc.release().await;
-                    outcome
-                })
-                .await
-                .expect("task")
+                tokio::spawn(async move { priorfetch_dimse::get::get_study_into(&peer2, &options2, &uid, &dir).await })
+                    .await
+                    .expect("task")
             })
             .expect("our C-GET");
         cget.push(t.elapsed().as_secs_f64());

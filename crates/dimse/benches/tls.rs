@@ -7,9 +7,7 @@
 //! Run with `scripts/bench-retrieve` (after the plain retrieve benchmark). Environment:
 //! `BENCH_INSTANCES` (default 320), `BENCH_ROWS` (512: about 170 MB), `BENCH_ROUNDS` (5).
 
-use dicom_core::{Tag, VR};
-use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, DirSink, get_contexts};
-use priorfetch_dimse::{AeTitle, Association, Peer, QueryModel, ScuOptions, identifier};
+use priorfetch_dimse::{AeTitle, Peer, ScuOptions};
 use priorfetch_testkit::bench::{BenchStudy, bench_study, dir_bytes, env_or, median};
 use priorfetch_testkit::dicom::{Orthanc, OrthancTls, store_files, store_files_with};
 use priorfetch_testkit::tls::TestPki;
@@ -79,17 +77,9 @@ fn main() {
         let t = Instant::now();
         runtime
             .block_on(async move {
-                tokio::spawn(async move {
-                    let contexts = get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES);
-                    let mut assoc = Association::connect(&peer, &options, &contexts).await?;
-                    let mut sink = DirSink::new(&dir).map_err(|e| priorfetch_dimse::DimseError::Io(e.to_string()))?;
-                    let query = identifier("STUDY", &[(Tag(0x0020, 0x000D), VR::UI, uid.as_str())]);
-                    let outcome = assoc.retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |_| {}, None).await;
-                    assoc.release().await;
-                    outcome
-                })
-                .await
-                .expect("task")
+                tokio::spawn(async move { priorfetch_dimse::get::get_study_into(&peer, &options, &uid, &dir).await })
+                    .await
+                    .expect("task")
             })
             .expect("our C-GET");
         times.push(t.elapsed().as_secs_f64());

@@ -50,6 +50,24 @@ pub fn get_contexts(model: QueryModel, storage_classes: &[&str]) -> Vec<ContextR
     contexts
 }
 
+/// A whole study by C-GET (Study Root) into `dir` on one association, released after:
+/// what the benchmarks time.
+pub async fn get_study_into(
+    peer: &crate::peer::Peer,
+    options: &crate::association::ScuOptions,
+    study_uid: &str,
+    dir: &Path,
+) -> Result<RetrieveOutcome, DimseError> {
+    let contexts = get_contexts(QueryModel::StudyRoot, COMMON_STORAGE_CLASSES);
+    let mut assoc = Association::connect(peer, options, &contexts).await?;
+    let mut sink = DirSink::new(dir).map_err(|e| DimseError::Io(format!("{}: {e}", dir.display())))?;
+    let tag = dicom_core::Tag(0x0020, 0x000D);
+    let query = crate::scu::identifier("STUDY", &[(tag, dicom_core::VR::UI, study_uid)]);
+    let outcome = assoc.retrieve_get(QueryModel::StudyRoot, &query, &mut sink, |_| {}, None).await;
+    assoc.release().await;
+    outcome
+}
+
 /// Where received instances go.
 pub trait StoreSink {
     /// Awaited before each instance is taken: a sink with no room left pauses here, and
