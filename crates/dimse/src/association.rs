@@ -101,27 +101,26 @@ impl Association {
         }
         let address = peer.address();
         let budget = options.connect_timeout + options.association_timeout;
-        let too_slow =
-            |_| DimseError::Timeout { peer: peer.to_string(), what: "the association answer", after: budget };
-        let inner = match &options.tls {
-            None => {
-                let result =
-                    tokio::time::timeout(budget, request.establish_async(address.clone())).await.map_err(too_slow)?;
-                let mut inner = result.map_err(|e| map_establish_error(e, peer, options))?;
-                // Nagle would hold back small command PDUs for 40 ms each.
-                let _ = inner.inner_stream().set_nodelay(true);
-                ClientLink::Plain(inner)
-            }
-            Some(tls) => {
-                let request = request.tls_config(tls.config()).server_name(&tls.server_name);
-                let result = tokio::time::timeout(budget, request.establish_tls_async(address.clone()))
-                    .await
-                    .map_err(too_slow)?;
-                let mut inner = result.map_err(|e| map_establish_error(e, peer, options))?;
-                let _ = inner.inner_stream().get_ref().0.set_nodelay(true);
-                ClientLink::Tls(inner)
+        let establish = async {
+            match &options.tls {
+                None => request.establish_async(address).await.map(|mut a| {
+                    // Nagle would hold back small command PDUs for 40 ms each.
+                    let _ = a.inner_stream().set_nodelay(true);
+                    ClientLink::Plain(a)
+                }),
+                Some(tls) => {
+                    let request = request.tls_config(tls.config()).server_name(&tls.server_name);
+                    request.establish_tls_async(address).await.map(|mut a| {
+                        let _ = a.inner_stream().get_ref().0.set_nodelay(true);
+                        ClientLink::Tls(a)
+                    })
+                }
             }
         };
+        let inner = tokio::time::timeout(budget, establish)
+            .await
+            .map_err(|_| DimseError::Timeout { peer: peer.to_string(), what: "the association answer", after: budget })?
+            .map_err(|e| map_establish_error(e, peer, options))?;
         Ok(Association::from_established(inner, peer.clone(), options.clone()))
     }
 }

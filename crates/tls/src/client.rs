@@ -63,12 +63,24 @@ fn build(settings: &TlsConfig, who: &str) -> Result<ClientConfig, TlsSetupError>
     }
 }
 
-/// The TLS of `archives[i]`, if it has a `tls` block (DIMSE archives).
+/// The TLS of `archives[i]`, if it has a `tls` block (DIMSE archives). An error names the
+/// archive's block.
 pub fn for_archive(archive: &priorfetch_config::ArchiveConfig) -> Result<Option<ClientTls>, TlsSetupError> {
-    archive.tls.as_ref().map(|t| ClientTls::load(t, &format!("archive:{}", archive.name), &archive.host)).transpose()
+    let key = || format!("archive '{}': tls", archive.name);
+    archive
+        .tls
+        .as_ref()
+        .map(|t| ClientTls::load(t, &format!("archive:{}", archive.name), &archive.host))
+        .transpose()
+        .map_err(|e| TlsSetupError::new(format!("{}: {}", key(), e.what), e.reason))
 }
 
-/// The TLS of the destination, if it has a `tls` block.
+/// The TLS of the destination, if it has a `tls` block. An error names `destination.tls`.
 pub fn for_destination(destination: &priorfetch_config::DestinationConfig) -> Result<Option<ClientTls>, TlsSetupError> {
-    destination.tls.as_ref().map(|t| ClientTls::load(t, "destination", &destination.host)).transpose()
+    destination
+        .tls
+        .as_ref()
+        .map(|t| ClientTls::load(t, "destination", &destination.host))
+        .transpose()
+        .map_err(|e| TlsSetupError::new(format!("destination.tls: {}", e.what), e.reason))
 }

@@ -31,10 +31,7 @@ impl Peers {
             .archives
             .iter()
             .filter(|a| a.protocol == Protocol::Dimse)
-            .map(|a| {
-                let loaded = priorfetch_tls::for_archive(a).map_err(|e| format!("archives '{}'.tls: {e}", a.name));
-                (a.name.clone(), loaded)
-            })
+            .map(|a| (a.name.clone(), priorfetch_tls::for_archive(a).map_err(|e| e.to_string())))
             .collect();
         let web = config
             .archives
@@ -54,7 +51,7 @@ impl Peers {
                 }
                 (Err(e), _, _) => Err(e),
                 (_, Err(e), _) => Err(e.clone()),
-                (_, _, Err(e)) => Err(format!("destination.tls: {e}")),
+                (_, _, Err(e)) => Err(e.to_string()),
             },
             Protocol::Dicomweb => {
                 let options = ClientOptions { read_timeout: config.mover.dimse_timeout, ..Default::default() };

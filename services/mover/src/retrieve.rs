@@ -402,6 +402,8 @@ async fn verify(ctx: &Ctx, job: &Job) -> Option<(u32, u32)> {
 
 /// The named instances an earlier attempt did not leave complete in the spool.
 fn still_to_fetch(pending: Option<&[String]>, spool: &priorfetch_relay::JobSpool) -> Option<Vec<String>> {
+    // a whole-study attempt (no names) needs no look at the spool
+    let uids = pending?;
     let spooled = spool.spooled_instances();
-    pending.map(|uids| uids.iter().filter(|u| !spooled.contains(*u)).cloned().collect())
+    Some(uids.iter().filter(|u| !spooled.contains(*u)).cloned().collect())
 }

@@ -146,8 +146,7 @@ impl Planner {
             .map(|a| {
                 let finder = match a.protocol {
                     Protocol::Dimse => a.peer().and_then(|peer| {
-                        let tls =
-                            priorfetch_tls::for_archive(a).map_err(|e| format!("archives '{}'.tls: {e}", a.name))?;
+                        let tls = priorfetch_tls::for_archive(a).map_err(|e| e.to_string())?;
                         let scu = ScuOptions { tls, ..scu.clone() };
                         Ok(Finder::Dimse(Pool::new(&a.name, peer, scu, a.max_associations, idle, reuse)))
                     }),
@@ -160,15 +159,17 @@ impl Planner {
         let d = &config.destination;
         let destination = if d.check_existing {
             match d.protocol {
-                Protocol::Dimse => {
-                    let tls = priorfetch_tls::for_destination(d)
-                        .map_err(|e| tracing::error!(error = %e, "destination.tls cannot be used"))
-                        .ok()
-                        .flatten();
-                    d.peer().ok().map(|peer| {
+                // A TLS block that cannot be used disables the check rather than falling
+                // back to plain TCP (which would send the query in clear).
+                Protocol::Dimse => match priorfetch_tls::for_destination(d) {
+                    Ok(tls) => d.peer().ok().map(|peer| {
                         Finder::Dimse(Pool::new("destination", peer, ScuOptions { tls, ..scu.clone() }, 2, idle, reuse))
-                    })
-                }
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "destination check disabled: its TLS settings cannot be used");
+                        None
+                    }
+                },
                 Protocol::Dicomweb => {
                     let options = priorfetch_dicomweb::ClientOptions {
                         read_timeout: config.planner.cfind_timeout,

@@ -162,7 +162,7 @@ pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
         return Err(usage(format!("--level {}: must be patient, study, series or image", args.level)));
     }
     let keys: Vec<(Tag, VR, String, String)> = args.keys.iter().map(|k| parse_key(k)).collect::<Result<_, _>>()?;
-    if let Some(client) = super::web::client_for(&config, &args.archive)? {
+    if let Some(client) = super::web::client_for(&config, &args.archive, &args.tls)? {
         let keys: Vec<_> = keys.into_iter().map(|(t, _, v, name)| (t, v, name)).collect();
         return super::web::find(&client, &level, &keys, args.json).await;
     }
@@ -206,7 +206,7 @@ pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
 pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
     // A DICOMweb archive or URL: WADO-RS into --out.
-    if let Some(client) = super::web::client_for(&config, &args.archive)? {
+    if let Some(client) = super::web::client_for(&config, &args.archive, &args.tls)? {
         let out = args.out.clone().unwrap_or_else(|| std::path::PathBuf::from("retrieved").join(&args.study));
         return super::web::retrieve(&client, &args.study, &out, args.json).await;
     }

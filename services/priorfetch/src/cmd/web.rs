@@ -9,14 +9,21 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 /// The DICOMweb client ARCHIVE names, if it names one: an `http(s)://` URL, or a configured
-/// archive with `protocol = "dicomweb"`.
-pub fn client_for(config: &Config, archive: &str) -> Result<Option<DicomWebClient>, Failure> {
-    let options = ClientOptions::default();
+/// archive with `protocol = "dicomweb"`. The `--tls*` flags go over its `tls` block (HTTPS).
+pub fn client_for(
+    config: &Config,
+    archive: &str,
+    tls: &super::tls::ClientTlsArgs,
+) -> Result<Option<DicomWebClient>, Failure> {
     let client = if archive.starts_with("http://") || archive.starts_with("https://") {
+        let options = ClientOptions { tls: tls.settings(None), ..Default::default() };
         DicomWebClient::new(archive, Auth::None, &options)
     } else {
         match config.archive(archive) {
-            Some(a) if a.protocol == Protocol::Dicomweb => DicomWebClient::for_archive(a, &options),
+            Some(a) if a.protocol == Protocol::Dicomweb => {
+                let a = priorfetch_config::ArchiveConfig { tls: tls.settings(a.tls.as_ref()), ..a.clone() };
+                DicomWebClient::for_archive(&a, &ClientOptions::default())
+            }
             _ => return Ok(None),
         }
     };
