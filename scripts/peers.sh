@@ -99,6 +99,8 @@ ensure_kafka() {
     rm -rf "$PEERS_CACHE/tansu-build"
   fi
   export PRIORFETCH_TEST_KAFKA="${PRIORFETCH_TEST_KAFKA:-127.0.0.1:9092}"
+  # tests that need a broker of their own (Kafka over TLS) start another tansu
+  export PRIORFETCH_TANSU_BIN="$bin"
   if ! wait_port 127.0.0.1 9092 2; then
     log "starting tansu on 127.0.0.1:9092"
     nohup "$bin" broker --listener-url tcp://127.0.0.1:9092 \
@@ -123,8 +125,24 @@ ensure_dicom_tools() {
   log "dcmtk $(storescp --version 2>/dev/null | sed -n 's/.* v\([0-9.]*\) .*/\1/p' | head -1) and orthanc present"
 }
 
+ensure_hl7_clients() {
+  # python-hl7 (MLLPClient, mllp_send) and hl7apy: third-party HL7 clients that the MLLP
+  # tests send with and parse our ACKs with.
+  if python3 -c 'import hl7, hl7apy' 2>/dev/null && command -v mllp_send >/dev/null; then
+    return 0
+  fi
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  log "pip install hl7 hl7apy"
+  python3 -m pip install -q hl7 hl7apy 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages hl7 hl7apy
+  command -v mllp_send >/dev/null || export PATH="$PATH:$(python3 -m site --user-base)/bin:/usr/local/bin"
+  python3 -c 'import hl7, hl7apy' && command -v mllp_send >/dev/null ||
+    { log "hl7/hl7apy not usable after pip install"; return 1; }
+}
+
 ensure_all_peers() {
   ensure_build_tools
+  ensure_hl7_clients
   ensure_postgres
   ensure_rabbitmq
   ensure_dicom_tools

@@ -11,6 +11,7 @@
 
 mod admin;
 mod duration;
+mod intake;
 mod model;
 mod secret;
 mod tls;

@@ -1,6 +1,7 @@
 //! The settings types. Field names are the contract of docs/architecture.md; every
 //! struct rejects unknown keys so a typo is an error, not a silent default.
 
+pub use crate::intake::{IntakeSources, MllpConfig, ProcedureMapping, WorklistConfig};
 use crate::secret::Secret;
 pub use crate::tls::{ServerTlsConfig, TlsConfig, TlsProfile};
 pub use priorfetch_domain::{AeTitle, Peer, PriorSelection, RetrieveMethod, RuleConfig, RuleMatch};
@@ -19,6 +20,9 @@ pub struct Config {
     pub prefetch: PrefetchConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Procedure codes that fill a missing modality or body part.
+    #[serde(default)]
+    pub procedure_map: Vec<ProcedureMapping>,
     pub retry: RetryConfig,
     pub mover: MoverConfig,
     pub queue: QueueConfig,
@@ -61,12 +65,27 @@ pub enum IntakeSource {
     Http,
     Rabbitmq,
     Kafka,
+    Mllp,
+    Worklist,
+}
+
+impl IntakeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeSource::Http => "http",
+            IntakeSource::Rabbitmq => "rabbitmq",
+            IntakeSource::Kafka => "kafka",
+            IntakeSource::Mllp => "mllp",
+            IntakeSource::Worklist => "worklist",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntakeConfig {
-    pub source: IntakeSource,
+    /// One source or a list of sources run at once.
+    pub source: IntakeSources,
     pub rabbitmq: RabbitmqConfig,
     pub kafka: KafkaConfig,
     /// Site-specific HL7 v2 field positions (defaults fit common RIS styles).
@@ -78,6 +97,12 @@ pub struct IntakeConfig {
     /// `POST /api/events`: body size and rate limits.
     #[serde(default)]
     pub http: HttpIntakeConfig,
+    /// The HL7 MLLP listener (source `mllp`).
+    #[serde(default)]
+    pub mllp: MllpConfig,
+    /// Modality Worklist polling (source `worklist`).
+    #[serde(default)]
+    pub worklist: WorklistConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +144,11 @@ pub struct RabbitmqConfig {
     pub dead_letter_queue: String,
     /// Unacknowledged deliveries in flight; bounds memory and the commit batch.
     pub prefetch: u16,
+    /// For `amqps://` URLs: `ca` (the CAs that sign the broker's certificate, in addition
+    /// to the system's) and `cert`/`key` (a client certificate, for brokers that want one).
+    /// The URL's host is the name verified; `server_name` and `profile` do not apply.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +161,49 @@ pub struct KafkaConfig {
     /// SASL password, when the cluster wants one.
     #[serde(default)]
     pub password: Secret,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
+    #[serde(default)]
+    pub security_protocol: KafkaSecurity,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; required with `sasl_*`.
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name; required with `sasl_*`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// With `ssl`/`sasl_ssl`: `ca` (the CAs that sign the brokers' certificates; default the
+    /// system's) and `cert`/`key` (a client certificate). Broker host names are verified.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSecurity {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaSecurity {
+    /// librdkafka's `security.protocol` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaSecurity::Plaintext => "plaintext",
+            KafkaSecurity::Ssl => "ssl",
+            KafkaSecurity::SaslPlaintext => "sasl_plaintext",
+            KafkaSecurity::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, KafkaSecurity::Ssl | KafkaSecurity::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, KafkaSecurity::SaslPlaintext | KafkaSecurity::SaslSsl)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +255,11 @@ pub struct ArchiveConfig {
     /// patient-ID domains); off by default because many archives match it literally.
     #[serde(default)]
     pub query_issuer: bool,
+    /// The assigning authority this archive files patients under: the planner queries it
+    /// with the exam's identifier of that issuer, and skips it (saying so in the plan)
+    /// when the exam has none. Unset: the exam's preferred (first) identifier.
+    #[serde(default)]
+    pub patient_id_issuer: Option<String>,
     /// DICOM TLS to the archive (DIMSE), or the CA and client certificate for HTTPS
     /// (DICOMweb).
     #[serde(default)]

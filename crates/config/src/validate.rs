@@ -32,6 +32,9 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     if config.intake.http.max_body < 1024 {
         issue("intake.http.max_body".into(), "must be at least 1024 bytes");
     }
+    for (key, message) in crate::intake::check(config) {
+        issue(key, &message);
+    }
     if config.intake.rabbitmq.prefetch == 0 {
         issue("intake.rabbitmq.prefetch".into(), "must be at least 1");
     }

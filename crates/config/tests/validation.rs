@@ -1,6 +1,6 @@
 //! Every validation rule names its key; nothing panics on bad input.
 
-use priorfetch_config::{Config, Sources};
+use priorfetch_config::{Config, IntakeSource, Sources};
 
 fn load(overlay: &str) -> Result<Config, Vec<String>> {
     Config::load(Sources { overlay: Some(overlay), ..Default::default() })
@@ -208,4 +208,46 @@ fn a_dicomweb_destination_needs_a_url_and_archives_that_can_reach_it() {
         load("[destination]\nprotocol = \"dicomweb\"\nbase_url = \"http://reading:8042/dicom-web\"\nae_title = \"\"\n")
             .expect("no AE title, host or port needed");
     assert_eq!(ok.destination.name(), "http://reading:8042/dicom-web", "job rows name it by its URL");
+}
+
+#[test]
+fn several_sources_run_at_once_and_their_sections_are_checked() {
+    let config = load("[intake]\nsource = ['rabbitmq', 'mllp']\n").unwrap();
+    assert!(config.intake.source.contains(IntakeSource::Mllp) && config.intake.source.contains(IntakeSource::Rabbitmq));
+    assert_eq!(config.intake.mllp.listen, "0.0.0.0:2575");
+    let single = load("[intake]\nsource = 'kafka'\n").unwrap();
+    assert_eq!(single.intake.source.0, vec![IntakeSource::Kafka]);
+    assert!(single.to_redacted_toml().contains("source = \"kafka\""), "one source prints as before");
+
+    let issues = load("[intake]\nsource = ['mllp', 'mllp']\n[intake.mllp]\nlisten = 'anywhere'\nmax_message = 10\n")
+        .unwrap_err();
+    assert!(issues.contains(&"intake.source: mllp is listed twice".to_string()), "{issues:?}");
+    assert!(issues.iter().any(|i| i.starts_with("intake.mllp.listen:")), "{issues:?}");
+    assert!(issues.contains(&"intake.mllp.max_message: must be at least 1024 bytes".to_string()), "{issues:?}");
+
+    // The worklist is checked only when it is a source.
+    assert!(load("[intake.worklist]\nschedule = 'often'\n").is_ok());
+    let issues = load("[intake]\nsource = 'worklist'\n[intake.worklist]\nschedule = 'often'\n").unwrap_err();
+    for key in ["intake.worklist.ae_title", "intake.worklist.host", "intake.worklist.port", "intake.worklist.schedule"]
+    {
+        assert!(issues.iter().any(|i| i.starts_with(key)), "{key}: {issues:?}");
+    }
+    let issues = load("[[procedure_map]]\ncodes = ['CTCHEST']\n").unwrap_err();
+    assert_eq!(issues, vec!["procedure_map[0]: set modality, body_part or both"]);
+}
+
+#[test]
+fn broker_tls_and_sasl_settings_are_checked() {
+    let ok = load(
+        "[intake.kafka]\nsecurity_protocol = 'sasl_ssl'\nsasl_mechanism = 'SCRAM-SHA-512'\nusername = 'pf'\n\
+         tls = { ca = '/etc/pf/ca.pem' }\n[intake.rabbitmq]\nurl = 'amqps://mq:5671/%2f'\ntls = { ca = '/etc/pf/ca.pem' }\n",
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    let issues = load("[intake.kafka]\nsecurity_protocol = 'sasl_plaintext'\ntls = { ca = 'ca.pem' }\n").unwrap_err();
+    for key in ["intake.kafka.sasl_mechanism", "intake.kafka.username", "intake.kafka.tls"] {
+        assert!(issues.iter().any(|i| i.starts_with(key)), "{key}: {issues:?}");
+    }
+    let issues = load("[intake.rabbitmq]\ntls = { cert = 'c.pem' }\n").unwrap_err();
+    assert!(issues.iter().any(|i| i.starts_with("intake.rabbitmq.tls.cert")), "{issues:?}");
+    assert!(issues.iter().any(|i| i.contains("not amqps://")), "{issues:?}");
 }

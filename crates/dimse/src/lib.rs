@@ -17,6 +17,7 @@
 //! - `storage_classes.rs`: every standard storage SOP class (what the SCP accepts).
 //! - `dataset_guard.rs`: a linear check that a received data set's lengths fit, before
 //!   dicom-object parses it (garbage lengths otherwise make it allocate or spin).
+//! - `worklist.rs`: Modality Worklist C-FIND (the identifier, one association per poll).
 //! - `error.rs`: typed failures, retryable or permanent, each with a hint that says the fix.
 //!
 //! Nothing read from the network can panic this crate: malformed input is an error.
@@ -32,6 +33,7 @@ pub mod scp;
 pub mod scu;
 pub mod storage_classes;
 pub mod store_scu;
+pub mod worklist;
 
 pub use association::{Association, ContextRequest, ScuOptions};
 pub use error::DimseError;

@@ -213,10 +213,22 @@ impl Association {
         model: QueryModel,
         query: &InMemDicomObject,
         cancel_after: Option<usize>,
+        cancel: Option<watch::Receiver<bool>>,
+        on_match: impl FnMut(InMemDicomObject) -> ControlFlow<()>,
+    ) -> Result<FindOutcome, DimseError> {
+        self.find_in(model.find_uid(), query, cancel_after, cancel, on_match).await
+    }
+
+    /// C-FIND in the information model whose FIND SOP class is `sop`: a Q/R model, or
+    /// Modality Worklist (`worklist.rs`), which has no MOVE or GET class to pair with.
+    pub(crate) async fn find_in(
+        &mut self,
+        sop: &str,
+        query: &InMemDicomObject,
+        cancel_after: Option<usize>,
         mut cancel: Option<watch::Receiver<bool>>,
         mut on_match: impl FnMut(InMemDicomObject) -> ControlFlow<()>,
     ) -> Result<FindOutcome, DimseError> {
-        let sop = model.find_uid();
         let (pc, ts) = self.context_for(sop).ok_or_else(|| DimseError::NoContext {
             peer: self.peer.to_string(),
             what: "C-FIND in this information model".into(),

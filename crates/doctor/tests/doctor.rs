@@ -24,6 +24,7 @@ fn archive(name: &str, ae: &str, port: u16, move_destination: Option<&str>) -> A
         max_matches: None,
         retrieve_windows: vec![],
         query_issuer: false,
+        patient_id_issuer: None,
         tls: None,
     }
 }

@@ -24,6 +24,7 @@ fn archive(port: u16, retrieve: RetrieveMethod, move_destination: Option<&str>) 
         max_matches: None,
         retrieve_windows: vec![],
         query_issuer: false,
+        patient_id_issuer: None,
         tls: None,
     }
 }

@@ -42,11 +42,64 @@ impl ExamPriority {
     }
 }
 
+/// One identifier of the patient and the authority that assigned it: HL7 PID-3 (CX.1 and
+/// CX.4.1), DICOM PatientID and IssuerOfPatientID. A patient known to several archives may
+/// be filed under a different one in each. PHI: `Debug` shows only the issuer.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PatientIdentifier {
+    pub id: String,
+    /// The assigning authority (namespace id); `None` when the sender gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+impl std::fmt::Debug for PatientIdentifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatientIdentifier").field("id", &"[redacted]").field("issuer", &self.issuer).finish()
+    }
+}
+
+impl PatientIdentifier {
+    pub fn new(id: impl Into<String>, issuer: Option<String>) -> PatientIdentifier {
+        PatientIdentifier { id: id.into(), issuer }
+    }
+
+    /// Safe to send as single-value matching keys (see [`Exam::check_patient_keys`]).
+    pub fn check(&self) -> Result<(), UnsafeIdentifier> {
+        check_key("PatientID", &self.id)?;
+        match self.issuer.as_deref() {
+            Some(issuer) if !issuer.trim().is_empty() => check_key("IssuerOfPatientID", issuer),
+            _ => Ok(()),
+        }
+    }
+
+    /// `primary` and `others` as one list without repeats: `others` in their order, with
+    /// `primary` in front when it is not among them. Every stored exam's list holds its
+    /// primary identifier.
+    pub fn all(primary: PatientIdentifier, others: &[PatientIdentifier]) -> Vec<PatientIdentifier> {
+        let mut all: Vec<PatientIdentifier> = Vec::with_capacity(others.len() + 1);
+        if !others.contains(&primary) {
+            all.push(primary);
+        }
+        for o in others {
+            if !all.contains(o) {
+                all.push(o.clone());
+            }
+        }
+        all
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exam {
     pub id: i64,
+    /// The primary identifier: the HL7 preferred issuer's (`intake.hl7.preferred_issuer`)
+    /// or the first one sent. Archives without `patient_id_issuer` are queried with it.
     pub patient_id: String,
     pub issuer: Option<String>,
+    /// Every identifier of the patient, the primary included (`patient_id_issuer` picks
+    /// one per archive).
+    pub identifiers: Vec<PatientIdentifier>,
     pub accession_number: Option<String>,
     /// The exam's own study, never a prior of itself.
     pub study_instance_uid: Option<String>,
@@ -177,6 +230,17 @@ fn check_key(field: &'static str, value: &str) -> Result<(), UnsafeIdentifier> {
 }
 
 impl Exam {
+    /// The primary identifier (`patient_id`, `issuer`).
+    pub fn primary_identifier(&self) -> PatientIdentifier {
+        PatientIdentifier { id: self.patient_id.clone(), issuer: self.issuer.clone() }
+    }
+
+    /// The exam as an archive that files the patient under `identifier` knows it: the
+    /// same exam with `identifier` as its patient keys.
+    pub fn known_as(&self, identifier: &PatientIdentifier) -> Exam {
+        Exam { patient_id: identifier.id.clone(), issuer: identifier.issuer.clone(), ..self.clone() }
+    }
+
     /// The patient keys are safe to send as single-value matching keys: a non-empty
     /// PatientID without wildcards, and an IssuerOfPatientID (when present) without them.
     pub fn check_patient_keys(&self) -> Result<(), UnsafeIdentifier> {
@@ -198,6 +262,7 @@ mod tests {
             id: 1,
             patient_id: patient_id.into(),
             issuer: issuer.map(str::to_string),
+            identifiers: Vec::new(),
             accession_number: None,
             study_instance_uid: None,
             scheduled_at: None,
@@ -226,5 +291,18 @@ mod tests {
         );
         assert_eq!(exam("MRN-1.2_3", Some("HOSP")).check_patient_keys(), Ok(()));
         assert_eq!(exam("MRN1", Some("  ")).check_patient_keys(), Ok(()), "an empty issuer is not sent");
+        assert!(PatientIdentifier::new("A*", None).check().is_err());
+        assert!(PatientIdentifier::new("A1", Some("H?".into())).check().is_err());
+    }
+
+    #[test]
+    fn identifier_lists_hold_the_primary_once_and_debug_hides_ids() {
+        let a = PatientIdentifier::new("A1", Some("HA".into()));
+        let b = PatientIdentifier::new("B2", Some("HB".into()));
+        assert_eq!(PatientIdentifier::all(a.clone(), &[b.clone(), a.clone(), b.clone()]), vec![b.clone(), a.clone()]);
+        assert_eq!(PatientIdentifier::all(a.clone(), std::slice::from_ref(&b)), vec![a.clone(), b.clone()]);
+        assert_eq!(PatientIdentifier::all(a.clone(), &[]), vec![a.clone()]);
+        let shown = format!("{:?}", vec![a, b]);
+        assert!(!shown.contains("A1") && !shown.contains("B2") && shown.contains("HB"), "{shown}");
     }
 }

@@ -24,12 +24,12 @@ pub mod select;
 pub mod study;
 pub mod timing;
 
-pub use exam::{Exam, ExamPriority, ExamRecord, ExamStatus, UnsafeIdentifier};
+pub use exam::{Exam, ExamPriority, ExamRecord, ExamStatus, PatientIdentifier, UnsafeIdentifier};
 pub use job::{AttemptError, Counts, Job, JobState, RetrieveMethod};
 pub use peer::{AeTitle, Peer};
 pub use range::{DateRange, EARLIEST, LATEST};
 pub use rule_config::{PriorSelection, RuleConfig, RuleMatch};
-pub use rules::{Rule, RuleError, RuleSet};
+pub use rules::{Rule, RuleError, RuleInput, RuleSet};
 pub use select::{Decision, Needs, select_priors, skip_present};
 pub use study::StudyMatch;
 pub use timing::{JobTiming, job_timing};

@@ -21,6 +21,27 @@ pub enum RuleError {
     },
 }
 
+/// An exam attribute a rule's `match` tests, for saying which one an exam lacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleInput {
+    Modality,
+    BodyPart,
+    ProcedureCode,
+    ProcedureText,
+}
+
+impl RuleInput {
+    /// The exam field's name (`modality`, `body_part`, ...); `match.<name>` in a rule.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleInput::Modality => "modality",
+            RuleInput::BodyPart => "body_part",
+            RuleInput::ProcedureCode => "procedure_code",
+            RuleInput::ProcedureText => "procedure_text",
+        }
+    }
+}
+
 /// One compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -88,6 +109,41 @@ impl Rule {
                 .match_procedure_text
                 .as_ref()
                 .is_none_or(|re| exam.procedure_text.as_deref().is_some_and(|t| re.is_match(t)))
+    }
+
+    /// The inputs this rule's `match` tests that the exam lacks, when they alone keep the
+    /// rule from applying: every test on an input the exam has fits. Empty when the rule
+    /// applies, or when an input the exam has does not fit anyway.
+    pub fn missing_inputs(&self, exam: &Exam) -> Vec<RuleInput> {
+        let present = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
+        let text_fits =
+            |v: Option<&str>| self.match_procedure_text.as_ref().is_none_or(|re| v.is_some_and(|t| re.is_match(t)));
+        let tests = [
+            (RuleInput::Modality, !self.match_modality.is_empty(), exam.modality.as_deref()),
+            (RuleInput::BodyPart, !self.match_body_part.is_empty(), exam.body_part.as_deref()),
+            (RuleInput::ProcedureCode, !self.match_procedure_code.is_empty(), exam.procedure_code.as_deref()),
+            (RuleInput::ProcedureText, self.match_procedure_text.is_some(), exam.procedure_text.as_deref()),
+        ];
+        let mut missing = Vec::new();
+        for (input, tested, value) in tests {
+            if !tested {
+                continue;
+            }
+            if !present(value) {
+                missing.push(input);
+                continue;
+            }
+            let fits_here = match input {
+                RuleInput::Modality => fits(&self.match_modality, value),
+                RuleInput::BodyPart => fits(&self.match_body_part, value),
+                RuleInput::ProcedureCode => fits(&self.match_procedure_code, value),
+                RuleInput::ProcedureText => text_fits(value),
+            };
+            if !fits_here {
+                return Vec::new();
+            }
+        }
+        missing
     }
 
     /// The modalities wanted for this exam; empty means any.

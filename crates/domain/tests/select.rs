@@ -14,6 +14,7 @@ fn exam(modality: &str, body: &str) -> Exam {
         id: 1,
         patient_id: "MRN1".into(),
         issuer: None,
+        identifiers: Vec::new(),
         accession_number: Some("ACC-NOW".into()),
         study_instance_uid: Some("9.9".into()),
         scheduled_at: Some(Utc.with_ymd_and_hms(2026, 12, 3, 9, 0, 0).unwrap()),

@@ -1,5 +1,6 @@
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use priorfetch_domain::ExamPriority;
+pub use priorfetch_domain::PatientIdentifier;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +26,18 @@ pub enum Format {
     Hl7,
 }
 
-/// PHI: never in logs. `Debug` shows only whether each part is present.
+/// PHI: never in logs. `Debug` shows only whether each part is present (and issuers).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Patient {
+    /// The primary identifier: HL7 the preferred issuer's PID-3 repetition (else the
+    /// first); JSON `patient.id` (else the first of `patient.identifiers`).
     pub id: String,
     pub issuer: Option<String>,
+    /// Every identifier sent, the primary included, in message order without repeats:
+    /// each PID-3 repetition with its assigning authority (PID-3.4.1), JSON
+    /// `patient.identifiers`, worklist PatientID with IssuerOfPatientID and Other Patient
+    /// IDs. Archives with `patient_id_issuer` are queried with the one of their issuer.
+    pub identifiers: Vec<PatientIdentifier>,
     pub name: Option<String>,
     pub birth_date: Option<NaiveDate>,
 }
@@ -39,6 +47,7 @@ impl fmt::Debug for Patient {
         f.debug_struct("Patient")
             .field("id", &"[redacted]")
             .field("issuer", &self.issuer)
+            .field("identifiers", &self.identifiers)
             .field("name", &self.name.as_ref().map(|_| "[redacted]"))
             .field("birth_date", &self.birth_date.map(|_| "[redacted]"))
             .finish()

@@ -2,7 +2,8 @@
 //! their own.
 
 use crate::error::DecodeError;
-use crate::event::{EventKind, ExamEvent, Format, Patient, Procedure};
+use crate::event::{EventKind, ExamEvent, Format, Patient, PatientIdentifier, Procedure};
+use crate::validate::MAX_IDENTIFIERS;
 use chrono::{DateTime, NaiveDate};
 use priorfetch_domain::ExamPriority;
 use serde_json::{Map, Value};
@@ -34,18 +35,7 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
         Some(_) => return Err(DecodeError::bad("patient", "must be an object")),
         None => return Err(DecodeError::missing("patient", "patient object")),
     };
-    let patient = Patient {
-        id: required_str(patient, "id", "patient.id", "patient id")?.to_string(),
-        issuer: optional_str(patient, "issuer", "patient.issuer")?,
-        name: optional_str(patient, "name", "patient.name")?,
-        birth_date: optional_str(patient, "birth_date", "patient.birth_date")?
-            .map(|d| {
-                NaiveDate::parse_from_str(&d, "%Y%m%d")
-                    .or_else(|_| NaiveDate::parse_from_str(&d, "%Y-%m-%d"))
-                    .map_err(|_| DecodeError::bad_date("patient.birth_date", d.clone()))
-            })
-            .transpose()?,
-    };
+    let patient = patient_of(patient)?;
     let accession_number = optional_str(&root, "accession_number", "accession_number")?;
     let study_instance_uid = optional_str(&root, "study_instance_uid", "study_instance_uid")?;
     if let Some(uid) = &study_instance_uid {
@@ -98,6 +88,71 @@ pub(crate) fn decode(text: &str) -> Result<ExamEvent, DecodeError> {
         format: Format::Json,
         message_type: kind.as_str().to_string(),
     })
+}
+
+/// `patient`: the primary identifier (`id`, `issuer`) and/or the list `identifiers`
+/// (`[{id, issuer}]`). With only the list, the first is the primary.
+fn patient_of(patient: &Map<String, Value>) -> Result<Patient, DecodeError> {
+    let listed = identifiers(patient)?;
+    let (id, issuer) = match patient.get("id") {
+        None | Some(Value::Null) if !listed.is_empty() => {
+            if patient.get("issuer").is_some_and(|v| !v.is_null()) {
+                return Err(DecodeError::bad(
+                    "patient.issuer",
+                    "goes with patient.id; without it, give the issuer in patient.identifiers",
+                ));
+            }
+            (listed[0].id.clone(), listed[0].issuer.clone())
+        }
+        _ => (
+            required_str(patient, "id", "patient.id", "patient id")?.to_string(),
+            optional_str(patient, "issuer", "patient.issuer")?,
+        ),
+    };
+    let identifiers = PatientIdentifier::all(PatientIdentifier { id: id.clone(), issuer: issuer.clone() }, &listed);
+    Ok(Patient {
+        id,
+        issuer,
+        identifiers,
+        name: optional_str(patient, "name", "patient.name")?,
+        birth_date: optional_str(patient, "birth_date", "patient.birth_date")?
+            .map(|d| {
+                NaiveDate::parse_from_str(&d, "%Y%m%d")
+                    .or_else(|_| NaiveDate::parse_from_str(&d, "%Y-%m-%d"))
+                    .map_err(|_| DecodeError::bad_date("patient.birth_date", d.clone()))
+            })
+            .transpose()?,
+    })
+}
+
+/// `patient.identifiers`: a list of `{id, issuer}` objects (count bounded in validate.rs).
+fn identifiers(patient: &Map<String, Value>) -> Result<Vec<PatientIdentifier>, DecodeError> {
+    let items = match patient.get("identifiers") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(DecodeError::bad("patient.identifiers", "must be a list of {id, issuer} objects")),
+    };
+    if items.len() > MAX_IDENTIFIERS {
+        return Err(DecodeError::bad(
+            "patient.identifiers",
+            format!("{} identifiers, at most {MAX_IDENTIFIERS} allowed", items.len()),
+        ));
+    }
+    let mut list: Vec<PatientIdentifier> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("patient.identifiers[{i}]");
+        let Value::Object(o) = item else {
+            return Err(DecodeError::bad(path, "must be an object {id, issuer}"));
+        };
+        let identifier = PatientIdentifier {
+            id: required_str(o, "id", &format!("{path}.id"), "patient id")?.to_string(),
+            issuer: optional_str(o, "issuer", &format!("{path}.issuer"))?,
+        };
+        if !list.contains(&identifier) {
+            list.push(identifier);
+        }
+    }
+    Ok(list)
 }
 
 /// A non-empty string; `what` names it in words for the error.

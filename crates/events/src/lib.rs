@@ -19,7 +19,7 @@ mod json;
 mod validate;
 
 pub use error::{DecodeError, clip_to};
-pub use event::{EventKind, ExamEvent, Format, Patient, Procedure, short_hash};
+pub use event::{EventKind, ExamEvent, Format, Patient, PatientIdentifier, Procedure, short_hash};
 pub use hl7::mapping::{FieldPath, Hl7FieldMap};
 pub use priorfetch_domain::ExamPriority;
 pub use validate::{MATCH_KEY_FORBIDDEN, validate};
@@ -30,6 +30,9 @@ pub use validate::{MATCH_KEY_FORBIDDEN, validate};
 pub struct DecodeOptions {
     pub source: String,
     pub hl7: Hl7FieldMap,
+    /// HL7 keys also carry the sending application and facility (MSH-3, MSH-4):
+    /// `hl7:<source>:<MSH-3>^<MSH-4>:<MSH-10>`. For listeners that many senders share.
+    pub sender_in_key: bool,
 }
 
 /// Decodes one message payload.

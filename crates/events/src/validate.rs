@@ -8,6 +8,7 @@
 //! | every text field | no control characters (NUL, CR, LF, TAB, DEL, C1); free text (name, procedure text) may hold line breaks and tabs |
 //! | event key (`event_id`, MSH-10) | at most 200 characters |
 //! | `patient.id`, `patient.issuer` | 1 to 64 characters (DICOM LO); no `*`, `?` or `\` (C-FIND wildcards and the DICOM value separator) |
+//! | `patient.identifiers` (every PID-3 repetition) | at most 20; each `id` and `issuer` as `patient.id` and `patient.issuer` |
 //! | `accession_number` | at most 64 characters; no `*`, `?` or `\` |
 //! | `study_instance_uid` | a DICOM UID (checked while decoding) |
 //! | `patient.name` | at most 200 characters |
@@ -27,6 +28,9 @@ pub const MATCH_KEY_FORBIDDEN: [char; 3] = ['*', '?', '\\'];
 
 pub const MAX_EVENT_KEY: usize = 200;
 pub const MAX_IDENTIFIER: usize = 64;
+/// Identifiers of one patient (PID-3 repetitions, `patient.identifiers`): a real patient
+/// has a handful; more is a broken feed, and each one may become a C-FIND.
+pub const MAX_IDENTIFIERS: usize = 20;
 pub const MAX_NAME: usize = 200;
 pub const MAX_CODE_STRING: usize = 16;
 pub const MAX_PROCEDURE_CODE: usize = 64;
@@ -40,6 +44,20 @@ pub fn validate(event: &ExamEvent) -> Result<(), DecodeError> {
     match_key("patient.id", &event.patient.id)?;
     if let Some(issuer) = &event.patient.issuer {
         match_key("patient.issuer", issuer)?;
+    }
+    let identifiers = &event.patient.identifiers;
+    if identifiers.len() > MAX_IDENTIFIERS {
+        return Err(DecodeError::bad(
+            "patient.identifiers",
+            format!("{} identifiers, at most {MAX_IDENTIFIERS} allowed", identifiers.len()),
+        ));
+    }
+    for (i, identifier) in identifiers.iter().enumerate() {
+        // Any of them may be sent to an archive as PatientID (`patient_id_issuer`).
+        match_key(&format!("patient.identifiers[{i}].id"), &identifier.id)?;
+        if let Some(issuer) = &identifier.issuer {
+            match_key(&format!("patient.identifiers[{i}].issuer"), issuer)?;
+        }
     }
     if let Some(name) = &event.patient.name {
         free_text("patient.name", name, MAX_NAME)?;

@@ -5,7 +5,7 @@ use priorfetch_events::{DecodeError, DecodeOptions, EventKind, ExamPriority, Fie
 use proptest::prelude::*;
 
 fn opts() -> DecodeOptions {
-    DecodeOptions { source: "rabbitmq".into(), hl7: Hl7FieldMap::default() }
+    DecodeOptions { source: "rabbitmq".into(), hl7: Hl7FieldMap::default(), sender_in_key: false }
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -4,7 +4,7 @@ use crate::entity::{dead_letter, exam};
 use crate::rows::{exam_of, exams_of};
 use crate::{ExamRecord, ExamStatus, Store, StoreError};
 use chrono::{DateTime, Utc};
-use priorfetch_domain::ExamPriority;
+use priorfetch_domain::{ExamPriority, PatientIdentifier};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
@@ -16,8 +16,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewExam {
     pub event_key: String,
+    /// The primary identifier (`patient_id`, `issuer`).
     pub patient_id: String,
     pub issuer: Option<String>,
+    /// Every identifier of the patient. The primary is stored with them whether listed
+    /// or not; empty means the primary only.
+    pub identifiers: Vec<PatientIdentifier>,
     pub accession_number: Option<String>,
     pub study_instance_uid: Option<String>,
     pub scheduled_at: Option<DateTime<Utc>>,
@@ -27,6 +31,18 @@ pub struct NewExam {
     pub procedure_text: Option<String>,
     pub priority: ExamPriority,
     pub trace_parent: Option<String>,
+}
+
+impl NewExam {
+    /// Every identifier, the primary included.
+    pub fn all_identifiers(&self) -> Vec<PatientIdentifier> {
+        PatientIdentifier::all(PatientIdentifier::new(self.patient_id.clone(), self.issuer.clone()), &self.identifiers)
+    }
+
+    /// [`NewExam::all_identifiers`] as stored in `exams.patient_ids`.
+    pub(crate) fn identifiers_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.all_identifiers()).unwrap_or_default()
+    }
 }
 
 /// The outcome of an idempotent insert.
@@ -63,6 +79,7 @@ impl Store {
                 event_key: Set(e.event_key.clone()),
                 patient_id: Set(e.patient_id.clone()),
                 issuer: Set(e.issuer.clone()),
+                patient_ids: Set(Some(e.identifiers_json())),
                 accession_number: Set(e.accession_number.clone()),
                 study_instance_uid: Set(e.study_instance_uid.clone()),
                 scheduled_at: Set(e.scheduled_at),
@@ -201,6 +218,13 @@ impl Store {
             .col_expr(exam::Column::Priority, Expr::value(changes.priority.as_str()))
             .col_expr(exam::Column::UpdatedAt, Expr::value(now))
             .filter(exam::Column::Id.eq(id));
+        if !changes.identifiers.is_empty() {
+            // the order is matched by the primary identifier, which stays; the list is
+            // the update's (a merge of patient records may add or drop identifiers)
+            let primary = PatientIdentifier::new(current.patient_id.clone(), current.issuer.clone());
+            let ids = serde_json::to_value(PatientIdentifier::all(primary, &changes.identifiers)).unwrap_or_default();
+            update = update.col_expr(exam::Column::PatientIds, Expr::value(ids));
+        }
         if replan {
             update = update.col_expr(exam::Column::Status, Expr::value(ExamStatus::Received.as_str()));
         }

@@ -13,6 +13,7 @@
 //! - `planning.rs`: a plan recorded in one transaction (priors with reasons, the plan's
 //!   explanation, jobs); re-plans of exams an archive was unreachable for.
 //! - `backoff.rs`: the retry policy.
+//! - `worklist.rs`: a source's exams by key prefix and time, re-opening a cancelled exam.
 //! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
 //!
 //! Every operation is one short transaction; no transaction is held across network work.
@@ -31,6 +32,7 @@ mod planning;
 mod retrieval;
 mod rows;
 mod signal;
+mod worklist;
 
 pub use backoff::RetryPolicy;
 pub use entity::dead_letter::Model as DeadLetter;
@@ -41,7 +43,9 @@ pub use exams::{Inserted, NewExam};
 pub use jobs::{Finish, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome};
 pub use liveness::{Heartbeat, HeartbeatOptions, worker_identity};
 pub use planning::{PlanOutcome, PlanRecord, PriorRecord};
-pub use priorfetch_domain::{Counts, ExamPriority, ExamRecord, ExamStatus, Job, JobState, RetrieveMethod};
+pub use priorfetch_domain::{
+    Counts, ExamPriority, ExamRecord, ExamStatus, Job, JobState, PatientIdentifier, RetrieveMethod,
+};
 pub use retrieval::ExamRollUp;
 pub use signal::WorkSignal;
 

@@ -37,6 +37,12 @@ pub struct PlanRecord {
     pub queries: serde_json::Value,
     /// Per archive that could not be queried completely: why (JSON object; empty = none).
     pub gaps: serde_json::Value,
+    /// Per archive: the patient identifier used (`{"patient": {"issuer", "id_hash",
+    /// "chosen_by"}}`) or why the archive was not queried (`{"skipped": "..."}`).
+    pub archives: serde_json::Value,
+    /// Exam fields filled from `[[procedure_map]]` and rule inputs the exam lacked, with
+    /// what the planner did instead (a JSON list; empty = nothing to say).
+    pub inputs: serde_json::Value,
     /// When to plan again (gaps left), or `None`.
     pub replan_at: Option<DateTime<Utc>>,
     pub priors: Vec<PriorRecord>,
@@ -151,6 +157,8 @@ impl Store {
             rule: Set(plan.rule.clone()),
             queries: Set(plan.queries.clone()),
             gaps: Set(plan.gaps.clone()),
+            archives: Set(Some(plan.archives.clone())),
+            inputs: Set(Some(plan.inputs.clone())),
             attempts: Set(attempts.unwrap_or(0) + 1),
             replan_at: Set(if cancelled || plan.refusal.is_some() { None } else { plan.replan_at }),
             planned_at: Set(now),
@@ -162,6 +170,8 @@ impl Store {
                         exam_plan::Column::Rule,
                         exam_plan::Column::Queries,
                         exam_plan::Column::Gaps,
+                        exam_plan::Column::Archives,
+                        exam_plan::Column::Inputs,
                         exam_plan::Column::Attempts,
                         exam_plan::Column::ReplanAt,
                         exam_plan::Column::PlannedAt,

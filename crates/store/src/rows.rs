@@ -4,7 +4,7 @@
 use crate::StoreError;
 use crate::entity::{exam, retrieve_job};
 use priorfetch_domain::{
-    AttemptError, Counts, Exam, ExamPriority, ExamRecord, ExamStatus, Job, JobState, RetrieveMethod,
+    AttemptError, Counts, Exam, ExamPriority, ExamRecord, ExamStatus, Job, JobState, PatientIdentifier, RetrieveMethod,
 };
 
 pub(crate) fn job_of(row: retrieve_job::Model) -> Result<Job, StoreError> {
@@ -71,11 +71,22 @@ pub(crate) fn exam_of(row: exam::Model) -> Result<ExamRecord, StoreError> {
         id: row.id,
         what: format!("status '{}' is unknown", row.status),
     })?;
+    let primary = PatientIdentifier::new(row.patient_id.clone(), row.issuer.clone());
+    // Ours, written from a Vec; a row from before the column (NULL) has the primary only.
+    let stored: Vec<PatientIdentifier> = match row.patient_ids {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(value) => serde_json::from_value(value).map_err(|e| StoreError::Unreadable {
+            table: "exams",
+            id: row.id,
+            what: format!("patient_ids is not a list of {{id, issuer}}: {e}"),
+        })?,
+    };
     Ok(ExamRecord {
         exam: Exam {
             id: row.id,
             patient_id: row.patient_id,
             issuer: row.issuer,
+            identifiers: PatientIdentifier::all(primary, &stored),
             accession_number: row.accession_number,
             study_instance_uid: row.study_instance_uid,
             scheduled_at: row.scheduled_at,

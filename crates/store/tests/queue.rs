@@ -50,6 +50,7 @@ fn exam(key: &str) -> NewExam {
         event_key: key.into(),
         patient_id: "MRN1".into(),
         issuer: Some("HOSP".into()),
+        identifiers: Vec::new(),
         accession_number: Some(format!("ACC-{key}")),
         study_instance_uid: None,
         scheduled_at: Some(Utc::now() + Days::hours(2)),

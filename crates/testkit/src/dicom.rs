@@ -319,10 +319,19 @@ pub struct TlsTerminator {
 
 impl TlsTerminator {
     pub fn start(cert: &Path, key: &Path, upstream: u16) -> TlsTerminator {
+        Self::start_with(cert, key, None, upstream)
+    }
+
+    /// With `client_ca`, only clients with a certificate signed by it get through.
+    pub fn start_with(cert: &Path, key: &Path, client_ca: Option<&Path>, upstream: u16) -> TlsTerminator {
         let bin = require_binary("socat");
         let port = free_port();
+        let verify = match client_ca {
+            Some(ca) => format!("verify=1,cafile={}", ca.display()),
+            None => "verify=0".into(),
+        };
         let listen = format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},{verify}",
             cert.display(),
             key.display()
         );

@@ -7,6 +7,7 @@
 //! - [`chaos`]: killable processes and a job-table poller for the chaos suite.
 //! - [`proxy`]: a loopback TCP proxy that can cut the line (database outages).
 //! - [`tls`]: a test PKI (CA, certificates, an expired one) made per test.
+//! - [`worklist`]: Modality Worklist SCPs (DCMTK wlmscpfs, Orthanc's worklist plugin).
 //! - [`bench`]: environment knobs, medians and folder sizes for the benchmark programs.
 //!
 //! Tracing output in tests only when `TEST_LOG` is set.
@@ -19,3 +20,4 @@ pub mod pg_instance;
 pub mod ports;
 pub mod proxy;
 pub mod tls;
+pub mod worklist;

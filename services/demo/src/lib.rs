@@ -247,7 +247,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     store.migrate().await?;
 
     let (stop, shutdown) = watch::channel(false);
-    let intake = priorfetch_listener::Intake::new(store.clone(), priorfetch_listener::decode_options(&config));
+    let intake = priorfetch_listener::Intake::new(
+        store.clone(),
+        priorfetch_listener::decode_options(&config, priorfetch_config::IntakeSource::Http),
+    );
     let routes = priorfetch_listener::http::routes(intake);
     let store_ready = store.clone();
     let ready: priorfetch_telemetry::admin::ReadyCheck = Arc::new(move || {

@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         queue: format!("pf-bench-{id}"),
         dead_letter_queue: format!("pf-bench-{id}.dead"),
         prefetch: 2000, // twice the batch: the next batch streams in while one commits
+        tls: None,
     };
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
@@ -75,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let intake = Intake::new(
         store.clone(),
-        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default(), sender_in_key: false },
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let start = Instant::now();
@@ -125,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let intake = Intake::new(
         store.clone(),
-        priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default() },
+        priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default(), sender_in_key: false },
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let start = Instant::now();
@@ -136,6 +137,10 @@ async fn main() -> anyhow::Result<()> {
             group_id: format!("pf-bench-{id}"),
             dead_letter_topic: format!("{topic}.dead"),
             password: Secret::default(),
+            security_protocol: Default::default(),
+            sasl_mechanism: None,
+            username: None,
+            tls: None,
         },
         intake,
         batching: Batching { max: 1000, wait: Duration::from_millis(20) },

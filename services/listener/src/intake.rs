@@ -62,11 +62,13 @@ pub struct Intake {
     dead_letter_limit: u64,
 }
 
-fn new_exam(event: &ExamEvent) -> NewExam {
+/// The row an event asks for (also the worklist poller's comparison and update).
+pub(crate) fn new_exam(event: &ExamEvent) -> NewExam {
     NewExam {
         event_key: event.event_key.clone(),
         patient_id: event.patient.id.clone(),
         issuer: event.patient.issuer.clone(),
+        identifiers: event.patient.identifiers.clone(),
         accession_number: event.accession_number.clone(),
         study_instance_uid: event.study_instance_uid.clone(),
         scheduled_at: event.scheduled_at.map(|t| t.with_timezone(&chrono::Utc)),
@@ -113,48 +115,7 @@ impl Intake {
     pub async fn process(&self, payloads: &[&[u8]]) -> Result<Vec<Verdict>, StoreError> {
         let decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>> =
             payloads.iter().map(|p| priorfetch_events::decode(p, &self.options)).collect();
-        let mut verdicts: Vec<Option<Verdict>> = vec![None; payloads.len()];
-        let mut scheduled = Vec::new();
-        let mut scheduled_index = Vec::new();
-        for (i, result) in decoded.iter().enumerate() {
-            match result {
-                Ok(event) if event.kind == EventKind::Scheduled => {
-                    scheduled.push(new_exam(event));
-                    scheduled_index.push(i);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    verdicts[i] = Some(Verdict::Invalid {
-                        code: e.reason_code(),
-                        field: e.field().map(str::to_string),
-                        reason: clip_to(&e.to_string(), MAX_REASON_CHARS),
-                    })
-                }
-            }
-        }
-        for (verdict, i) in self.insert_isolating(&scheduled).await?.into_iter().zip(scheduled_index) {
-            verdicts[i] = Some(verdict);
-        }
-        // Updates and cancels are rare: one at a time, in message order.
-        for (i, result) in decoded.iter().enumerate() {
-            if let Ok(event) = result
-                && event.kind != EventKind::Scheduled
-            {
-                verdicts[i] = Some(match self.apply_change(event).await {
-                    Ok(verdict) => verdict,
-                    Err(e) => refusal(e)?,
-                });
-            }
-        }
-        let verdicts: Vec<Verdict> = verdicts.into_iter().map(|v| v.unwrap_or(Verdict::Unmatched)).collect();
-        self.keep_dead_letters(payloads, &verdicts).await?;
-        for v in &verdicts {
-            metrics::EVENTS.with_label_values(&[self.options.source.as_str(), v.outcome()]).inc();
-            if let Verdict::Invalid { code, .. } = v {
-                metrics::DEAD_LETTERS.with_label_values(&[self.options.source.as_str(), code]).inc();
-            }
-        }
-        Ok(verdicts)
+        self.process_events(decoded, payloads).await
     }
 
     /// Inserts the batch in one transaction; when the database refuses it for what a row
@@ -257,5 +218,58 @@ impl Intake {
             }
         }
         Ok(())
+    }
+
+    /// Commits events a source decoded itself (the worklist poller maps DICOM items):
+    /// `decoded[i]` came from `payloads[i]`, which an invalid event's dead letter keeps.
+    /// Same verdicts, metrics and dead letters as [`Intake::process`].
+    pub async fn process_events(
+        &self,
+        decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>>,
+        payloads: &[&[u8]],
+    ) -> Result<Vec<Verdict>, StoreError> {
+        debug_assert_eq!(decoded.len(), payloads.len(), "one payload per event");
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; decoded.len()];
+        let mut scheduled = Vec::new();
+        let mut scheduled_index = Vec::new();
+        for (i, result) in decoded.iter().enumerate() {
+            match result {
+                Ok(event) if event.kind == EventKind::Scheduled => {
+                    scheduled.push(new_exam(event));
+                    scheduled_index.push(i);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    verdicts[i] = Some(Verdict::Invalid {
+                        code: e.reason_code(),
+                        field: e.field().map(str::to_string),
+                        reason: clip_to(&e.to_string(), MAX_REASON_CHARS),
+                    })
+                }
+            }
+        }
+        for (verdict, i) in self.insert_isolating(&scheduled).await?.into_iter().zip(scheduled_index) {
+            verdicts[i] = Some(verdict);
+        }
+        // Updates and cancels are rare: one at a time, in message order.
+        for (i, result) in decoded.iter().enumerate() {
+            if let Ok(event) = result
+                && event.kind != EventKind::Scheduled
+            {
+                verdicts[i] = Some(match self.apply_change(event).await {
+                    Ok(verdict) => verdict,
+                    Err(e) => refusal(e)?,
+                });
+            }
+        }
+        let verdicts: Vec<Verdict> = verdicts.into_iter().map(|v| v.unwrap_or(Verdict::Unmatched)).collect();
+        self.keep_dead_letters(payloads, &verdicts).await?;
+        for v in &verdicts {
+            metrics::EVENTS.with_label_values(&[self.options.source.as_str(), v.outcome()]).inc();
+            if let Verdict::Invalid { code, .. } = v {
+                metrics::DEAD_LETTERS.with_label_values(&[self.options.source.as_str(), code]).inc();
+            }
+        }
+        Ok(verdicts)
     }
 }

@@ -29,20 +29,42 @@ pub enum KafkaSourceError {
     Setup { brokers: String, source: rdkafka::error::KafkaError },
 }
 
+/// The brokers and security settings of `intake.kafka` as librdkafka properties: TLS
+/// (`ssl.ca.location`, client certificate) and SASL pass straight through.
+pub fn connection_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers).set("security.protocol", kafka.security_protocol.as_str());
+    if let Some(tls) = &kafka.tls {
+        let path = |p: &std::path::Path| p.display().to_string();
+        if let Some(ca) = &tls.ca {
+            config.set("ssl.ca.location", path(ca));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            config.set("ssl.certificate.location", path(cert)).set("ssl.key.location", path(key));
+        }
+    }
+    if let Some(mechanism) = &kafka.sasl_mechanism {
+        config.set("sasl.mechanisms", mechanism);
+    }
+    if let Some(username) = &kafka.username {
+        config.set("sasl.username", username);
+    }
+    if !kafka.password.is_empty() {
+        config.set("sasl.password", kafka.password.expose());
+    }
+    config
+}
+
 impl KafkaSource {
     fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = connection_config(&self.config);
         config
-            .set("bootstrap.servers", &self.config.brokers)
             .set("group.id", &self.config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("message.timeout.ms", "30000");
-        if !self.config.password.is_empty() {
-            config.set("sasl.password", self.config.password.expose());
-        }
         for (k, v) in &self.overrides {
             config.set(k, v);
         }

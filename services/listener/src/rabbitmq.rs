@@ -10,6 +10,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use priorfetch_config::{RabbitmqConfig, redact_url};
@@ -37,6 +38,33 @@ enum SessionError {
     ConsumerEnded,
     #[error("dead-letter publish not confirmed by the broker")]
     NotConfirmed,
+    #[error("intake.rabbitmq.tls: {0}")]
+    Tls(String),
+}
+
+/// The CA and client certificate of `intake.rabbitmq.tls` for an `amqps://` URL, read at
+/// each connect so that rotated files are picked up by the next session.
+pub fn tls_config(tls: Option<&priorfetch_config::TlsConfig>) -> Result<OwnedTLSConfig, String> {
+    let mut owned = OwnedTLSConfig::default();
+    let Some(tls) = tls else { return Ok(owned) };
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    if let Some(ca) = &tls.ca {
+        let pem = read(ca)?;
+        owned.cert_chain = Some(String::from_utf8(pem).map_err(|_| format!("{}: not a PEM file", ca.display()))?);
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        owned.identity = Some(OwnedIdentity::PKCS8 { pem: read(cert)?, key: read(key)? });
+    }
+    Ok(owned)
+}
+
+/// Connects to `config.url`; `amqps://` URLs use `config.tls` (CA, client certificate).
+pub async fn connect(config: &RabbitmqConfig) -> Result<Connection, String> {
+    let tls = tls_config(config.tls.as_ref())?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    Connection::connect_with_config(&config.url, ConnectionProperties::default(), tls, runtime)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 impl RabbitSource {
@@ -69,7 +97,10 @@ impl RabbitSource {
     }
 
     async fn session(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), SessionError> {
-        let connection = Connection::connect(&self.config.url, ConnectionProperties::default()).await?;
+        let tls = tls_config(self.config.tls.as_ref()).map_err(SessionError::Tls)?;
+        let runtime = lapin::runtime::default_runtime()?;
+        let connection =
+            Connection::connect_with_config(&self.config.url, ConnectionProperties::default(), tls, runtime).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         declare_queues(&channel, &self.config).await?;

@@ -20,12 +20,17 @@ async fn an_unreachable_broker_stalls_the_intake_and_a_reachable_one_clears_it()
         queue: format!("pf-test-{id}"),
         dead_letter_queue: format!("pf-test-{id}.dead"),
         prefetch: 10,
+        tls: None,
     };
     let source = |url: String| RabbitSource {
         config: config(url),
         intake: Intake::new(
             store.clone(),
-            priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+            priorfetch_events::DecodeOptions {
+                source: "rabbitmq".into(),
+                hl7: Default::default(),
+                sender_in_key: false,
+            },
         ),
         batching: Batching { max: 10, wait: Duration::from_millis(20) },
     };

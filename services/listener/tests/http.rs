@@ -32,8 +32,10 @@ async fn post(addr: SocketAddr, body: &[u8]) -> (u16, serde_json::Value) {
 }
 
 async fn serve(store: Store) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let intake =
-        Intake::new(store, priorfetch_events::DecodeOptions { source: "http".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store,
+        priorfetch_events::DecodeOptions { source: "http".into(), hl7: Default::default(), sender_in_key: false },
+    );
     let ready: admin::ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, _task) =
@@ -128,8 +130,10 @@ async fn with_tokens_only_authenticated_senders_get_in_and_limits_hold() {
     let config =
         priorfetch_config::Config::load(priorfetch_config::Sources { file: None, overlay: Some(toml), env: false })
             .unwrap();
-    let intake =
-        Intake::new(store.clone(), priorfetch_events::DecodeOptions { source: "http".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        priorfetch_events::DecodeOptions { source: "http".into(), hl7: Default::default(), sender_in_key: false },
+    );
     let ready: admin::ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
     let routes = http::routes_with(intake, priorfetch_listener::access::Access::new(&config));
     let (addr, _task) =

@@ -21,7 +21,10 @@ async fn update_reschedules_and_cancel_ends_exam_and_jobs() {
     let db = TestDb::postgres().await;
     let store = Store::connect(&db.url, "", 4).await.unwrap();
     store.migrate().await.unwrap();
-    let intake = Intake::new(store.clone(), DecodeOptions { source: "http".into(), hl7: Default::default() });
+    let intake = Intake::new(
+        store.clone(),
+        DecodeOptions { source: "http".into(), hl7: Default::default(), sender_in_key: false },
+    );
 
     let first = event("e1", "exam.scheduled", Some("2026-11-23T09:30:00+01:00"));
     let Verdict::Accepted(exam_id) = intake.process(&[&first]).await.unwrap()[0] else { panic!("accepted") };

@@ -69,10 +69,14 @@ async fn ten_thousand_events_exactly_once_with_dead_letter_topic() {
         group_id: format!("pf-test-{id}"),
         dead_letter_topic: dead.clone(),
         password: Secret::default(),
+        security_protocol: Default::default(),
+        sasl_mechanism: None,
+        username: None,
+        tls: None,
     };
     let intake = Intake::new(
         store.clone(),
-        priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default() },
+        priorfetch_events::DecodeOptions { source: "kafka".into(), hl7: Default::default(), sender_in_key: false },
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let source = KafkaSource {

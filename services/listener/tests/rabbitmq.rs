@@ -26,6 +26,7 @@ fn config() -> RabbitmqConfig {
         queue: format!("pf-test-{id}"),
         dead_letter_queue: format!("pf-test-{id}.dead"),
         prefetch: 500,
+        tls: None,
     }
 }
 
@@ -96,7 +97,7 @@ async fn ten_thousand_events_exactly_once_across_a_broker_restart() {
 
     let intake = Intake::new(
         store.clone(),
-        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default(), sender_in_key: false },
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let source = RabbitSource {
@@ -146,7 +147,7 @@ async fn killed_between_commit_and_ack_duplicates_nothing() {
     publish_all(&config, &payloads).await;
     let intake = Intake::new(
         store.clone(),
-        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default(), sender_in_key: false },
     );
 
     // the doomed listener: consume, commit, and vanish without acknowledging
@@ -205,7 +206,7 @@ async fn dead_letters_carry_the_reason() {
     publish_all(&config, &[common::invalid_event(1), common::json_event(1)]).await;
     let intake = Intake::new(
         store.clone(),
-        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+        priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default(), sender_in_key: false },
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(
@@ -270,7 +271,11 @@ async fn a_poison_message_blocks_nothing_behind_it() {
         let exams_before = store.count_exams().await.unwrap();
         let intake = Intake::new(
             store.clone(),
-            priorfetch_events::DecodeOptions { source: "rabbitmq".into(), hl7: Default::default() },
+            priorfetch_events::DecodeOptions {
+                source: "rabbitmq".into(),
+                hl7: Default::default(),
+                sender_in_key: false,
+            },
         );
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let batching = Batching { max: 250, wait: Duration::from_millis(20) };

@@ -1,5 +1,6 @@
-//! `GET /api/exams/{id}`: the exam, the rule that fired, the C-FIND keys sent per
-//! archive, gaps, every candidate prior with its reason, and the exam's jobs. The lead
+//! `GET /api/exams/{id}`: the exam, the rule that fired, the exam inputs filled from the
+//! procedure map or missing, per archive the patient identifier used (hashed) or why it
+//! was skipped, the C-FIND keys sent per archive, gaps, every candidate prior with its reason, and the exam's jobs. The lead
 //! mounts [`routes`] on the admin server.
 
 use axum::extract::{Path, State};
@@ -26,9 +27,14 @@ pub async fn explain(store: &Store, id: i64) -> Result<Option<serde_json::Value>
             "study_instance_uid": e.study_instance_uid, "scheduled_at": e.scheduled_at,
             "modality": e.modality, "body_part": e.body_part, "procedure_code": e.procedure_code,
             "procedure_text": e.procedure_text, "priority": e.priority, "status": record.status,
+            // issuers and hashed IDs only: the identifiers are PHI
+            "patient_identifiers": e.identifiers.iter().map(|i| serde_json::json!({
+                "issuer": i.issuer, "id_hash": priorfetch_events::short_hash(&i.id),
+            })).collect::<Vec<_>>(),
         },
         "plan": plan.map(|p| serde_json::json!({
-            "rule": p.rule, "cfind": p.queries, "gaps": p.gaps, "attempts": p.attempts,
+            "rule": p.rule, "inputs": p.inputs, "archives": p.archives, "cfind": p.queries, "gaps": p.gaps,
+            "attempts": p.attempts,
             "replan_at": p.replan_at, "planned_at": p.planned_at,
         })),
         "priors": priors.iter().map(|p| serde_json::json!({

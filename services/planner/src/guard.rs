@@ -55,6 +55,8 @@ pub fn refusal(exam: &Exam, rule: Option<&str>) -> Option<PlanRecord> {
         rule: rule.map(str::to_string),
         queries: serde_json::json!({}),
         gaps: serde_json::json!({ "exam": { "error": why, "retry": false } }),
+        archives: serde_json::json!({}),
+        inputs: serde_json::json!([]),
         replan_at: None,
         priors: Vec::new(),
         jobs: Vec::new(),

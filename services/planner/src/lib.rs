@@ -4,6 +4,12 @@
 //! Layout:
 //! - `lib.rs`: [`Planner`]: claims exams (lease, SKIP LOCKED), plans them with bounded
 //!   concurrency, re-plans exams an archive was unreachable for, stops cleanly.
+//! - `identity.rs`: the patient identifier each archive is queried with
+//!   (`patient_id_issuer`), or why it is skipped; the fan-out over all archives.
+//! - `inputs.rs`: modality/body part from `[[procedure_map]]`, and the rule inputs an exam
+//!   lacked, said in the plan.
+//! - `record.rs`: the plan as recorded: explanation per archive (identity, queries,
+//!   gaps, destination check), prior rows, jobs.
 //! - `query.rs`: the C-FINDs (STUDY level by PatientID and StudyDate range, split when an
 //!   archive caps matches; SERIES level for attributes only there; destination check).
 //! - `pool.rs`: per-archive associations: capped by `max_associations`, reused, released
@@ -17,19 +23,22 @@
 pub mod api;
 pub mod finder;
 pub mod guard;
+pub mod identity;
+pub mod inputs;
 pub mod metrics;
 pub mod pool;
 pub mod query;
+mod record;
 
 use chrono::Utc;
 use finder::{Finder, WebFinder};
-use futures::future::join_all;
+use inputs::InputNote;
 use pool::Pool;
 use priorfetch_config::{ArchiveConfig, Config, Protocol};
 use priorfetch_dimse::{AeTitle, ScuOptions};
-use priorfetch_domain::{DateRange, Decision, Exam, Needs, RuleSet, job_timing, select_priors, skip_present};
-use priorfetch_store::{NewJob, PlanRecord, PriorRecord, RetryPolicy, Store, StoreError};
-use query::{Findings, QueryLog};
+use priorfetch_domain::{DateRange, Decision, Exam, Needs, RuleSet, job_timing, select_priors};
+use priorfetch_store::{PlanRecord, RetryPolicy, Store, StoreError};
+use record::Explained;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,9 +65,28 @@ pub struct PlanReport {
     pub replan_at: Option<chrono::DateTime<Utc>>,
     /// C-FINDs sent, all archives and the destination together.
     pub cfinds: usize,
+    /// Archive -> why it was not queried (no identifier of its `patient_id_issuer`).
+    pub skipped: BTreeMap<String, String>,
+    /// Fields filled from `[[procedure_map]]`, rule inputs the exam lacked.
+    pub inputs: Vec<InputNote>,
 }
 
 impl PlanReport {
+    /// A plan that queried nothing (yet).
+    fn empty(exam_id: i64, rule: Option<String>, inputs: Vec<InputNote>) -> PlanReport {
+        PlanReport {
+            exam_id,
+            rule,
+            decisions: Vec::new(),
+            jobs_enqueued: 0,
+            gaps: BTreeMap::new(),
+            replan_at: None,
+            cfinds: 0,
+            skipped: BTreeMap::new(),
+            inputs,
+        }
+    }
+
     /// (archive, StudyInstanceUID) of the copies to fetch, sorted.
     pub fn selected(&self) -> Vec<(String, String)> {
         let mut s: Vec<_> = self
@@ -201,32 +229,35 @@ impl Planner {
     }
 
     /// Plans one exam (claimed by the caller: status `planning`, or a re-plan) and
-    /// records the plan. Unreachable archives leave gaps, not errors.
+    /// records the plan. Unreachable archives leave gaps, not errors; archives without an
+    /// identifier of their `patient_id_issuer` are skipped, and the plan says so.
     pub async fn plan_exam(&self, exam: &Exam) -> Result<PlanReport, PlanError> {
         let inner = &self.inner;
         let config = &inner.config;
         let now = Utc::now();
         let timeout = config.planner.cfind_timeout;
+        // fields the rules need, from [[procedure_map]] now (a config change reaches
+        // stored exams), and what is still missing
+        let (exam, mut notes) = inputs::fill(exam, &config.procedure_map);
+        let exam = &exam;
+        let picked = inner.rules.pick(exam);
+        notes.extend(inputs::rule_gaps(&inner.rules, picked, exam));
+        let inputs_json = serde_json::to_value(&notes).unwrap_or_default();
         // no C-FIND with a key that would match other patients (wildcard, list, empty)
-        if let Some(record) = guard::refusal(exam, inner.rules.pick(exam).map(|r| r.name.as_str())) {
+        if let Some(mut record) = guard::refusal(exam, picked.map(|r| r.name.as_str())) {
+            record.inputs = inputs_json;
             inner.store.record_plan(&record).await?;
-            let why = record.refusal.unwrap_or_default();
-            return Ok(PlanReport {
-                exam_id: exam.id,
-                rule: record.rule,
-                decisions: Vec::new(),
-                jobs_enqueued: 0,
-                gaps: BTreeMap::from([("exam".to_string(), why)]),
-                replan_at: None,
-                cfinds: 0,
-            });
+            let gaps = BTreeMap::from([("exam".to_string(), record.refusal.unwrap_or_default())]);
+            return Ok(PlanReport { gaps, ..PlanReport::empty(exam.id, record.rule, notes) });
         }
-        let Some(rule) = inner.rules.pick(exam) else {
+        let Some(rule) = picked else {
             let record = PlanRecord {
                 exam_id: exam.id,
                 rule: None,
                 queries: serde_json::json!({}),
                 gaps: serde_json::json!({}),
+                archives: serde_json::json!({}),
+                inputs: inputs_json,
                 replan_at: None,
                 priors: Vec::new(),
                 jobs: Vec::new(),
@@ -235,155 +266,54 @@ impl Planner {
             };
             inner.store.record_plan(&record).await?;
             tracing::info!(exam_id = exam.id, "no rule matches the exam: nothing to fetch");
-            return Ok(PlanReport {
-                exam_id: exam.id,
-                rule: None,
-                decisions: Vec::new(),
-                jobs_enqueued: 0,
-                gaps: BTreeMap::new(),
-                replan_at: None,
-                cfinds: 0,
-            });
+            return Ok(PlanReport::empty(exam.id, None, notes));
         };
         let window = DateRange::lookback(exam.scheduled_at.unwrap_or(now), rule.lookback, now.date_naive());
         let needs = Needs::of(rule, exam);
+        let findings = identity::find_all(&inner.archives, exam, window, needs, timeout).await;
 
-        let findings: Vec<Findings> = join_all(inner.archives.iter().map(|archive| {
-            let exam = &exam;
-            async move {
-                let finder = match &archive.finder {
-                    Ok(finder) => finder,
-                    Err(e) => return Findings { gap: Some((e.clone(), false)), ..Default::default() },
-                };
-                let mut f = query::find_studies(finder, &archive.config, exam, window, needs, timeout).await;
-                if needs.modalities || needs.body_part {
-                    let mut queries = std::mem::take(&mut f.queries);
-                    for study in f.studies.iter_mut() {
-                        let in_window = study.study_date().is_some_and(|d| window.contains(d));
-                        if in_window
-                            && needs.missing_in(study)
-                            && let Err(e) =
-                                query::enrich(finder, &archive.config.name, study, timeout, &mut queries).await
-                        {
-                            tracing::warn!(archive = %archive.config.name, error = %e, "series-level c-find failed");
-                        }
-                    }
-                    f.queries = queries;
-                }
-                f
-            }
-        }))
-        .await;
-
-        let mut queries = serde_json::Map::new();
-        let mut gaps_json = serde_json::Map::new();
-        let mut gaps = BTreeMap::new();
-        let mut retry_gap = false;
-        let mut cfinds = 0;
-        let mut studies = Vec::new();
-        for (archive, f) in inner.archives.iter().zip(findings) {
-            let name = archive.config.name.clone();
-            cfinds += f.queries.len();
-            queries.insert(name.clone(), serde_json::to_value(&f.queries).unwrap_or_default());
-            if let Some((why, retry)) = f.gap {
-                tracing::warn!(exam_id = exam.id, archive = %name, error = %why, "archive answer missing or incomplete");
-                retry_gap |= retry;
-                gaps_json.insert(name.clone(), serde_json::json!({ "error": why, "retry": retry }));
-                gaps.insert(name, why);
-            }
-            studies.extend(f.studies);
-        }
-
+        let mut report = PlanReport::empty(exam.id, Some(rule.name.clone()), notes);
+        let (mut explained, studies) = Explained::of(exam.id, &inner.archives, findings, &mut report);
+        // copies of one study on several archives (under different patient IDs too) are
+        // one candidate: selection and the destination check go by StudyInstanceUID
         let mut decisions = select_priors(exam, rule, studies, &window);
         if let Some(dest) = &inner.destination {
-            let uids: Vec<String> =
-                decisions.iter().filter(|d| d.selected).map(|d| d.study.study_instance_uid.clone()).collect();
-            if !uids.is_empty() {
-                let mut log: Vec<QueryLog> = Vec::new();
-                match query::at_destination(dest, &uids, timeout, &mut log).await {
-                    Ok(present) => skip_present(&mut decisions, &present),
-                    Err(e) => {
-                        // Not fatal: fetching what may already be there is safe.
-                        tracing::warn!(exam_id = exam.id, error = %e, "destination check failed; fetching all selected priors");
-                        gaps_json.insert("destination".into(), serde_json::json!({ "error": e, "retry": false }));
-                        gaps.insert("destination".into(), e);
-                    }
-                }
-                cfinds += log.len();
-                queries.insert("destination".into(), serde_json::to_value(&log).unwrap_or_default());
-            }
+            explained.check_destination(dest, exam.id, &mut decisions, timeout, &mut report).await;
         }
 
         let timing = job_timing(exam.scheduled_at, exam.priority, config.prefetch.lead_time, now);
-        let jobs: Vec<NewJob> = decisions
-            .iter()
-            .filter(|d| d.selected)
-            .filter_map(|d| {
-                let archive = config.archive(&d.study.archive)?;
-                Some(NewJob {
-                    exam_id: exam.id,
-                    study_instance_uid: d.study.study_instance_uid.clone(),
-                    archive: archive.name.clone(),
-                    method: archive.retrieve,
-                    destination: config.destination.name().to_string(),
-                    priority: timing.priority,
-                    not_before: timing.not_before,
-                    deadline: timing.deadline,
-                    max_attempts: config.retry.max_attempts as i32,
-                    expected_instances: d.study.instances.map(|n| n.min(i32::MAX as u32) as i32),
-                })
-            })
-            .collect();
-
         let attempts = inner.store.exam_plan(exam.id).await?.map_or(0, |p| p.attempts.max(0) as u32);
-        let replan_at = (retry_gap && attempts < config.planner.max_replans).then(|| {
+        report.replan_at = (explained.retry && attempts < config.planner.max_replans).then(|| {
             let b = &config.planner.replan_backoff;
             let policy = RetryPolicy { initial: b.initial, factor: b.factor, max: b.max, jitter: b.jitter };
             now + policy.delay(attempts + 1)
         });
-        let priors = decisions
-            .iter()
-            .map(|d| PriorRecord {
-                archive: d.study.archive.clone(),
-                study_instance_uid: d.study.study_instance_uid.clone(),
-                study_date: d.study.study_date_raw.clone(),
-                modalities: (!d.study.modalities.is_empty()).then(|| d.study.modalities.join("\\")),
-                description: d.study.description.clone(),
-                expected_instances: d.study.instances.map(|n| n.min(i32::MAX as u32) as i32),
-                selected: d.selected,
-                reason: d.reason.clone(),
-            })
-            .collect();
         let record = PlanRecord {
             exam_id: exam.id,
             rule: Some(rule.name.clone()),
-            queries: serde_json::Value::Object(queries),
-            gaps: serde_json::Value::Object(gaps_json),
-            replan_at,
-            priors,
-            jobs,
+            queries: serde_json::Value::Object(explained.queries),
+            gaps: serde_json::Value::Object(explained.gaps),
+            archives: serde_json::Value::Object(explained.archives),
+            inputs: inputs_json,
+            replan_at: report.replan_at,
+            priors: record::priors(&decisions),
+            jobs: record::jobs(config, exam, &decisions, &timing),
             max_jobs: Some(rule.max),
             refusal: None,
         };
         // the store reconciles with earlier plans' jobs (max counted over them all)
         let outcome = inner.store.record_plan_outcome(&record).await?;
-        let jobs_enqueued = outcome.jobs_inserted;
-        apply_outcome(&mut decisions, &outcome);
+        report.jobs_enqueued = outcome.jobs_inserted;
+        record::apply_outcome(&mut decisions, &outcome);
         let selected = decisions.iter().filter(|d| d.selected).count();
         metrics::PRIORS_SELECTED.with_label_values(&[rule.name.as_str()]).inc_by(selected as u64);
         tracing::info!(
-            exam_id = exam.id, rule = %rule.name, candidates = decisions.len(), selected, jobs_enqueued,
-            jobs_stopped = outcome.jobs_stopped, gaps = gaps.len(), cfinds, "exam planned"
+            exam_id = exam.id, rule = %rule.name, candidates = decisions.len(), selected,
+            jobs_enqueued = report.jobs_enqueued, jobs_stopped = outcome.jobs_stopped, gaps = report.gaps.len(),
+            skipped = report.skipped.len(), cfinds = report.cfinds, "exam planned"
         );
-        Ok(PlanReport {
-            exam_id: exam.id,
-            rule: Some(rule.name.clone()),
-            decisions,
-            jobs_enqueued,
-            gaps,
-            replan_at,
-            cfinds,
-        })
+        report.decisions = decisions;
+        Ok(report)
     }
 
     /// Claims and plans exams until `shutdown` turns true: new exams first, then due
@@ -497,18 +427,6 @@ impl Planner {
             }
             running.lock().unwrap_or_else(|e| e.into_inner()).remove(&exam.id);
         });
-    }
-}
-
-/// The decisions as recorded (a re-plan may unselect over `max` or keep a started job).
-fn apply_outcome(decisions: &mut [Decision], outcome: &priorfetch_store::PlanOutcome) {
-    let recorded: std::collections::HashMap<(&str, &str), &PriorRecord> =
-        outcome.priors.iter().map(|p| ((p.archive.as_str(), p.study_instance_uid.as_str()), p)).collect();
-    for d in decisions.iter_mut() {
-        if let Some(p) = recorded.get(&(d.study.archive.as_str(), d.study.study_instance_uid.as_str())) {
-            d.selected = p.selected;
-            d.reason.clone_from(&p.reason);
-        }
     }
 }
 

@@ -96,6 +96,8 @@ fn pre_fix_plan(exam_id: i64, uid: &str) -> PlanRecord {
         rule: Some("all".into()),
         queries: serde_json::json!({}),
         gaps: serde_json::json!({}),
+        archives: serde_json::json!({}),
+        inputs: serde_json::json!([]),
         replan_at: None,
         priors: vec![PriorRecord {
             archive: "archive".into(),

@@ -101,6 +101,7 @@ async fn enqueue_all(store: &Store, archive: &SimHandle, method: &str) -> Vec<i6
             event_key: "mp-1".into(),
             patient_id: "P".into(),
             issuer: None,
+            identifiers: Vec::new(),
             accession_number: None,
             study_instance_uid: None,
             scheduled_at: Some(Utc::now() + ChronoDuration::hours(1)),

@@ -5,7 +5,7 @@ mod message;
 mod timestamp;
 
 use crate::error::DecodeError;
-use crate::event::{EventKind, ExamEvent, Format, Patient, Procedure};
+use crate::event::{EventKind, ExamEvent, Format, Patient, PatientIdentifier, Procedure};
 use crate::{DecodeOptions, json::check_uid};
 use mapping::{Hl7FieldMap, require};
 use message::Message;
@@ -91,8 +91,14 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
         (code_value.is_some() || text_value.is_some()).then_some(Procedure { code: code_value, text: text_value });
     let modality =
         Hl7FieldMap::first(&map.modality, &message).map(|(v, _)| v.to_ascii_uppercase()).filter(|m| m.len() <= 16);
+    let event_key = if options.sender_in_key {
+        let part = |n| message.field("MSH", n).and_then(|f| message.component(f, 1, 1)).unwrap_or_default();
+        format!("hl7:{}:{}^{}:{}", options.source, part(3), part(4), control_id)
+    } else {
+        format!("hl7:{}:{}", options.source, control_id)
+    };
     Ok(ExamEvent {
-        event_key: format!("hl7:{}:{}", options.source, control_id),
+        event_key,
         kind,
         patient,
         accession_number,
@@ -109,18 +115,23 @@ pub(crate) fn decode(text: &str, options: &DecodeOptions) -> Result<ExamEvent, D
 
 fn patient(message: &Message<'_>, map: &Hl7FieldMap, offset: chrono::FixedOffset) -> Result<Patient, DecodeError> {
     let pid3 = message.field("PID", 3).unwrap_or_default();
-    let identifiers: Vec<(String, Option<String>)> = message
-        .repetitions(pid3)
-        .into_iter()
-        .filter_map(|rep| message.component(rep, 1, 1).map(|id| (id, message.component(rep, 4, 1))))
-        .collect();
+    // Every repetition with an ID: CX.1, and CX.4.1 (the assigning authority's namespace id).
+    let mut identifiers: Vec<PatientIdentifier> = Vec::new();
+    for rep in message.repetitions(pid3) {
+        if let Some(id) = message.component(rep, 1, 1) {
+            let identifier = PatientIdentifier { id, issuer: message.component(rep, 4, 1) };
+            if !identifiers.contains(&identifier) {
+                identifiers.push(identifier);
+            }
+        }
+    }
     let chosen = map
         .preferred_issuer
         .as_deref()
-        .and_then(|want| identifiers.iter().find(|(_, issuer)| issuer.as_deref() == Some(want)))
+        .and_then(|want| identifiers.iter().find(|i| i.issuer.as_deref() == Some(want)))
         .or(identifiers.first())
         .cloned();
-    let (id, issuer) = chosen.ok_or_else(|| DecodeError::missing("PID-3", "patient id"))?;
+    let PatientIdentifier { id, issuer } = chosen.ok_or_else(|| DecodeError::missing("PID-3", "patient id"))?;
     let name = message.field("PID", 5).and_then(|f| {
         let rep = message.repetitions(f).into_iter().next()?;
         let family = message.component(rep, 1, 1)?;
@@ -138,5 +149,5 @@ fn patient(message: &Message<'_>, map: &Hl7FieldMap, offset: chrono::FixedOffset
         ),
         None => None,
     };
-    Ok(Patient { id, issuer, name, birth_date })
+    Ok(Patient { id, issuer, identifiers, name, birth_date })
 }

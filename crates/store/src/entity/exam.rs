@@ -11,6 +11,9 @@ pub struct Model {
     pub event_key: String,
     pub patient_id: String,
     pub issuer: Option<String>,
+    /// Every identifier of the patient, `[{id, issuer}]`, the primary included; `None` on
+    /// rows stored before the column existed (read as the primary only).
+    pub patient_ids: Option<Json>,
     pub accession_number: Option<String>,
     pub study_instance_uid: Option<String>,
     pub scheduled_at: Option<DateTimeUtc>,

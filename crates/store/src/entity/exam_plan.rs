@@ -12,6 +12,12 @@ pub struct Model {
     pub queries: Json,
     /// Per archive that could not be queried completely: why. Empty when complete.
     pub gaps: Json,
+    /// Per archive: the patient identifier used (issuer, hashed id, how it was chosen) or
+    /// why the archive was skipped. `None` on plans recorded before the column existed.
+    pub archives: Option<Json>,
+    /// Exam fields filled from `[[procedure_map]]`, and rule inputs the exam lacked with
+    /// what the planner did instead (a list). `None` on older plans.
+    pub inputs: Option<Json>,
     /// How many times the exam was planned (first plan = 1).
     pub attempts: i32,
     /// When the exam is planned again because of a gap; `None` when not.

@@ -10,6 +10,7 @@ mod m20261202_000002_retrieve_detail;
 mod m20261202_000003_queue_vacuum;
 mod m20261202_000004_lean_queue_indexes;
 mod m20261210_000001_workers;
+mod m20261216_000001_patient_identity;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_queue_vacuum::Migration),
             Box::new(m20261202_000004_lean_queue_indexes::Migration),
             Box::new(m20261210_000001_workers::Migration),
+            Box::new(m20261216_000001_patient_identity::Migration),
         ]
     }
 }

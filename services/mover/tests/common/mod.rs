@@ -49,6 +49,7 @@ pub async fn exam(store: &Store, key: &str) -> i64 {
         event_key: key.into(),
         patient_id: "P1".into(),
         issuer: None,
+        identifiers: Vec::new(),
         accession_number: Some(format!("ACC-{key}")),
         study_instance_uid: None,
         scheduled_at: Some(Utc::now() + ChronoDuration::hours(1)),

@@ -63,6 +63,7 @@ pub fn exam_event(
         event_key: key.into(),
         patient_id: patient.into(),
         issuer: Some("HOSP".into()),
+        identifiers: Vec::new(),
         accession_number: Some(format!("ACC-{key}")),
         study_instance_uid: None,
         scheduled_at: Some(scheduled_at),

@@ -93,11 +93,13 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                 return Ok(ExitCode::from(1));
             };
             let mut value = job_json(&job);
-            // how the job came about: the rule that fired, the C-FIND keys sent, the
-            // prior's selection reason
+            // how the job came about: the rule that fired, the exam inputs it saw, the
+            // patient identifier each archive was queried with (hashed) or why it was
+            // skipped, the C-FIND keys sent, the prior's selection reason
             if let Some(plan) = store.exam_plan(job.exam_id).await? {
                 value["plan"] = serde_json::json!({
-                    "rule": plan.rule, "cfind": plan.queries, "gaps": plan.gaps,
+                    "rule": plan.rule, "inputs": plan.inputs, "archives": plan.archives,
+                    "cfind": plan.queries, "gaps": plan.gaps,
                     "attempts": plan.attempts, "replan_at": plan.replan_at,
                 });
             }
