@@ -46,6 +46,10 @@ pub struct ServiceConfig {
     /// TLS on our SCPs (the C-STORE SCP receiving C-MOVE sub-operations).
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
+    /// HTTPS on the admin listener; a client certificate signed by its `ca` admits an
+    /// event sender (mutual TLS) as a `sender` token would.
+    #[serde(default)]
+    pub admin_tls: Option<ServerTlsConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -109,6 +109,9 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     for (field, message) in config.service.tls.as_ref().map(crate::tls::check_server).unwrap_or_default() {
         issue(format!("service.tls.{field}"), &message);
     }
+    for (field, message) in config.service.admin_tls.as_ref().map(crate::tls::check_server).unwrap_or_default() {
+        issue(format!("service.admin_tls.{field}"), &message);
+    }
     match d.protocol {
         Protocol::Dimse => {
             if let Err(why) = check_ae_title(&d.ae_title) {

@@ -18,33 +18,6 @@ pub const MODALITY_WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
 /// that matches a whole year) cannot fill memory; the poll counts as incomplete.
 pub const MAX_ITEMS_PER_QUERY: usize = 20_000;
 
-/// The attributes asked for and read back.
-pub mod tags {
-    use dicom_core::Tag;
-    pub const SPECIFIC_CHARACTER_SET: Tag = Tag(0x0008, 0x0005);
-    pub const ACCESSION_NUMBER: Tag = Tag(0x0008, 0x0050);
-    pub const MODALITY: Tag = Tag(0x0008, 0x0060);
-    pub const CODE_VALUE: Tag = Tag(0x0008, 0x0100);
-    pub const CODING_SCHEME_DESIGNATOR: Tag = Tag(0x0008, 0x0102);
-    pub const CODE_MEANING: Tag = Tag(0x0008, 0x0104);
-    pub const TIMEZONE_OFFSET_FROM_UTC: Tag = Tag(0x0008, 0x0201);
-    pub const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
-    pub const ISSUER_OF_PATIENT_ID: Tag = Tag(0x0010, 0x0021);
-    pub const OTHER_PATIENT_IDS_SEQUENCE: Tag = Tag(0x0010, 0x1002);
-    pub const BODY_PART_EXAMINED: Tag = Tag(0x0018, 0x0015);
-    pub const STUDY_INSTANCE_UID: Tag = Tag(0x0020, 0x000D);
-    pub const REQUESTED_PROCEDURE_DESCRIPTION: Tag = Tag(0x0032, 0x1060);
-    pub const REQUESTED_PROCEDURE_CODE_SEQUENCE: Tag = Tag(0x0032, 0x1064);
-    pub const SCHEDULED_STATION_AE_TITLE: Tag = Tag(0x0040, 0x0001);
-    pub const SPS_START_DATE: Tag = Tag(0x0040, 0x0002);
-    pub const SPS_START_TIME: Tag = Tag(0x0040, 0x0003);
-    pub const SPS_DESCRIPTION: Tag = Tag(0x0040, 0x0007);
-    pub const SPS_ID: Tag = Tag(0x0040, 0x0009);
-    pub const SPS_SEQUENCE: Tag = Tag(0x0040, 0x0100);
-    pub const REQUESTED_PROCEDURE_ID: Tag = Tag(0x0040, 0x1001);
-    pub const REQUESTED_PROCEDURE_PRIORITY: Tag = Tag(0x0040, 0x1003);
-}
-
 /// One worklist C-FIND: the steps that start on `dates`, optionally of one station and
 /// one modality (the SCP matches them inside the Scheduled Procedure Step Sequence).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,16 +52,16 @@ fn sequence(obj: &mut InMemDicomObject, tag: Tag, item: InMemDicomObject) {
 /// station and modality are matching keys; the rest are return keys. Patient name and
 /// birth date are not asked for: nothing downstream stores them.
 pub fn worklist_identifier(filter: &WorklistFilter) -> InMemDicomObject {
-    use tags::*;
+    use dicom_dictionary_std::tags::*;
     let mut step = InMemDicomObject::new_empty();
     put(&mut step, SCHEDULED_STATION_AE_TITLE, VR::AE, filter.station_ae.as_deref().unwrap_or(""));
-    put(&mut step, SPS_START_DATE, VR::DA, &filter.dates);
-    put(&mut step, SPS_START_TIME, VR::TM, "");
+    put(&mut step, SCHEDULED_PROCEDURE_STEP_START_DATE, VR::DA, &filter.dates);
+    put(&mut step, SCHEDULED_PROCEDURE_STEP_START_TIME, VR::TM, "");
     put(&mut step, MODALITY, VR::CS, filter.modality.as_deref().unwrap_or(""));
     // Not an MWL attribute, but RIS often fill it (Orthanc returns it; DCMTK drops it).
     put(&mut step, BODY_PART_EXAMINED, VR::CS, "");
-    put(&mut step, SPS_DESCRIPTION, VR::LO, "");
-    put(&mut step, SPS_ID, VR::SH, "");
+    put(&mut step, SCHEDULED_PROCEDURE_STEP_DESCRIPTION, VR::LO, "");
+    put(&mut step, SCHEDULED_PROCEDURE_STEP_ID, VR::SH, "");
     let mut code = InMemDicomObject::new_empty();
     put(&mut code, CODE_VALUE, VR::SH, "");
     put(&mut code, CODING_SCHEME_DESIGNATOR, VR::SH, "");
@@ -103,11 +76,11 @@ pub fn worklist_identifier(filter: &WorklistFilter) -> InMemDicomObject {
     put(&mut obj, TIMEZONE_OFFSET_FROM_UTC, VR::SH, "");
     put(&mut obj, PATIENT_ID, VR::LO, "");
     put(&mut obj, ISSUER_OF_PATIENT_ID, VR::LO, "");
-    sequence(&mut obj, OTHER_PATIENT_IDS_SEQUENCE, other_id);
+    sequence(&mut obj, OTHER_PATIENT_I_DS_SEQUENCE, other_id);
     put(&mut obj, STUDY_INSTANCE_UID, VR::UI, "");
     put(&mut obj, REQUESTED_PROCEDURE_DESCRIPTION, VR::LO, "");
     sequence(&mut obj, REQUESTED_PROCEDURE_CODE_SEQUENCE, code);
-    sequence(&mut obj, SPS_SEQUENCE, step);
+    sequence(&mut obj, SCHEDULED_PROCEDURE_STEP_SEQUENCE, step);
     put(&mut obj, REQUESTED_PROCEDURE_ID, VR::SH, "");
     put(&mut obj, REQUESTED_PROCEDURE_PRIORITY, VR::SH, "");
     obj

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use priorfetch_domain::{ExamPriority, PatientIdentifier};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, TransactionTrait,
 };
 use std::time::Duration;
 
@@ -62,82 +62,33 @@ impl Inserted {
 }
 
 impl Store {
-    /// Inserts exams in one transaction (the intake batches a broker's deliveries), each
-    /// unique by `event_key`: a key seen before is reported as a duplicate and changes
-    /// nothing. Returns one outcome per input, in order.
+    /// Inserts exams, each unique by `event_key`: a key seen before is reported as a
+    /// duplicate and changes nothing. Returns one outcome per input, in order. Up to one
+    /// chunk (the usual batch) is one INSERT, atomic on its own, so it runs without
+    /// BEGIN/COMMIT round trips (the MLLP and HTTP intakes wait on it for every answer);
+    /// larger batches take one transaction.
     pub async fn insert_exams(&self, exams: &[NewExam]) -> Result<Vec<Inserted>, StoreError> {
         let op = "insert exams";
         if exams.is_empty() {
             return Ok(Vec::new());
         }
         let now = Utc::now();
-        let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
-        let mut outcomes = Vec::with_capacity(exams.len());
-        // Chunks keep the statement under SQLite's bound-parameter limit.
-        for chunk in exams.chunks(500) {
-            let rows = chunk.iter().map(|e| exam::ActiveModel {
-                event_key: Set(e.event_key.clone()),
-                patient_id: Set(e.patient_id.clone()),
-                issuer: Set(e.issuer.clone()),
-                patient_ids: Set(Some(e.identifiers_json())),
-                accession_number: Set(e.accession_number.clone()),
-                study_instance_uid: Set(e.study_instance_uid.clone()),
-                scheduled_at: Set(e.scheduled_at),
-                modality: Set(e.modality.clone()),
-                body_part: Set(e.body_part.clone()),
-                procedure_code: Set(e.procedure_code.clone()),
-                procedure_text: Set(e.procedure_text.clone()),
-                priority: Set(e.priority.as_str().to_string()),
-                status: Set(ExamStatus::Received.as_str().to_string()),
-                trace_parent: Set(e.trace_parent.clone()),
-                leased_until: Set(None),
-                worker: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-                ..Default::default()
-            });
-            let inserted: Vec<(i64, String)> = exam::Entity::insert_many(rows)
-                .on_conflict(OnConflict::column(exam::Column::EventKey).do_nothing().to_owned())
-                .exec_with_returning(&txn)
-                .await
-                .map_err(|e| StoreError::query(op, e))?
-                .into_iter()
-                .map(|m| (m.id, m.event_key))
-                .collect();
-            // Only keys that were not inserted need a look-up (duplicates: redeliveries).
-            let returned: std::collections::HashSet<&str> = inserted.iter().map(|(_, k)| k.as_str()).collect();
-            let missing: Vec<&str> =
-                chunk.iter().map(|e| e.event_key.as_str()).filter(|k| !returned.contains(k)).collect();
-            let mut existing: Vec<(i64, String)> = if missing.is_empty() {
-                Vec::new()
-            } else {
-                exam::Entity::find()
-                    .select_only()
-                    .column(exam::Column::Id)
-                    .column(exam::Column::EventKey)
-                    .filter(exam::Column::EventKey.is_in(missing))
-                    .into_tuple()
-                    .all(&txn)
-                    .await
-                    .map_err(|e| StoreError::query(op, e))?
-            };
-            existing.extend(inserted.iter().cloned());
-            let new: std::collections::HashSet<&str> = inserted.iter().map(|(_, k)| k.as_str()).collect();
-            let ids: std::collections::HashMap<&str, i64> = existing.iter().map(|(id, k)| (k.as_str(), *id)).collect();
-            // A key repeated inside one batch is new the first time, a duplicate after.
-            let mut seen = std::collections::HashSet::new();
-            for e in chunk {
-                let key = e.event_key.as_str();
-                let id = ids.get(key).copied().unwrap_or_default();
-                outcomes.push(if new.contains(key) && seen.insert(key) {
-                    Inserted::New(id)
-                } else {
-                    Inserted::Duplicate(id)
-                });
+        let outcomes = if exams.len() <= INSERT_CHUNK {
+            let outcomes = insert_chunk(&self.db, exams, now).await?;
+            if outcomes.iter().any(|o| matches!(o, Inserted::New(_))) {
+                self.notify_work(&self.db).await?;
             }
-        }
-        self.notify_work(&txn).await?;
-        txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+            outcomes
+        } else {
+            let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
+            let mut outcomes = Vec::with_capacity(exams.len());
+            for chunk in exams.chunks(INSERT_CHUNK) {
+                outcomes.extend(insert_chunk(&txn, chunk, now).await?);
+            }
+            self.notify_work(&txn).await?;
+            txn.commit().await.map_err(|e| StoreError::query(op, e))?;
+            outcomes
+        };
         self.wake_local();
         Ok(outcomes)
     }
@@ -395,4 +346,74 @@ impl Store {
             .map_err(|e| StoreError::query(op, e))?;
         Ok(deleted.rows_affected)
     }
+}
+
+/// Rows per INSERT: keeps the statement under SQLite's bound-parameter limit.
+const INSERT_CHUNK: usize = 500;
+
+/// One multi-row INSERT ... ON CONFLICT DO NOTHING, then a look-up of the keys that were
+/// already there (redeliveries).
+async fn insert_chunk<C: ConnectionTrait>(
+    conn: &C,
+    chunk: &[NewExam],
+    now: DateTime<Utc>,
+) -> Result<Vec<Inserted>, StoreError> {
+    let op = "insert exams";
+    let mut outcomes = Vec::with_capacity(chunk.len());
+    let rows = chunk.iter().map(|e| exam::ActiveModel {
+        event_key: Set(e.event_key.clone()),
+        patient_id: Set(e.patient_id.clone()),
+        issuer: Set(e.issuer.clone()),
+        patient_ids: Set(Some(e.identifiers_json())),
+        accession_number: Set(e.accession_number.clone()),
+        study_instance_uid: Set(e.study_instance_uid.clone()),
+        scheduled_at: Set(e.scheduled_at),
+        modality: Set(e.modality.clone()),
+        body_part: Set(e.body_part.clone()),
+        procedure_code: Set(e.procedure_code.clone()),
+        procedure_text: Set(e.procedure_text.clone()),
+        priority: Set(e.priority.as_str().to_string()),
+        status: Set(ExamStatus::Received.as_str().to_string()),
+        trace_parent: Set(e.trace_parent.clone()),
+        leased_until: Set(None),
+        worker: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    });
+    let inserted: Vec<(i64, String)> = exam::Entity::insert_many(rows)
+        .on_conflict(OnConflict::column(exam::Column::EventKey).do_nothing().to_owned())
+        .exec_with_returning(conn)
+        .await
+        .map_err(|e| StoreError::query(op, e))?
+        .into_iter()
+        .map(|m| (m.id, m.event_key))
+        .collect();
+    // Only keys that were not inserted need a look-up (duplicates: redeliveries).
+    let returned: std::collections::HashSet<&str> = inserted.iter().map(|(_, k)| k.as_str()).collect();
+    let missing: Vec<&str> = chunk.iter().map(|e| e.event_key.as_str()).filter(|k| !returned.contains(k)).collect();
+    let mut existing: Vec<(i64, String)> = if missing.is_empty() {
+        Vec::new()
+    } else {
+        exam::Entity::find()
+            .select_only()
+            .column(exam::Column::Id)
+            .column(exam::Column::EventKey)
+            .filter(exam::Column::EventKey.is_in(missing))
+            .into_tuple()
+            .all(conn)
+            .await
+            .map_err(|e| StoreError::query(op, e))?
+    };
+    existing.extend(inserted.iter().cloned());
+    let new: std::collections::HashSet<&str> = inserted.iter().map(|(_, k)| k.as_str()).collect();
+    let ids: std::collections::HashMap<&str, i64> = existing.iter().map(|(id, k)| (k.as_str(), *id)).collect();
+    // A key repeated inside one batch is new the first time, a duplicate after.
+    let mut seen = std::collections::HashSet::new();
+    for e in chunk {
+        let key = e.event_key.as_str();
+        let id = ids.get(key).copied().unwrap_or_default();
+        outcomes.push(if new.contains(key) && seen.insert(key) { Inserted::New(id) } else { Inserted::Duplicate(id) });
+    }
+    Ok(outcomes)
 }

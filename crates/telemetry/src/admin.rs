@@ -74,6 +74,17 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -
     }
 }
 
+/// Where an HTTPS admin listener gets its TLS configuration, per connection (so that
+/// rotated certificate files apply to the next connection).
+pub type TlsSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+
+/// A client certificate the TLS handshake verified against the listener's CA (mutual
+/// TLS), as a request extension for routes that admit by it: the SHA-256 of its DER, hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub sha256: String,
+}
+
 /// Binds `listen` and serves until `shutdown` resolves, with the default [`Limits`].
 /// Returns the bound address (port 0 picks one) once listening, and the server task.
 pub async fn serve(
@@ -81,7 +92,18 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    serve_with(listen, app, Limits::default(), shutdown).await
+    serve_tls(listen, app, None, shutdown).await
+}
+
+/// As [`serve`], over HTTPS when `tls` is given (HTTPS only: a plain request is refused by
+/// the handshake).
+pub async fn serve_tls(
+    listen: SocketAddr,
+    app: Router,
+    tls: Option<TlsSource>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    serve_inner(listen, app, Limits::default(), tls, shutdown).await
 }
 
 pub async fn serve_with(
@@ -90,12 +112,22 @@ pub async fn serve_with(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    serve_inner(listen, app, limits, None, shutdown).await
+}
+
+async fn serve_inner(
+    listen: SocketAddr,
+    app: Router,
+    limits: Limits,
+    tls: Option<TlsSource>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, max_connections = limits.max_connections, "admin http listening");
+    tracing::info!(%addr, max_connections = limits.max_connections, https = tls.is_some(), "admin http listening");
     let request_timeout = limits.request_timeout;
     let app = app.layer(axum::middleware::from_fn(move |req: Request, next: Next| bounded(req, next, request_timeout)));
-    let task = tokio::spawn(accept_loop(listener, app, limits, shutdown));
+    let task = tokio::spawn(accept_loop(listener, app, limits, tls, shutdown));
     Ok((addr, task))
 }
 
@@ -111,6 +143,7 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsSource>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -135,23 +168,24 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         // the sender's address, for routes that admit by it (`ConnectInfo<SocketAddr>`)
-        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
-        let mut stop = stop_rx.clone();
+        let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let (stop, tls) = (stop_rx.clone(), tls.clone());
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            // The watch guard is dropped inside this block: it must not live across an await.
-            let stopping = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopping => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), app, limits, stop).await,
+                Some(source) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(source());
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let app = match client_certificate(stream.get_ref().1) {
+                                Some(certificate) => app.layer(axum::Extension(certificate)),
+                                None => app,
+                            };
+                            serve_connection(TokioIo::new(stream), app, limits, stop).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin https handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "admin https handshake timed out"),
+                    }
                 }
             }
             drop(permit);
@@ -162,4 +196,34 @@ async fn accept_loop(
     let all = limits.max_connections as u32;
     let _ = tokio::time::timeout(Duration::from_secs(5), permits.acquire_many(all)).await;
     Ok(())
+}
+
+fn client_certificate(connection: &rustls::ServerConnection) -> Option<ClientCertificate> {
+    use sha2::Digest;
+    let der = connection.peer_certificates()?.first()?;
+    let digest = sha2::Sha256::digest(der.as_ref());
+    Some(ClientCertificate { sha256: digest.iter().map(|b| format!("{b:02x}")).collect() })
+}
+
+/// Serves one connection until it ends or the server stops (then gracefully, for 5 s).
+async fn serve_connection<I>(io: TokioIo<I>, app: Router, limits: Limits, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(io, TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    // The watch guard is dropped inside this block: it must not live across an await.
+    let stopping = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopping => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        }
+    }
 }

@@ -126,7 +126,7 @@ pub fn write_study(dir: &Path, spec: &StudySpec) -> Vec<PathBuf> {
     paths
 }
 
-fn require_binary(name: &str) -> String {
+pub(crate) fn require_binary(name: &str) -> String {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {name}"))
@@ -139,7 +139,7 @@ fn require_binary(name: &str) -> String {
     name.to_string()
 }
 
-fn wait_port(port: u16, child: &mut Child, what: &str) {
+pub(crate) fn wait_port(port: u16, child: &mut Child, what: &str) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {

@@ -9,11 +9,10 @@
 //! Items are [`MwlItem`]s, written as a text dump and converted with `dump2dcm` (temp name,
 //! then rename, so an SCP never reads half a file). Processes are killed on drop.
 
-use crate::dicom::OrthancTls;
+use crate::dicom::{OrthancTls, require_binary, wait_port};
 use crate::ports::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// One Scheduled Procedure Step; `None` leaves the attribute out.
 #[derive(Debug, Clone, Default)]
@@ -141,25 +140,6 @@ pub fn write_item(folder: &Path, name: &str, item: &MwlItem) {
     assert!(out.status.success(), "dump2dcm failed: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(&dump).ok();
     std::fs::rename(&temp, folder.join(format!("{name}.wl"))).expect("rename worklist file");
-}
-
-fn require_binary(name: &str) -> String {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output();
-    if !found.map(|o| o.status.success()).unwrap_or(false) {
-        panic!("'{name}' not found: run the tests through scripts/test, which installs DCMTK and Orthanc");
-    }
-    name.to_string()
-}
-
-fn wait_port(port: u16, child: &mut Child, what: &str) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited at start-up ({status})");
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not listen on {port} within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 struct Killed(Child);

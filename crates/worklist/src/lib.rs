@@ -21,27 +21,7 @@ use priorfetch_events::{
 use read::{attribute, items, text};
 
 /// The attributes read (the same the C-FIND asks for).
-mod tag {
-    use dicom_core::Tag;
-    pub const ACCESSION_NUMBER: Tag = Tag(0x0008, 0x0050);
-    pub const MODALITY: Tag = Tag(0x0008, 0x0060);
-    pub const CODE_VALUE: Tag = Tag(0x0008, 0x0100);
-    pub const CODE_MEANING: Tag = Tag(0x0008, 0x0104);
-    pub const TIMEZONE_OFFSET_FROM_UTC: Tag = Tag(0x0008, 0x0201);
-    pub const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
-    pub const ISSUER_OF_PATIENT_ID: Tag = Tag(0x0010, 0x0021);
-    pub const OTHER_PATIENT_IDS_SEQUENCE: Tag = Tag(0x0010, 0x1002);
-    pub const BODY_PART_EXAMINED: Tag = Tag(0x0018, 0x0015);
-    pub const STUDY_INSTANCE_UID: Tag = Tag(0x0020, 0x000D);
-    pub const REQUESTED_PROCEDURE_DESCRIPTION: Tag = Tag(0x0032, 0x1060);
-    pub const REQUESTED_PROCEDURE_CODE_SEQUENCE: Tag = Tag(0x0032, 0x1064);
-    pub const SPS_START_DATE: Tag = Tag(0x0040, 0x0002);
-    pub const SPS_START_TIME: Tag = Tag(0x0040, 0x0003);
-    pub const SPS_DESCRIPTION: Tag = Tag(0x0040, 0x0007);
-    pub const SPS_ID: Tag = Tag(0x0040, 0x0009);
-    pub const SPS_SEQUENCE: Tag = Tag(0x0040, 0x0100);
-    pub const REQUESTED_PROCEDURE_PRIORITY: Tag = Tag(0x0040, 0x1003);
-}
+use dicom_dictionary_std::tags as tag;
 
 /// `message_type` of worklist events.
 pub const MESSAGE_TYPE: &str = "MWL C-FIND";
@@ -78,9 +58,9 @@ pub fn item_payload(item: &InMemDicomObject) -> Vec<u8> {
 /// (0040,0100), each checked by [`priorfetch_events::validate`]. An item without steps
 /// is one error.
 pub fn map_item(item: &InMemDicomObject, options: &MapOptions) -> Vec<StepEvent> {
-    let steps = items(item, tag::SPS_SEQUENCE);
+    let steps = items(item, tag::SCHEDULED_PROCEDURE_STEP_SEQUENCE);
     if steps.is_empty() {
-        let field = attribute("ScheduledProcedureStepSequence", tag::SPS_SEQUENCE);
+        let field = attribute("ScheduledProcedureStepSequence", tag::SCHEDULED_PROCEDURE_STEP_SEQUENCE);
         let error = DecodeError::MissingField { field, what: "scheduled procedure step".into() };
         return vec![StepEvent { key: None, event: Err(error) }];
     }
@@ -114,7 +94,7 @@ fn order_of(item: &InMemDicomObject, options: &MapOptions) -> Result<Order, Deco
         what: "patient id".into(),
     })?;
     let primary = PatientIdentifier::new(patient_id, text(item, tag::ISSUER_OF_PATIENT_ID));
-    let others: Vec<PatientIdentifier> = items(item, tag::OTHER_PATIENT_IDS_SEQUENCE)
+    let others: Vec<PatientIdentifier> = items(item, tag::OTHER_PATIENT_I_DS_SEQUENCE)
         .iter()
         .filter_map(|o| Some(PatientIdentifier::new(text(o, tag::PATIENT_ID)?, text(o, tag::ISSUER_OF_PATIENT_ID))))
         .collect();
@@ -170,14 +150,14 @@ fn order_of(item: &InMemDicomObject, options: &MapOptions) -> Result<Order, Deco
 /// the order, so a step whose order is bad still has one.
 fn step_key(item: &InMemDicomObject, step: &InMemDicomObject, options: &MapOptions) -> Option<String> {
     let study = text(item, tag::STUDY_INSTANCE_UID).or_else(|| text(item, tag::ACCESSION_NUMBER))?;
-    let sps_id = text(step, tag::SPS_ID)?;
+    let sps_id = text(step, tag::SCHEDULED_PROCEDURE_STEP_ID)?;
     Some(format!("{}{study}:{sps_id}", key_prefix(&options.worklist)))
 }
 
 fn step_event(order: &Order, step: &InMemDicomObject, key: Option<&str>) -> Result<ExamEvent, DecodeError> {
     let Some(key) = key else {
         return Err(DecodeError::MissingField {
-            field: attribute("ScheduledProcedureStepID", tag::SPS_ID),
+            field: attribute("ScheduledProcedureStepID", tag::SCHEDULED_PROCEDURE_STEP_ID),
             what: "scheduled procedure step id".into(),
         });
     };
@@ -191,10 +171,9 @@ fn step_event(order: &Order, step: &InMemDicomObject, key: Option<&str>) -> Resu
         priority: order.priority,
         modality: text(step, tag::MODALITY).map(|m| m.to_ascii_uppercase()),
         body_part: text(step, tag::BODY_PART_EXAMINED).map(|b| b.to_ascii_uppercase()),
-        procedure: order
-            .procedure
-            .clone()
-            .or_else(|| text(step, tag::SPS_DESCRIPTION).map(|t| Procedure { code: None, text: Some(t) })),
+        procedure: order.procedure.clone().or_else(|| {
+            text(step, tag::SCHEDULED_PROCEDURE_STEP_DESCRIPTION).map(|t| Procedure { code: None, text: Some(t) })
+        }),
         // The events crate knows JSON and HL7 only; nothing branches on the format.
         format: Format::Json,
         message_type: MESSAGE_TYPE.to_string(),
@@ -205,12 +184,12 @@ fn step_event(order: &Order, step: &InMemDicomObject, key: Option<&str>) -> Resu
 
 /// SPS Start Date (required) and Time (midnight when absent), local in `offset`.
 fn start_of(step: &InMemDicomObject, offset: FixedOffset) -> Result<DateTime<FixedOffset>, DecodeError> {
-    let date_field = attribute("ScheduledProcedureStepStartDate", tag::SPS_START_DATE);
-    let time_field = attribute("ScheduledProcedureStepStartTime", tag::SPS_START_TIME);
-    let date = text(step, tag::SPS_START_DATE)
+    let date_field = attribute("ScheduledProcedureStepStartDate", tag::SCHEDULED_PROCEDURE_STEP_START_DATE);
+    let time_field = attribute("ScheduledProcedureStepStartTime", tag::SCHEDULED_PROCEDURE_STEP_START_TIME);
+    let date = text(step, tag::SCHEDULED_PROCEDURE_STEP_START_DATE)
         .ok_or_else(|| DecodeError::MissingField { field: date_field.clone(), what: "scheduled date".into() })?;
     let date = read::date(&date, &date_field)?;
-    let time = match text(step, tag::SPS_START_TIME) {
+    let time = match text(step, tag::SCHEDULED_PROCEDURE_STEP_START_TIME) {
         Some(t) => read::time(&t, &time_field)?,
         None => NaiveTime::MIN,
     };
@@ -224,15 +203,15 @@ fn in_dicom_terms(error: DecodeError) -> DecodeError {
         let (keyword, tag) = match field.split('[').next().unwrap_or(field) {
             "patient.id" => ("PatientID", tag::PATIENT_ID),
             "patient.issuer" => ("IssuerOfPatientID", tag::ISSUER_OF_PATIENT_ID),
-            "patient.identifiers" => ("OtherPatientIDsSequence", tag::OTHER_PATIENT_IDS_SEQUENCE),
+            "patient.identifiers" => ("OtherPatientIDsSequence", tag::OTHER_PATIENT_I_DS_SEQUENCE),
             "accession_number" => ("AccessionNumber", tag::ACCESSION_NUMBER),
             "study_instance_uid" => ("StudyInstanceUID", tag::STUDY_INSTANCE_UID),
             "modality" => ("Modality", tag::MODALITY),
             "body_part" => ("BodyPartExamined", tag::BODY_PART_EXAMINED),
             "procedure.code" => ("RequestedProcedureCodeSequence", tag::REQUESTED_PROCEDURE_CODE_SEQUENCE),
             "procedure.text" => ("RequestedProcedureDescription", tag::REQUESTED_PROCEDURE_DESCRIPTION),
-            "scheduled_at" => ("ScheduledProcedureStepStartDate", tag::SPS_START_DATE),
-            "event key" => ("ScheduledProcedureStepID", tag::SPS_ID),
+            "scheduled_at" => ("ScheduledProcedureStepStartDate", tag::SCHEDULED_PROCEDURE_STEP_START_DATE),
+            "event key" => ("ScheduledProcedureStepID", tag::SCHEDULED_PROCEDURE_STEP_ID),
             _ => return field.to_string(),
         };
         attribute(keyword, tag)

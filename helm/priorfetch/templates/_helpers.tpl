@@ -128,3 +128,8 @@ kafka-password: {{ . | b64enc | quote }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* HTTPS when config.service.admin_tls is set (the admin listener then serves TLS only). */}}
+{{- define "priorfetch.adminScheme" -}}
+{{- if .Values.config.service.admin_tls -}}HTTPS{{- else -}}HTTP{{- end -}}
+{{- end -}}

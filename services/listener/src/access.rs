@@ -1,7 +1,8 @@
 //! Who may send events over HTTP, and how fast. With `[[admin.tokens]]` configured, a
 //! sender shows a bearer token of role `sender` or `operator` (401 without one, 403 for
 //! another role); with none, only loopback senders are served (403 otherwise: a service
-//! listening on a hospital network is not an open door). Above `intake.http.rate_limit`
+//! listening on a hospital network is not an open door). Over HTTPS (`service.admin_tls`), a
+//! client certificate signed by its `ca` admits a sender as a token does. Above `intake.http.rate_limit`
 //! events per second, 429 with Retry-After. Tokens are compared by their SHA-256.
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -9,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use priorfetch_config::{AdminToken, Config, Role};
+use priorfetch_telemetry::admin::ClientCertificate;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -66,8 +68,17 @@ impl Access {
         }
     }
 
-    /// The sender's name when it may send, else the answer it gets.
-    fn admit(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Result<String, Refusal> {
+    /// The sender's name when it may send, else the answer it gets. A client certificate
+    /// the HTTPS handshake verified against `service.admin_tls.ca` admits like a token.
+    fn admit(
+        &self,
+        peer: Option<SocketAddr>,
+        certificate: Option<&ClientCertificate>,
+        headers: &HeaderMap,
+    ) -> Result<String, Refusal> {
+        if let Some(certificate) = certificate {
+            return Ok(format!("client certificate {}", &certificate.sha256[..16.min(certificate.sha256.len())]));
+        }
         if self.tokens.is_empty() {
             return match peer {
                 Some(addr) if addr.ip().is_loopback() => Ok("loopback".into()),
@@ -92,6 +103,13 @@ impl Access {
             Some(_) => Err(Refusal(StatusCode::FORBIDDEN, "forbidden", "this token's role may not send events")),
             None => Err(Refusal(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")),
         }
+    }
+}
+
+#[cfg(test)]
+impl Access {
+    fn admit_plain(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Result<String, Refusal> {
+        self.admit(peer, None, headers)
     }
 }
 
@@ -129,7 +147,8 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 /// The middleware in front of the intake route.
 pub async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let sender = match access.admit(peer, request.headers()) {
+    let certificate = request.extensions().get::<ClientCertificate>();
+    let sender = match access.admit(peer, certificate, request.headers()) {
         Ok(name) => name,
         Err(Refusal(status, code, message)) => {
             crate::metrics::HTTP_REFUSED.with_label_values(&[status.as_str()]).inc();
@@ -155,11 +174,11 @@ mod tests {
     fn without_tokens_only_loopback_senders_are_admitted() {
         let access = Access::loopback();
         let from = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
-        assert!(access.admit(from("127.0.0.1:5000"), &HeaderMap::new()).is_ok());
-        assert!(access.admit(from("[::1]:5000"), &HeaderMap::new()).is_ok());
-        let refused = access.admit(from("10.1.2.3:5000"), &HeaderMap::new()).err().map(|r| r.0);
+        assert!(access.admit_plain(from("127.0.0.1:5000"), &HeaderMap::new()).is_ok());
+        assert!(access.admit_plain(from("[::1]:5000"), &HeaderMap::new()).is_ok());
+        let refused = access.admit_plain(from("10.1.2.3:5000"), &HeaderMap::new()).err().map(|r| r.0);
         assert_eq!(refused, Some(StatusCode::FORBIDDEN));
-        assert!(access.admit(None, &HeaderMap::new()).is_err(), "unknown peer: refused");
+        assert!(access.admit_plain(None, &HeaderMap::new()).is_err(), "unknown peer: refused");
     }
 
     #[test]

@@ -201,6 +201,14 @@ async fn orthanc_worklists_give_zones_other_ids_and_body_part() {
     assert!(exam(&store, "orthanc", 2).await.is_none(), "another station");
 
     assert_eq!(counts(&poller.poll_at(now()).await.unwrap()), (0, 1, 0, 0, 0, 0));
+    // the step moves an hour later: the planned exam goes back to the planner
+    store.set_exam_status(e.exam.id, ExamStatus::Planned).await.unwrap();
+    full.steps[0].time = Some("110000".into());
+    orthanc.put("full", &full);
+    assert_eq!(counts(&poller.poll_at(now()).await.unwrap()), (0, 0, 1, 0, 0, 0));
+    let moved = exam(&store, "orthanc", 1).await.unwrap();
+    assert_eq!((moved.exam.id, moved.status), (e.exam.id, ExamStatus::Received), "same exam, re-planned");
+    assert_eq!(moved.exam.scheduled_at.unwrap().to_rfc3339(), "2030-03-10T16:00:00+00:00");
     orthanc.remove("full");
     assert_eq!(poller.poll_at(now()).await.unwrap().cancelled, 1);
     assert_eq!(exam(&store, "orthanc", 1).await.unwrap().status, ExamStatus::Cancelled);

@@ -97,6 +97,7 @@ impl MllpListener {
             let (limits, committer, tls, shutdown) =
                 (self.limits, self.committer.clone(), self.tls.clone(), shutdown.clone());
             connections.spawn(async move {
+                let _open = committer.connection();
                 metrics::CONNECTIONS.inc();
                 serve(stream, peer, limits, committer, tls, shutdown).await;
                 metrics::CONNECTIONS.dec();

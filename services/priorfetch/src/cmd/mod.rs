@@ -121,7 +121,15 @@ pub async fn serve_admin(
     use priorfetch_telemetry::admin;
     let listen: std::net::SocketAddr =
         config.service.admin_listen.parse().map_err(|e| anyhow::anyhow!("service.admin_listen: {e}"))?;
-    let served = admin::serve(listen, admin::router(ready_check(store), routes), async move {
+    let tls = match &config.service.admin_tls {
+        Some(settings) => {
+            let tls = priorfetch_tls::ServerTls::load(settings, "service.admin_tls")
+                .map_err(|e| anyhow::anyhow!("service.admin_tls: {e}"))?;
+            Some(std::sync::Arc::new(move || tls.config()) as admin::TlsSource)
+        }
+        None => None,
+    };
+    let served = admin::serve_tls(listen, admin::router(ready_check(store), routes), tls, async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     })
     .await
