@@ -151,7 +151,7 @@ pub(crate) fn wait_port(port: u16, child: &mut Child, what: &str) {
 }
 
 /// Kills the child on drop.
-pub struct Guard(Child);
+pub struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -178,6 +178,19 @@ pub struct OrthancTls {
     pub require_client_cert: bool,
 }
 
+impl OrthancTls {
+    /// Orthanc's configuration keys for DICOM TLS on its port.
+    pub(crate) fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": self.cert.display().to_string(),
+            "DicomTlsPrivateKey": self.key.display().to_string(),
+            "DicomTlsTrustedCertificates": self.ca.display().to_string(),
+            "DicomTlsRemoteCertificateRequired": self.require_client_cert,
+        })
+    }
+}
+
 pub struct Orthanc {
     pub ae: String,
     pub port: u16,
@@ -195,14 +208,7 @@ impl Orthanc {
     /// With DICOM TLS on its DIMSE port (`DicomTlsEnabled`), and towards `destinations`
     /// (`UseDicomTls`): Orthanc presents `tls.cert` both ways and trusts `tls.ca`.
     pub fn start_tls(ae: &str, our_ae: &str, destinations: &[Destination], tls: &OrthancTls) -> Orthanc {
-        let extra = serde_json::json!({
-            "DicomTlsEnabled": true,
-            "DicomTlsCertificate": tls.cert.display().to_string(),
-            "DicomTlsPrivateKey": tls.key.display().to_string(),
-            "DicomTlsTrustedCertificates": tls.ca.display().to_string(),
-            "DicomTlsRemoteCertificateRequired": tls.require_client_cert,
-        });
-        Orthanc::start_with(ae, our_ae, destinations, None, false, None, extra)
+        Orthanc::start_with(ae, our_ae, destinations, None, false, None, tls.settings())
     }
 
     /// With the DICOMweb plugin (Debian `orthanc-dicomweb`) at [`Orthanc::dicomweb_url`].
@@ -220,7 +226,8 @@ impl Orthanc {
         format!("http://127.0.0.1:{}/dicom-web", self.http_port)
     }
 
-    fn start_with(
+    /// `extra` keys replace the generated ones (another plugin list, TLS settings).
+    pub(crate) fn start_with(
         ae: &str,
         our_ae: &str,
         destinations: &[Destination],

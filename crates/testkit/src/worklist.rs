@@ -9,10 +9,10 @@
 //! Items are [`MwlItem`]s, written as a text dump and converted with `dump2dcm` (temp name,
 //! then rename, so an SCP never reads half a file). Processes are killed on drop.
 
-use crate::dicom::{OrthancTls, require_binary, wait_port};
+use crate::dicom::{Guard, Orthanc, OrthancTls, require_binary, wait_port};
 use crate::ports::free_port;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 /// One Scheduled Procedure Step; `None` leaves the attribute out.
 #[derive(Debug, Clone, Default)]
@@ -142,21 +142,12 @@ pub fn write_item(folder: &Path, name: &str, item: &MwlItem) {
     std::fs::rename(&temp, folder.join(format!("{name}.wl"))).expect("rename worklist file");
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// DCMTK's worklist SCP over a folder of files.
 pub struct Wlmscpfs {
     pub ae: String,
     pub port: u16,
     pub dir: tempfile::TempDir,
-    _process: Killed,
+    _process: Guard,
 }
 
 impl Wlmscpfs {
@@ -176,7 +167,7 @@ impl Wlmscpfs {
             .spawn()
             .expect("start wlmscpfs");
         wait_port(port, &mut child, "wlmscpfs");
-        Wlmscpfs { ae: ae.into(), port, dir, _process: Killed(child) }
+        Wlmscpfs { ae: ae.into(), port, dir, _process: Guard(child) }
     }
 
     /// The folder its called AE title serves.
@@ -193,12 +184,13 @@ impl Wlmscpfs {
     }
 }
 
-/// Orthanc with the ModalityWorklists plugin (Debian: /usr/share/orthanc/plugins).
+/// Orthanc with the ModalityWorklists plugin (Debian: /usr/share/orthanc/plugins), serving
+/// the worklist files of its own folder.
 pub struct OrthancWorklists {
     pub ae: String,
     pub port: u16,
-    pub dir: tempfile::TempDir,
-    _process: Killed,
+    orthanc: Orthanc,
+    folder: tempfile::TempDir,
 }
 
 impl OrthancWorklists {
@@ -208,57 +200,25 @@ impl OrthancWorklists {
 
     /// With DICOM TLS on its port; it trusts `tls.ca` for client certificates.
     pub fn start_tls(ae: &str, our_ae: &str, tls: &OrthancTls) -> OrthancWorklists {
-        let extra = serde_json::json!({
-            "DicomTlsEnabled": true,
-            "DicomTlsCertificate": tls.cert.display().to_string(),
-            "DicomTlsPrivateKey": tls.key.display().to_string(),
-            "DicomTlsTrustedCertificates": tls.ca.display().to_string(),
-            "DicomTlsRemoteCertificateRequired": tls.require_client_cert,
-        });
-        OrthancWorklists::start_with(ae, our_ae, extra)
+        OrthancWorklists::start_with(ae, our_ae, tls.settings())
     }
 
-    fn start_with(ae: &str, our_ae: &str, extra: serde_json::Value) -> OrthancWorklists {
-        let bin = std::env::var("PRIORFETCH_ORTHANC_BIN").unwrap_or_else(|_| "Orthanc".into());
-        require_binary(&bin);
-        let folder =
+    fn start_with(ae: &str, our_ae: &str, mut extra: serde_json::Value) -> OrthancWorklists {
+        let plugins =
             std::env::var("PRIORFETCH_ORTHANC_PLUGINS").unwrap_or_else(|_| "/usr/share/orthanc/plugins".into());
-        let plugin = Path::new(&folder).join("libModalityWorklists.so");
+        let plugin = Path::new(&plugins).join("libModalityWorklists.so");
         assert!(plugin.exists(), "{} not found: install Debian's orthanc package", plugin.display());
-        let dir = tempfile::tempdir().expect("temp dir");
-        let worklists = dir.path().join("worklists");
-        std::fs::create_dir_all(&worklists).unwrap();
-        let (port, http_port) = (free_port(), free_port());
-        let mut config = serde_json::json!({
-            "Name": format!("pf-test-{ae}"),
-            "StorageDirectory": dir.path().join("storage"),
-            "IndexDirectory": dir.path().join("index"),
-            "DicomAet": ae, "DicomPort": port, "HttpPort": http_port, "HttpServerEnabled": false,
-            "RemoteAccessAllowed": false, "DicomCheckCalledAet": true, "DicomCheckModalityHost": false,
-            "DicomModalities": { "priorfetch": { "AET": our_ae, "Host": "127.0.0.1", "Port": 104, "AllowFind": true } },
-            "Plugins": [plugin.display().to_string()],
-            "Worklists": { "Enable": true, "Database": worklists.display().to_string() },
-            "DicomScpTimeout": 30
-        });
-        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            config.extend(extra.clone());
+        let folder = tempfile::tempdir().expect("temp dir");
+        if let Some(extra) = extra.as_object_mut() {
+            extra.insert("Plugins".into(), serde_json::json!([plugin.display().to_string()]));
+            extra.insert("Worklists".into(), serde_json::json!({ "Enable": true, "Database": folder.path() }));
         }
-        let config_path = dir.path().join("orthanc.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
-        let mut child = Command::new(bin)
-            .arg(&config_path)
-            .env("TCP_NODELAY", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start Orthanc");
-        wait_port(port, &mut child, "Orthanc");
-        OrthancWorklists { ae: ae.into(), port, dir, _process: Killed(child) }
+        let orthanc = Orthanc::start_with(ae, our_ae, &[], None, false, None, extra);
+        OrthancWorklists { ae: ae.into(), port: orthanc.port, orthanc, folder }
     }
 
     pub fn folder(&self) -> PathBuf {
-        self.dir.path().join("worklists")
+        self.folder.path().to_path_buf()
     }
 
     pub fn put(&self, name: &str, item: &MwlItem) {
@@ -270,6 +230,6 @@ impl OrthancWorklists {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("orthanc.log")).unwrap_or_default()
+        self.orthanc.log()
     }
 }
