@@ -163,9 +163,7 @@ impl Default for WorklistConfig {
 
 impl WorklistConfig {
     pub fn peer(&self) -> Result<crate::Peer, String> {
-        let port =
-            u16::try_from(self.port).map_err(|_| format!("intake.worklist: port {} is not 1..=65535", self.port))?;
-        crate::Peer::new(&self.ae_title, &self.host, port).map_err(|e| format!("intake.worklist: {e}"))
+        crate::model::peer_of("intake.worklist", &self.ae_title, &self.host, self.port)
     }
 }
 

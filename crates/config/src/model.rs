@@ -466,15 +466,18 @@ impl ServiceConfig {
 
 impl ArchiveConfig {
     pub fn peer(&self) -> Result<Peer, String> {
-        let port = u16::try_from(self.port)
-            .map_err(|_| format!("archive '{}': port {} is not 1..=65535", self.name, self.port))?;
-        Peer::new(&self.ae_title, &self.host, port).map_err(|e| format!("archive '{}': {e}", self.name))
+        peer_of(&format!("archive '{}'", self.name), &self.ae_title, &self.host, self.port)
     }
 }
 
 impl DestinationConfig {
     pub fn peer(&self) -> Result<Peer, String> {
-        let port = u16::try_from(self.port).map_err(|_| format!("destination: port {} is not 1..=65535", self.port))?;
-        Peer::new(&self.ae_title, &self.host, port).map_err(|e| format!("destination: {e}"))
+        peer_of("destination", &self.ae_title, &self.host, self.port)
     }
+}
+
+/// A DIMSE address from its config fields; errors start with `who`.
+pub(crate) fn peer_of(who: &str, ae_title: &str, host: &str, port: u32) -> Result<Peer, String> {
+    let port = u16::try_from(port).map_err(|_| format!("{who}: port {port} is not 1..=65535"))?;
+    Peer::new(ae_title, host, port).map_err(|e| format!("{who}: {e}"))
 }
