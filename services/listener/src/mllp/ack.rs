@@ -74,9 +74,13 @@ impl Header {
     /// The MSH of `message`, if it starts with one; otherwise standard delimiters and
     /// nothing to echo.
     pub fn parse(message: &[u8]) -> Header {
-        let text = String::from_utf8_lossy(message);
-        let text = text.trim_start_matches(['\u{feff}', '\r', '\n', ' ']);
-        let first = text.split(['\r', '\n']).next().unwrap_or_default();
+        // Only the first segment is decoded: a message may be a megabyte.
+        let mut rest = message;
+        while let [b'\r' | b'\n' | b' ', tail @ ..] | [0xef, 0xbb, 0xbf, tail @ ..] = rest {
+            rest = tail;
+        }
+        let end = rest.iter().position(|b| matches!(b, b'\r' | b'\n')).unwrap_or(rest.len());
+        let first = String::from_utf8_lossy(&rest[..end]);
         let mut chars = first.chars();
         let separator = match (chars.next(), chars.next(), chars.next(), chars.next()) {
             (Some('M'), Some('S'), Some('H'), Some(sep)) if !sep.is_alphanumeric() && sep != '\r' => sep,
@@ -285,6 +289,12 @@ mod tests {
         assert_eq!(s[0][11], "2.3");
         assert_eq!(s[1][..3], ["MSA", "AE", "7"]);
         assert_eq!(s[2][1], "ORC*1*1*102&Data type error&HL70357");
+    }
+
+    #[test]
+    fn a_bom_and_blank_lines_before_msh_are_skipped() {
+        let header = Header::parse(format!("\u{feff}\r\n{ORM}").as_bytes());
+        assert_eq!((header.control_id(), header.field(3)), ("CTL-42", "RIS"));
     }
 
     #[test]
