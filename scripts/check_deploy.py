@@ -48,6 +48,12 @@ CONTRACT_METRICS = {
     "priorfetch_associations_active",
     "priorfetch_archive_up",
     "priorfetch_exams_ready_total",
+    # the signals read from the database by every process (crates/signals)
+    "priorfetch_exams_upcoming",
+    "priorfetch_exams_readiness",
+    "priorfetch_oldest_due_job_age_seconds",
+    "priorfetch_workers_alive",
+    "priorfetch_build_info",
 }
 
 # Sentinels for secret values: none may appear outside a Secret.

@@ -7,19 +7,21 @@
 //!
 //! Layout: `model.rs` the settings types, `validate.rs` the cross-field checks,
 //! `secret.rs` values that never print, `duration.rs` human durations, `tls.rs` the TLS
-//! blocks.
+//! blocks, `signals.rs` the database-read signals.
 
 mod admin;
 mod duration;
 mod intake;
 mod model;
 mod secret;
+mod signals;
 mod tls;
 mod validate;
 
 pub use admin::{AdminConfig, AdminToken, Role};
 pub use model::*;
 pub use secret::{Secret, redact_url};
+pub use signals::SignalsConfig;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};

@@ -28,6 +28,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub telemetry: TelemetryConfig,
     pub planner: PlannerConfig,
+    /// Readiness and queue signals read from the database by every process.
+    pub signals: crate::SignalsConfig,
     /// Who may use the admin API (`[[admin.tokens]]`).
     #[serde(default)]
     pub admin: crate::admin::AdminConfig,
@@ -418,6 +420,37 @@ pub struct QueueConfig {
     /// Finished jobs, exams and dead letters older than this are purged.
     #[serde(with = "crate::duration")]
     pub retention: Duration,
+    /// Order of claims within the archive caps: `deadline` (priority, then nearest
+    /// deadline; boosts and failovers below) or `fifo` (oldest job first, nothing else;
+    /// a baseline for comparison).
+    pub dispatch: Dispatch,
+    /// `deadline` dispatch: a job whose exam is due within this is boosted to the top
+    /// priority class, whatever the exam's priority.
+    #[serde(with = "crate::duration")]
+    pub boost_within: Duration,
+    /// `deadline` dispatch: a job whose exam is due within this and that waits on an
+    /// archive with no free slot, or fails there, moves to another archive holding the
+    /// same study (next in archive preference). Zero: never.
+    #[serde(with = "crate::duration")]
+    pub failover_within: Duration,
+}
+
+/// How the mover picks the next jobs (see [`QueueConfig::dispatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dispatch {
+    #[default]
+    Deadline,
+    Fifo,
+}
+
+impl Dispatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dispatch::Deadline => "deadline",
+            Dispatch::Fifo => "fifo",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,9 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     for (key, message) in crate::intake::check(config) {
         issue(key, &message);
     }
+    for (field, message) in crate::signals::check(&config.signals) {
+        issue(format!("signals.{field}"), message);
+    }
     if config.intake.rabbitmq.prefetch == 0 {
         issue("intake.rabbitmq.prefetch".into(), "must be at least 1");
     }

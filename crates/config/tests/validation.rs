@@ -251,3 +251,25 @@ fn broker_tls_and_sasl_settings_are_checked() {
     assert!(issues.iter().any(|i| i.starts_with("intake.rabbitmq.tls.cert")), "{issues:?}");
     assert!(issues.iter().any(|i| i.contains("not amqps://")), "{issues:?}");
 }
+
+#[test]
+fn signals_settings_are_checked() {
+    let config = load("").unwrap();
+    assert_eq!(
+        (config.signals.upcoming.as_secs(), config.signals.at_risk.as_secs(), config.signals.every.as_secs()),
+        (12 * 3600, 3600, 15)
+    );
+    assert_eq!(config.signals.archive_stale.as_secs(), 300);
+    let issues = load("[signals]\nupcoming = '0s'\nat_risk = '2h'\nevery = '10m'\narchive_stale = '1s'\n").unwrap_err();
+    assert_eq!(
+        issues,
+        vec![
+            "signals.upcoming: must be positive and at most 7d",
+            "signals.at_risk: must be positive and at most signals.upcoming",
+            "signals.every: must be between 1s and 5m",
+            "signals.archive_stale: must be at least 10s",
+        ]
+    );
+    let issues = load("[signals]\nat_risk = '13h'\n").unwrap_err();
+    assert_eq!(issues, vec!["signals.at_risk: must be positive and at most signals.upcoming"]);
+}

@@ -85,28 +85,9 @@ impl DimseError {
             DimseError::Timeout { peer, what, .. } => {
                 format!("{peer} is slow to send {what}: raise the timeout or check the archive's load")
             }
-            DimseError::Status { status, move_destination, peer, .. } => match status {
-                0xA801 => format!(
-                    "archive {peer} does not know move destination '{}': add it (host:port) to the archive's AE table",
-                    move_destination.as_deref().unwrap_or("?")
-                ),
-                0xA700..=0xA7FF => format!(
-                    "archive {peer} is out of resources (or hit a match limit): retry later or narrow the query"
-                ),
-                0xA900..=0xA9FF => {
-                    "the identifier does not match the SOP class or query level: check the query level and keys".into()
-                }
-                0xC000..=0xCFFF => match move_destination {
-                    Some(dest) => format!(
-                        "archive {peer} could not process the request; for a C-MOVE this is often an unknown \
-                         destination '{dest}' (Orthanc): check the archive's AE table"
-                    ),
-                    None => format!("archive {peer} could not process the request: check its logs"),
-                },
-                0xFE00 => "the operation was cancelled (or the archive stopped at its match limit)".into(),
-                0x0122 => format!("archive {peer} does not support this SOP class"),
-                _ => format!("archive {peer} answered 0x{status:04X}: check its logs"),
-            },
+            DimseError::Status { operation, status, move_destination, peer, .. } => {
+                status_hint(operation, *status, move_destination.as_deref(), peer)
+            }
             DimseError::Protocol(_) | DimseError::Encode(_) => {
                 "the peer sent something we cannot read: capture the traffic and report it".into()
             }
@@ -114,6 +95,42 @@ impl DimseError {
             DimseError::Other { hint, .. } => hint.clone(),
             DimseError::Tls { peer, problem } => format!("{peer}: {}", problem.hint("this peer's tls")),
         }
+    }
+}
+
+/// The hint for a failure status: it depends on the operation, since only a C-MOVE
+/// involves the archive's own path (its AE table entry) to the destination.
+fn status_hint(operation: &str, status: u16, move_destination: Option<&str>, peer: &str) -> String {
+    let is_move = operation == "C-MOVE";
+    let dest = move_destination.unwrap_or("?");
+    match status {
+        0xA801 if is_move => format!(
+            "archive {peer} does not know move destination '{dest}': add '{dest}' with the destination's host:port \
+             to the archive's AE table, or set archives[].move_destination to the AE title it has for the destination"
+        ),
+        0xA702 if is_move => format!(
+            "archive {peer} could not perform the sub-operations to move destination '{dest}': check the host:port \
+             its AE table has for '{dest}' (archives[].move_destination), that the destination is up and accepts \
+             the archive's calling AE, then retry"
+        ),
+        0xA702 if operation == "C-GET" => format!(
+            "archive {peer} could not perform the C-GET sub-operations on our association: retry later, and check \
+             that it accepts our storage contexts (SCP role selection)"
+        ),
+        0xA700..=0xA7FF => {
+            format!("archive {peer} is out of resources (or hit a match limit): retry later or narrow the query")
+        }
+        0xA900..=0xA9FF => {
+            "the identifier does not match the SOP class or query level: check the query level and keys".into()
+        }
+        0xC000..=0xCFFF if is_move => format!(
+            "archive {peer} could not process the request; for a C-MOVE this is often an unknown destination \
+             '{dest}' (Orthanc): check the archive's AE table and archives[].move_destination"
+        ),
+        0xC000..=0xCFFF => format!("archive {peer} could not process the {operation}: check its logs"),
+        0xFE00 => "the operation was cancelled (or the archive stopped at its match limit)".into(),
+        0x0122 => format!("archive {peer} does not support this SOP class"),
+        _ => format!("archive {peer} answered 0x{status:04X} to a {operation}: check its logs"),
     }
 }
 
@@ -142,4 +159,35 @@ pub fn status_meaning(status: u16) -> &'static str {
 
 pub fn is_pending(status: u16) -> bool {
     matches!(status, 0xFF00 | 0xFF01)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DimseError;
+
+    fn failed(operation: &'static str, status: u16, move_destination: Option<&str>) -> String {
+        DimseError::Status {
+            operation,
+            status,
+            meaning: super::status_meaning(status),
+            comment: String::new(),
+            move_destination: move_destination.map(String::from),
+            peer: "ARCH@127.0.0.1:104".into(),
+        }
+        .hint()
+    }
+
+    #[test]
+    fn hints_fit_the_operation() {
+        let get = failed("C-GET", 0xA702, None);
+        assert!(!get.contains("move") && get.contains("C-GET"), "{get}");
+        let unknown = failed("C-MOVE", 0xA801, Some("DEST"));
+        assert!(unknown.contains("'DEST'") && unknown.contains("archives[].move_destination"), "{unknown}");
+        let unreachable = failed("C-MOVE", 0xA702, Some("DEST"));
+        assert!(unreachable.contains("AE table has for 'DEST'"), "{unreachable}");
+        let find = failed("C-FIND", 0xA700, None);
+        assert!(find.contains("narrow the query") && !find.contains("move"), "{find}");
+        let orthanc = failed("C-GET", 0xC000, None);
+        assert!(!orthanc.contains("move"), "{orthanc}");
+    }
 }

@@ -32,6 +32,9 @@ pub struct SyntheticSpec {
     pub columns: u16,
     /// IssuerOfPatientID of every patient.
     pub issuer: String,
+    /// Keep only studies at most this many days old (a short-term archive); the rest
+    /// are generated (same UIDs as in an archive without the limit) but not served.
+    pub max_age_days: Option<u32>,
 }
 
 impl Default for SyntheticSpec {
@@ -46,6 +49,7 @@ impl Default for SyntheticSpec {
             rows: 64,
             columns: 64,
             issuer: "SIM".into(),
+            max_age_days: None,
         }
     }
 }
@@ -120,10 +124,15 @@ pub struct Faults {
     pub match_cap: Option<MatchCap>,
     /// Reject every association with this reason.
     pub reject: Option<RejectReason>,
+    /// The host is away (an outage): every connection is closed at once, unanswered.
+    pub unreachable: bool,
     /// Associations served at once; more are rejected (transient, local limit exceeded).
     pub max_associations: Option<u32>,
     /// Sleep before every response (C-FIND matches, retrieve progress, final responses).
     pub response_delay: Option<Duration>,
+    /// C-FIND responses sleep this instead of `response_delay` (an archive whose database
+    /// answers at once while its images come slowly off a long-term store).
+    pub query_delay: Option<Duration>,
     /// A-ABORT the association after this many sub-operations of one C-MOVE/C-GET.
     pub abort_after_suboperations: Option<u32>,
     /// Share of sub-operations that fail (deterministic per instance from the seed); the
@@ -145,6 +154,16 @@ pub struct Faults {
     /// STOW-RS: every n-th instance offered is refused (0xA700 in a 202's
     /// FailedSOPSequence) if it is its first offer; offered again, it is stored.
     pub stow_refuse_every: Option<usize>,
+}
+
+impl Faults {
+    /// The faults a C-FIND sees: `query_delay`, when set, in place of `response_delay`.
+    pub fn for_queries(mut self) -> Faults {
+        if self.query_delay.is_some() {
+            self.response_delay = self.query_delay;
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ pub use config::{
     WebBusy,
 };
 pub use index::StudySummary;
-pub use server::{ReceivedInstance, Sim, SimHandle};
+pub use server::{FaultSwitch, ReceivedInstance, Sim, SimHandle};
 pub use stats::SimStats;
 
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,8 @@ pub struct ReceivedInstance {
     pub size: usize,
     pub move_originator_ae: Option<String>,
     pub move_originator_message_id: Option<u16>,
+    /// When the C-STORE was stored (readiness checks compare it with a deadline).
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// State shared by the accept loop, the associations and the handle.
@@ -184,24 +186,42 @@ impl SimHandle {
         Ok(format!("http://{address}/dicom-web"))
     }
 
-    /// Replaces the faults; running operations keep the faults they started with.
-    pub fn set_faults(&self, faults: Faults) {
-        if let Ok(mut f) = self.shared.faults.write() {
-            *f = faults;
-        }
-        if let Ok(mut a) = self.shared.attempts.lock() {
-            a.clear();
-        }
-        self.shared.web_requests.store(0, Ordering::SeqCst);
-        if let Ok(mut c) = self.shared.web_cut.lock() {
-            c.clear();
-        }
-        if let Ok(mut c) = self.shared.stow_refused.lock() {
-            c.clear();
-        }
-        self.shared.stow_offered.store(0, Ordering::SeqCst);
+    /// A handle that changes this simulator's faults from another task (an outage window).
+    pub fn fault_switch(&self) -> FaultSwitch {
+        FaultSwitch(self.shared.clone())
     }
 
+    /// Replaces the faults; running operations keep the faults they started with.
+    pub fn set_faults(&self, faults: Faults) {
+        FaultSwitch(self.shared.clone()).set(faults)
+    }
+}
+
+/// Changes a running simulator's faults (see [`SimHandle::fault_switch`]).
+#[derive(Clone)]
+pub struct FaultSwitch(Arc<Shared>);
+
+impl FaultSwitch {
+    /// As [`SimHandle::set_faults`].
+    pub fn set(&self, faults: Faults) {
+        if let Ok(mut f) = self.0.faults.write() {
+            *f = faults;
+        }
+        if let Ok(mut a) = self.0.attempts.lock() {
+            a.clear();
+        }
+        self.0.web_requests.store(0, Ordering::SeqCst);
+        if let Ok(mut c) = self.0.web_cut.lock() {
+            c.clear();
+        }
+        if let Ok(mut c) = self.0.stow_refused.lock() {
+            c.clear();
+        }
+        self.0.stow_offered.store(0, Ordering::SeqCst);
+    }
+}
+
+impl SimHandle {
     pub fn received(&self) -> Vec<ReceivedInstance> {
         self.shared.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -220,6 +240,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: Cance
         let (shared, options, shutdown) = (shared.clone(), options.clone(), shutdown.clone());
         tasks.spawn(async move {
             let faults = shared.faults();
+            if faults.unreachable {
+                Counters::add(&shared.counters.rejected, 1);
+                drop(socket);
+                return;
+            }
             if let Some(reason) = faults.reject {
                 Counters::add(&shared.counters.rejected, 1);
                 reject(socket, reason).await;

@@ -102,6 +102,13 @@ impl SyntheticSpec {
         (attrs, series)
     }
 
+    /// Whether a study is young enough for `max_age_days`.
+    fn keeps(&self, attrs: &Attrs) -> bool {
+        let Some(days) = self.max_age_days else { return true };
+        let oldest = (self.today() - chrono::Duration::days(days as i64)).format("%Y%m%d").to_string();
+        attrs.get(&STUDY_DATE).is_some_and(|d| *d >= oldest)
+    }
+
     /// Every study, without generating instances: what tests predict priors from.
     pub fn studies(&self) -> Vec<StudySummary> {
         self.build_index().studies.iter().map(Study::summary).collect()
@@ -116,6 +123,9 @@ impl SyntheticSpec {
         for p in 0..self.patients {
             for s in 0..self.study_count(p) {
                 let (attrs, series) = self.study(p, s);
+                if !self.keeps(&attrs) {
+                    continue;
+                }
                 let mut study = Study { attrs, series: Vec::new() };
                 for series_attrs in series {
                     let modality = series_attrs.get(&MODALITY).cloned().unwrap_or_default();

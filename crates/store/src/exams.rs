@@ -177,7 +177,9 @@ impl Store {
             update = update.col_expr(exam::Column::PatientIds, Expr::value(ids));
         }
         if replan {
-            update = update.col_expr(exam::Column::Status, Expr::value(ExamStatus::Received.as_str()));
+            update = update
+                .col_expr(exam::Column::Status, Expr::value(ExamStatus::Received.as_str()))
+                .col_expr(exam::Column::ReadyAt, Expr::value(Option::<DateTime<Utc>>::None));
         }
         update.exec(&txn).await.map_err(|e| StoreError::query(op, e))?;
         if replan {

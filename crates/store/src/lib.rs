@@ -15,6 +15,7 @@
 //! - `backoff.rs`: the retry policy.
 //! - `worklist.rs`: a source's exams by key prefix and time, re-opening a cancelled exam.
 //! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
+//! - `signals.rs`: read-only queries behind the readiness and queue metrics (`crates/signals`).
 //!
 //! Every operation is one short transaction; no transaction is held across network work.
 //! Postgres supports many replicas (claims use `FOR UPDATE SKIP LOCKED`); SQLite is for a
@@ -32,6 +33,7 @@ mod planning;
 mod retrieval;
 mod rows;
 mod signal;
+mod signals;
 mod worklist;
 
 pub use backoff::RetryPolicy;
@@ -40,14 +42,17 @@ pub use entity::exam_plan::Model as ExamPlan;
 pub use entity::prior::Model as Prior;
 pub use error::StoreError;
 pub use exams::{Inserted, NewExam};
-pub use jobs::{Finish, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome};
-pub use liveness::{Heartbeat, HeartbeatOptions, worker_identity};
+pub use jobs::{
+    ArchivePreference, ClaimOrder, Failover, Finish, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome,
+};
+pub use liveness::{Heartbeat, HeartbeatOptions, role_of_identity, worker_identity};
 pub use planning::{PlanOutcome, PlanRecord, PriorRecord};
 pub use priorfetch_domain::{
     Counts, ExamPriority, ExamRecord, ExamStatus, Job, JobState, PatientIdentifier, RetrieveMethod,
 };
 pub use retrieval::ExamRollUp;
 pub use signal::WorkSignal;
+pub use signals::{OpenJobs, Readiness, UpcomingExams, signal_statements};
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 use sea_orm_migration::MigratorTrait;

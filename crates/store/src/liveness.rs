@@ -27,6 +27,17 @@ pub fn worker_identity(instance: &str, role: &str) -> String {
     }
 }
 
+/// The role of an identity made by [`worker_identity`]: `instance/role` or
+/// `host/role/pid`. None for a name of another shape.
+pub fn role_of_identity(name: &str) -> Option<&str> {
+    let mut parts = name.rsplit('/');
+    let last = parts.next()?;
+    let role = if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) { parts.next()? } else { last };
+    // an identity always has a prefix before its role
+    parts.next()?;
+    (!role.is_empty()).then_some(role)
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -140,5 +151,15 @@ mod tests {
         assert_eq!(super::worker_identity("north-1", "mover"), "north-1/mover");
         let own = super::worker_identity("  ", "planner");
         assert!(own.ends_with(&format!("/planner/{}", std::process::id())), "{own}");
+    }
+
+    #[test]
+    fn role_comes_back_from_an_identity() {
+        use super::role_of_identity as role;
+        assert_eq!(role(&super::worker_identity("north-1", "mover")), Some("mover"));
+        assert_eq!(role(&super::worker_identity("", "listener")), Some("listener"));
+        assert_eq!(role("host-a/planner/1234"), Some("planner"));
+        assert_eq!(role("a/b/mover"), Some("mover"));
+        assert_eq!((role("mover"), role("/"), role("12"), role("x/12")), (None, None, None, None));
     }
 }

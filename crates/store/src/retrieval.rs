@@ -122,6 +122,7 @@ impl Store {
         let updated = exam::Entity::update_many()
             .col_expr(exam::Column::Status, Expr::value(status.as_str()))
             .col_expr(exam::Column::UpdatedAt, Expr::value(now))
+            .col_expr(exam::Column::ReadyAt, Expr::value(now))
             .filter(exam::Column::Id.eq(exam_id))
             .filter(exam::Column::Status.is_not_in(terminal))
             .exec(&txn)

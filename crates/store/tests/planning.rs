@@ -21,6 +21,7 @@ priorfetch_testkit::both_databases!(
     cancelled_exam_gets_no_jobs,
     replans_never_exceed_max_nor_keep_jobs_of_skipped_priors,
     refused_plan_fails_the_exam_and_cancels_its_jobs,
+    an_update_requeues_the_jobs_it_cancelled,
 );
 
 fn exam(key: &str) -> NewExam {
@@ -275,4 +276,25 @@ async fn refused_plan_fails_the_exam_and_cancels_its_jobs(db: TestDb) {
     assert_eq!(jobs.len(), 2);
     assert!(jobs.iter().all(|j| j.state == JobState::Cancelled && j.last_error.as_deref().unwrap().contains("'*'")));
     assert_eq!(store.exam_plan(id).await.unwrap().unwrap().replan_at, None);
+}
+
+/// A rescheduled exam: the update cancels its open jobs and sends it back to planning; the
+/// re-plan selects the same priors, so the cancelled rows go back in the queue (the new
+/// schedule's deadline with them) instead of the prior never coming.
+async fn an_update_requeues_the_jobs_it_cancelled(db: TestDb) {
+    let store = store(&db).await;
+    let id = store.insert_exam(&exam("moved")).await.unwrap().id();
+    store.claim_exams("w", 10, Duration::from_secs(60)).await.unwrap();
+    store.record_plan(&plan(id, vec![prior("a", "1.1", true)], vec![job(id, "1.1")], None)).await.unwrap();
+    let later = Utc::now() + chrono::Duration::hours(5);
+    store.update_exam(id, &NewExam { scheduled_at: Some(later), ..exam("moved") }).await.unwrap();
+    assert_eq!(store.jobs_of_exam(id).await.unwrap()[0].state, JobState::Cancelled);
+    store.claim_exams("w", 10, Duration::from_secs(60)).await.unwrap();
+    let again = NewJob { deadline: Some(later), ..job(id, "1.1") };
+    let added = store.record_plan(&plan(id, vec![prior("a", "1.1", true)], vec![again], None)).await.unwrap();
+    assert_eq!(added, 1, "the cancelled job is queued again");
+    let jobs = store.jobs_of_exam(id).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, JobState::Available);
+    assert_eq!(jobs[0].deadline.map(|d| d.timestamp()), Some(later.timestamp()));
 }

@@ -3,11 +3,14 @@
 //! - [`init`]: the tracing subscriber (text or JSON, `RUST_LOG` filter) plus an OTLP trace
 //!   exporter when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`metrics`]: the process-wide Prometheus registry; each crate registers its own
-//!   static metrics there (`priorfetch_` prefix).
+//!   static metrics there (`priorfetch_` prefix), plus the process metrics (`process_*`).
+//! - [`archive_health`]: `priorfetch_archive_up{archive}`, recorded by every component that
+//!   talks to an archive, expiring when no one did for a while.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz` (readiness checks the database), plus
 //!   routes a service adds (the HTTP intake's `POST /api/events`).
 
 pub mod admin;
+pub mod archive_health;
 pub mod metrics;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -52,6 +55,13 @@ pub enum TelemetryError {
     Otlp { endpoint: String, reason: String },
 }
 
+/// Colours only for a person at a terminal: log files, pipes and journald get plain text,
+/// and `NO_COLOR` (any non-empty value, <https://no-color.org>) turns them off everywhere.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber. Logs go to stderr so command output (tables, JSON)
 /// on stdout stays clean. Call once, inside the tokio runtime (the OTLP batch exporter
 /// runs on it).
@@ -63,9 +73,11 @@ pub fn init(options: TelemetryOptions<'_>) -> Result<TelemetryGuard, TelemetryEr
         _ => EnvFilter::try_new(options.default_filter)
             .map_err(|e| TelemetryError::Filter(options.default_filter.to_string(), e.to_string()))?,
     };
+    let ansi = colour_logs();
     let fmt = match options.format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
             .json()
             .flatten_event(true)
             .with_current_span(true)

@@ -8,7 +8,15 @@ use std::sync::OnceLock;
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
 pub fn registry() -> &'static Registry {
-    REGISTRY.get_or_init(Registry::new)
+    REGISTRY.get_or_init(|| {
+        let registry = Registry::new();
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        #[cfg(target_os = "linux")]
+        if let Err(e) = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())) {
+            tracing::error!(error = %e, "process metrics registration failed");
+        }
+        registry
+    })
 }
 
 /// Registers a collector; registering the same metric twice (a second service in the
@@ -40,3 +48,16 @@ pub static ADMIN_CONNECTIONS_REFUSED: std::sync::LazyLock<prometheus::IntCounter
     register(&counter);
     counter
 });
+
+/// `priorfetch_archive_up{archive}`, kept by [`crate::archive_health`] (which removes the
+/// series of archives nothing talked to recently).
+pub(crate) fn archive_up_gauge() -> prometheus::IntGaugeVec {
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "priorfetch_archive_up",
+            "Whether the archive answered our last C-FIND, C-ECHO or retrieve (1) or could not be reached or refused us (0)",
+        ),
+        &["archive"],
+    )
+    .expect("valid metric")
+}

@@ -292,6 +292,21 @@ pub fn post_json(port: u16, path: &str, body: &str) -> std::io::Result<u16> {
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:.80}")))
 }
 
+/// GETs `path` over plain HTTP/1.1 from 127.0.0.1:`port` (e.g. `/metrics`); the status
+/// code and the body.
+pub fn get_text(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.take(16 * 1024 * 1024).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let code = code.ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:.80}")))?;
+    Ok((code, body.to_string()))
+}
+
 /// SOP Instance UIDs of the Part-10 files, in file order (duplicates kept); unreadable
 /// files count as `"<unreadable: name>"` so they show in comparisons.
 pub fn sop_instance_uids(files: &[PathBuf]) -> Vec<String> {

@@ -67,6 +67,12 @@ pub enum ListenerError {
 /// server through [`http::routes`]). The first source that fails ends the listener: a
 /// listener that silently lost one of its feeds would look healthy while exams go missing.
 pub async fn run(config: &Config, store: Store, shutdown: watch::Receiver<bool>) -> Result<(), ListenerError> {
+    // The listener claims nothing; it beats so `priorfetch_workers_alive{role="listener"}`
+    // (read from the database by every process) shows it.
+    let q = &config.queue;
+    let beat = priorfetch_store::HeartbeatOptions { every: q.heartbeat, dead_after: q.dead_after, exam_lease: None };
+    let (_heartbeat, _) =
+        store.start_worker(&priorfetch_store::worker_identity(&config.queue.instance, "listener"), beat).await;
     let mut sources: tokio::task::JoinSet<Result<(), ListenerError>> = tokio::task::JoinSet::new();
     for source in config.intake.source.iter() {
         let intake = intake_for(config, store.clone(), source);

@@ -9,6 +9,7 @@
 //! - `progress.rs`: the attempt's heartbeat: counts persisted, lease extended, a lost job cancelled.
 //! - `peer.rs`: our calling AE and timeouts, the archive's address.
 //! - `record.rs`: the outcome's write, retried until the database takes it.
+//! - `dispatch.rs`: claim order, deadline boosts, failovers to another archive.
 //! - `outage.rs`: archives that went away are held and probed; their return wakes their jobs.
 //! - `relay.rs`: the C-GET leg into the job's relay (`priorfetch_relay`: spool and
 //!   forwarder to the destination by C-STORE), with live counts of both legs.
@@ -18,6 +19,7 @@
 //! - `window.rs`: retrieve windows from cron schedules.
 //! - `metrics.rs`: the mover's Prometheus metrics.
 
+mod dispatch;
 pub mod metrics;
 pub(crate) mod outage;
 pub mod outcome;
@@ -35,7 +37,7 @@ pub use record::RunEnd;
 use chrono::Utc;
 use priorfetch_config::Config;
 use priorfetch_relay::SpoolBudget;
-use priorfetch_store::{HeartbeatOptions, JobState, RetryPolicy, Store, StoreError};
+use priorfetch_store::{HeartbeatOptions, RetryPolicy, Store, StoreError};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -153,7 +155,8 @@ impl Mover {
             if free > 0 {
                 let open = open_archives(&ctx);
                 signal.mark_seen();
-                match ctx.store.claim_jobs(&ctx.worker, &open, free as u32, ctx.config.queue.lease).await {
+                let (lease, order) = (ctx.config.queue.lease, dispatch::claim_order(&ctx.config));
+                match ctx.store.claim_jobs_in_order(&ctx.worker, &open, free as u32, lease, order).await {
                     Ok(jobs) => {
                         claimed = jobs.len();
                         for job in jobs {
@@ -171,8 +174,8 @@ impl Mover {
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 _ = signal.wait(self.options.poll_interval) => {}
                 _ = gauges.tick() => {
-                    refresh_job_gauge(&ctx.store).await;
                     record::settle(&ctx).await;
+                    dispatch::tick(&ctx).await;
                 }
                 _ = sweep.tick() => {
                     let running_ids = ctx.running_ids().clone();
@@ -216,20 +219,11 @@ async fn start_heartbeat(ctx: &Ctx) -> priorfetch_store::Heartbeat {
 
 /// Archives that may be retrieved from now: their retrieve window is open and they are
 /// not away (see `outage.rs`).
-fn open_archives(ctx: &Ctx) -> Vec<String> {
+pub(crate) fn open_archives(ctx: &Ctx) -> Vec<String> {
     let now = Utc::now();
     ctx.windows
         .iter()
         .filter(|(name, windows)| windows.is_open(now) && !ctx.outages.is_held(name))
         .map(|(name, _)| name.clone())
         .collect()
-}
-
-async fn refresh_job_gauge(store: &Store) {
-    if let Ok(counts) = store.job_counts().await {
-        for state in JobState::ALL {
-            let n = counts.iter().find(|(s, _)| *s == state).map(|(_, n)| *n).unwrap_or(0);
-            metrics::JOBS.with_label_values(&[state.as_str()]).set(n);
-        }
-    }
 }

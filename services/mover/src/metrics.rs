@@ -1,4 +1,6 @@
-//! The mover's metrics (names from docs/architecture.md, "Metrics").
+//! The mover's metrics (names from docs/architecture.md, "Metrics"). `archive_up` is
+//! recorded through `priorfetch_telemetry::archive_health` (planners record it too);
+//! the queue gauges (`jobs`) are every process's, from `priorfetch_signals`.
 
 use priorfetch_telemetry::metrics::register;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
@@ -50,15 +52,6 @@ pub static RETRIEVE_BYTES: LazyLock<IntCounterVec> =
 pub static ASSOCIATIONS_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge("priorfetch_associations_active", "Open retrieve associations of this process, by archive", &["archive"])
 });
-
-/// 1 after an association was established, 0 after the archive could not be reached
-/// or refused us.
-pub static ARCHIVE_UP: LazyLock<IntGaugeVec> =
-    LazyLock::new(|| gauge("priorfetch_archive_up", "Whether the archive accepted our last association", &["archive"]));
-
-/// `priorfetch_jobs{state}`: the queue by state (refreshed by the mover).
-pub static JOBS: LazyLock<IntGaugeVec> =
-    LazyLock::new(|| gauge("priorfetch_jobs", "Retrieve jobs by state", &["state"]));
 
 /// The SLO: `priorfetch_exams_ready_total{outcome=in_time|late|failed}`.
 pub static EXAMS_READY: LazyLock<IntCounterVec> = LazyLock::new(|| {

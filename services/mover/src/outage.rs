@@ -12,7 +12,7 @@
 //! association of ours (an AE table that lacks us) must not burn a job's attempts in
 //! seconds.
 
-use crate::{Ctx, metrics};
+use crate::Ctx;
 use chrono::{DateTime, Utc};
 use priorfetch_dimse::DimseError;
 use std::collections::HashMap;
@@ -82,7 +82,7 @@ impl Outages {
 
 /// An attempt lost `archive`: hold it and probe until it answers (one probe per outage).
 pub(crate) fn lost(ctx: &Arc<Ctx>, archive: &str, error: &DimseError) {
-    metrics::ARCHIVE_UP.with_label_values(&[archive]).set(0);
+    priorfetch_telemetry::archive_health::record(archive, false);
     // The probe is a C-ECHO: a DICOMweb archive's jobs just wait out their backoff.
     let dicomweb = |a: &&priorfetch_config::ArchiveConfig| a.protocol == priorfetch_config::Protocol::Dicomweb;
     if ctx.config.archives.iter().filter(dicomweb).any(|a| a.name == archive) {
@@ -109,6 +109,8 @@ async fn probe_until_back(ctx: Arc<Ctx>, archive: String) {
             // for the jobs' own errors and backoff to tell).
             Err(e) if !matches!(e, DimseError::Connect { .. } | DimseError::Io(_)) => break,
             Err(e) => {
+                // every probe renews the verdict, so a long outage does not expire it
+                priorfetch_telemetry::archive_health::record(&archive, false);
                 if probes == 1 {
                     warn!(archive = %archive, error = %e, "archive still unreachable; probing until it answers");
                 }
@@ -117,7 +119,7 @@ async fn probe_until_back(ctx: Arc<Ctx>, archive: String) {
             }
         }
     }
-    metrics::ARCHIVE_UP.with_label_values(&[&archive]).set(1);
+    priorfetch_telemetry::archive_health::record(&archive, true);
     let Some(since) = ctx.outages.end(&archive) else {
         info!(archive = %archive, "archive answered the first probe; its jobs go on as scheduled");
         return;

@@ -105,6 +105,9 @@ pub(crate) async fn retry(
     count_suboperations(&job.archive, counts);
     let error = format!("attempt {}: {error}", job.attempt);
     let policy = ctx.policy.at_least(wait.unwrap_or_default());
+    if crate::dispatch::fail_over(ctx, job, &error, policy.delay(Ord::max(job.attempt, 1) as u32)).await {
+        return RunEnd::Retrying;
+    }
     let write = || ctx.store.retry_job(job.id, &ctx.worker, &error, last_status, counts, &policy);
     match until_written("retry", job.id, write).await {
         Ok(RetryOutcome::Retrying { .. }) => RunEnd::Retrying,

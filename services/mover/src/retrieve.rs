@@ -109,7 +109,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
     let verdict = match result {
         Err(error) => {
             if matches!(error, DimseError::Rejected { .. }) {
-                metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(0);
+                priorfetch_telemetry::archive_health::record(&archive.name, false);
             }
             if outage::is_loss(&error) {
                 outage::lost(ctx, &archive.name, &error);
@@ -125,7 +125,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
             (outcome::judge_error(&error), status, counts_so_far, wait)
         }
         Ok(r) => {
-            metrics::ARCHIVE_UP.with_label_values(&[&archive.name]).set(1);
+            priorfetch_telemetry::archive_health::record(&archive.name, true);
             metrics::RETRIEVE_BYTES.with_label_values(&[&archive.name]).inc_by(r.bytes);
             let verified = if ctx.config.destination.check_existing && r.failed == 0 && r.arrived > 0 {
                 verify(ctx, &job).await

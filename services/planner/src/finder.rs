@@ -42,6 +42,10 @@ pub struct FindError {
     pub retryable: bool,
     /// The archive refused because the query matches too much (DIMSE 0xA7xx).
     pub refused_too_many: bool,
+    /// What the failure says about the archive being there (`priorfetch_archive_up`):
+    /// false when it could not be reached or refused us, true when it answered (an error
+    /// status), None when it says nothing (slow answer, our own shutdown).
+    pub up: Option<bool>,
 }
 
 impl From<DimseError> for FindError {
@@ -51,6 +55,16 @@ impl From<DimseError> for FindError {
             hint: e.hint().to_string(),
             retryable: e.is_retryable() || matches!(e, DimseError::Rejected { .. }),
             refused_too_many: matches!(e, DimseError::Status { status: 0xA700..=0xA7FF, .. }),
+            up: match e {
+                DimseError::Connect { .. }
+                | DimseError::Io(_)
+                | DimseError::Rejected { .. }
+                | DimseError::Aborted { .. }
+                | DimseError::Released { .. }
+                | DimseError::Tls { .. } => Some(false),
+                DimseError::Timeout { .. } | DimseError::Other { .. } => None,
+                _ => Some(true),
+            },
         }
     }
 }
@@ -62,6 +76,16 @@ impl From<DicomWebError> for FindError {
             hint: e.hint().to_string(),
             retryable: e.is_transient(),
             refused_too_many: false,
+            up: match &e {
+                DicomWebError::Unreachable { .. }
+                | DicomWebError::Unauthorized { .. }
+                | DicomWebError::Busy { .. }
+                | DicomWebError::Truncated { .. }
+                | DicomWebError::Tls { .. } => Some(false),
+                DicomWebError::Status { status, .. } => Some(*status < 500),
+                DicomWebError::Malformed { .. } => Some(true),
+                DicomWebError::Timeout { .. } | DicomWebError::Io(_) => None,
+            },
         }
     }
 }
@@ -90,6 +114,7 @@ impl Finder {
                     hint: String::new(),
                     retryable: true,
                     refused_too_many: false,
+                    up: None,
                 })?;
                 let query = qido_query(level, keys);
                 let page = web.cap.unwrap_or(PAGE).min(PAGE);
@@ -99,6 +124,7 @@ impl Finder {
                     hint: "the archive is slow; raise planner.cfind_timeout or check the network".into(),
                     retryable: true,
                     refused_too_many: false,
+                    up: None,
                 })??;
                 Ok((found.matches, found.truncated.is_some()))
             }

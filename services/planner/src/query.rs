@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// as a visible gap instead of thousands of queries.
 const MAX_QUERIES: usize = 200;
 
+/// The `archive` label and plan key of the destination check.
+const DESTINATION: &str = "destination";
+
 mod tag {
     use dicom_core::Tag;
     pub const STUDY_DATE: Tag = Tag(0x0008, 0x0020);
@@ -143,6 +146,14 @@ async fn run(
         Err(e) if e.refused_too_many => "capped",
         Err(_) => "failed",
     };
+    let up = match &result {
+        Ok(_) => Some(true),
+        Err(e) => e.up,
+    };
+    // The destination check is not an archive's health.
+    if let Some(up) = up.filter(|_| archive != DESTINATION) {
+        priorfetch_telemetry::archive_health::record(archive, up);
+    }
     metrics::CFIND_DURATION.with_label_values(&[archive, metric_outcome]).observe(elapsed.as_secs_f64());
     metrics::CFIND_MATCHES.with_label_values(&[archive]).inc_by(count as u64);
     queries.push(QueryLog { level, keys: log, outcome, matches: count, millis: elapsed.as_millis() as u64 });
@@ -287,7 +298,7 @@ pub async fn at_destination(
             (tag::STUDY_INSTANCE_UID, VR::UI, "StudyInstanceUID", chunk.join("\\")),
             (tag::NUMBER_OF_STUDY_RELATED_INSTANCES, VR::IS, "NumberOfStudyRelatedInstances", String::new()),
         ];
-        let (matches, _) = run(finder, "destination", "STUDY", &keys, timeout, queries).await.map_err(|e| e.text)?;
+        let (matches, _) = run(finder, DESTINATION, "STUDY", &keys, timeout, queries).await.map_err(|e| e.text)?;
         for m in &matches {
             if let Some(uid) = text(m, tag::STUDY_INSTANCE_UID) {
                 present.insert(uid, text(m, tag::NUMBER_OF_STUDY_RELATED_INSTANCES).and_then(|n| n.parse().ok()));

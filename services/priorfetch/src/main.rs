@@ -1,6 +1,8 @@
 //! `priorfetch`: one binary, many roles. Each subcommand lives in `cmd/`; the logic
 //! lives in the library crates. Exit codes: 0 success, 1 runtime failure, 2 usage or
-//! configuration error (with the offending key named).
+//! configuration error (with the offending key named). A reader that closes stdout early
+//! (`priorfetch find --json | head -1`) ends the command quietly with exit 0, as with
+//! ripgrep: nothing on stderr, and `set -o pipefail` scripts do not fail on `| head`.
 
 mod cmd;
 
@@ -51,6 +53,11 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Run the archive simulator (Q/R SCP with synthetic or folder data and fault injection).
     Sim(Box<cmd::sim::SimArgs>),
+    /// Benchmarks of the whole product (a simulated hospital day).
+    Bench {
+        #[command(subcommand)]
+        command: cmd::bench::BenchCommand,
+    },
     /// Inspect and steer retrieve jobs.
     Jobs {
         #[command(subcommand)]
@@ -58,10 +65,13 @@ enum Command {
     },
 }
 
-/// A failure with its exit code: 2 for configuration, 1 for everything else.
+/// A failure with its exit code: 2 for configuration, 1 for everything else, 0 when
+/// stdout was closed by its reader.
 pub enum Failure {
     Config(priorfetch_config::ConfigError),
     Runtime(anyhow::Error),
+    /// stdout's reader went away (broken pipe): stop writing, quietly.
+    Closed,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -95,6 +105,7 @@ fn main() -> ExitCode {
             Command::Listener => cmd::serve::serve(&cli.config, Roles::LISTENER).await,
             Command::Mover => cmd::serve::serve(&cli.config, Roles::MOVER).await,
             Command::Planner => cmd::serve::serve(&cli.config, Roles::PLANNER).await,
+            Command::Bench { command } => cmd::bench::run(command).await,
             Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
             Command::Echo(args) => cmd::dicom::echo(&cli.config, args).await,
             Command::Find(args) => cmd::dicom::find(&cli.config, args).await,
@@ -114,5 +125,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+        Err(Failure::Closed) => ExitCode::SUCCESS,
     }
 }
+
+#[cfg(test)]
+mod help_tests;

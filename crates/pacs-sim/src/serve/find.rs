@@ -9,7 +9,7 @@ pub(super) async fn find(
     shared: &Arc<Shared>,
 ) -> Result<Flow, DimseError> {
     Counters::add(&shared.counters.finds, 1);
-    let faults = shared.faults();
+    let faults = shared.faults().for_queries();
     let sop = command.string(ct::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
     let identifier = read_identifier(assoc, pc, command).await?;
     let ts = context_ts(assoc, pc).unwrap_or_else(|| IMPLICIT_VR_LE.to_string());
@@ -128,9 +128,11 @@ pub(super) fn select_items(shared: &Shared, level: Level, keys: &[(Tag, VR, Stri
     let Ok(index) = shared.index.read() else { return Vec::new() };
     let case = shared.config.case_matching;
     let mut items = Vec::new();
-    let mut matched_studies: Vec<usize> = Vec::new();
-    let mut matched_series: Vec<(usize, usize)> = Vec::new();
+    let mut matched_studies: HashSet<usize> = HashSet::new();
+    let mut matched_series: HashSet<(usize, usize)> = HashSet::new();
     let mut matched_instances: HashSet<String> = HashSet::new();
+    // Studies with any match, in index order: only those are copied into items.
+    let mut hit: std::collections::BTreeSet<usize> = Default::default();
     for (si, study) in index.studies.iter().enumerate() {
         let all: Vec<&Study> = if level == Level::Patient {
             index.studies.iter().filter(|o| o.patient_id() == study.patient_id()).collect()
@@ -147,7 +149,8 @@ pub(super) fn select_items(shared: &Shared, level: Level, keys: &[(Tag, VR, Stri
         };
         if level <= Level::Study {
             if record.matches(keys, case) {
-                matched_studies.push(si);
+                matched_studies.insert(si);
+                hit.insert(si);
             }
             continue;
         }
@@ -155,18 +158,21 @@ pub(super) fn select_items(shared: &Shared, level: Level, keys: &[(Tag, VR, Stri
             let record = Record { series: Some(series), level, ..record };
             if level == Level::Series {
                 if record.matches(keys, case) {
-                    matched_series.push((si, k));
+                    matched_series.insert((si, k));
+                    hit.insert(si);
                 }
                 continue;
             }
             for i in &series.instances {
                 if (Record { instance: Some(i), ..record }).matches(keys, case) {
                     matched_instances.insert(i.sop_instance_uid.clone());
+                    hit.insert(si);
                 }
             }
         }
     }
-    for (si, study) in index.studies.iter().enumerate() {
+    for si in hit {
+        let study = &index.studies[si];
         let study_attrs = Arc::new(study.attrs.clone());
         for (k, series) in study.series.iter().enumerate() {
             let take_series = matched_studies.contains(&si) || matched_series.contains(&(si, k));

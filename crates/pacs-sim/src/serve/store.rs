@@ -96,6 +96,7 @@ pub(super) async fn record(shared: &Arc<Shared>, offered: Offered<'_>, dataset: 
             size,
             move_originator_ae: offered.move_originator.0,
             move_originator_message_id: offered.move_originator.1,
+            received_at: chrono::Utc::now(),
         });
     }
     Counters::add(&shared.counters.stores_received, 1);

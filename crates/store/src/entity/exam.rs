@@ -32,6 +32,9 @@ pub struct Model {
     pub worker: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// When the exam's priors all ended (its final status was set); compared with
+    /// `scheduled_at` for the readiness SLO.
+    pub ready_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -44,6 +44,8 @@ pub struct Model {
     pub pending_instances: Option<Json>,
     /// Instances the destination confirmed (C-GET relay leg, or the verification C-FIND).
     pub received: i32,
+    /// Archives this job failed over from (a JSON array of names); NULL: none.
+    pub tried_archives: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,11 +14,14 @@
 //! - `finish.rs`: progress (the per-job lease), finish, retry, hand-back, cancel.
 //! - `rescue.rs`: claims of gone holders handed back; retention purge.
 //! - `admin.rs`: operator commands and read-only views.
+//! - `dispatch.rs`: deadline boosts and failovers to another archive.
 
 mod admin;
+mod dispatch;
 mod finish;
 mod rescue;
 
+pub use dispatch::{ArchivePreference, Failover};
 pub use rescue::RescueScope;
 
 use crate::entity::{archive_slot, retrieve_job};
@@ -32,6 +35,38 @@ use sea_orm::{
     Statement, TransactionTrait, Value,
 };
 use std::time::Duration;
+
+/// The order in which due jobs are claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimOrder {
+    /// Priority class (boosted jobs are in the top one), then nearest deadline, then age.
+    #[default]
+    Deadline,
+    /// Oldest job first, nothing else (a baseline).
+    Fifo,
+}
+
+impl ClaimOrder {
+    /// The ORDER BY list, columns prefixed with `alias` (the claim index serves `Deadline`).
+    fn sql(self, alias: &str) -> String {
+        match self {
+            ClaimOrder::Deadline => format!("{alias}priority, {alias}deadline NULLS LAST, {alias}id"),
+            ClaimOrder::Fifo => format!("{alias}id"),
+        }
+    }
+
+    fn cmp(self, a: &retrieve_job::Model, b: &retrieve_job::Model) -> std::cmp::Ordering {
+        match self {
+            ClaimOrder::Deadline => (a.priority, a.deadline.is_none(), a.deadline, a.id).cmp(&(
+                b.priority,
+                b.deadline.is_none(),
+                b.deadline,
+                b.id,
+            )),
+            ClaimOrder::Fifo => a.id.cmp(&b.id),
+        }
+    }
+}
 
 /// A job to enqueue. Unique per (exam, study, destination): enqueueing it twice is a no-op.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,14 +254,26 @@ impl Store {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
+        self.claim_jobs_in_order(worker, archives, limit, lease, ClaimOrder::Deadline).await
+    }
+
+    /// [`Store::claim_jobs`] in the given order.
+    pub async fn claim_jobs_in_order(
+        &self,
+        worker: &str,
+        archives: &[String],
+        limit: u32,
+        lease: Duration,
+        order: ClaimOrder,
+    ) -> Result<Vec<Job>, StoreError> {
         if archives.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let now = Utc::now();
         let until = now + lease;
         let rows = match self.backend() {
-            DbBackend::Postgres => self.claim_jobs_postgres(worker, archives, limit, now, until).await?,
-            _ => self.claim_jobs_single_writer(worker, archives, limit, now, until).await?,
+            DbBackend::Postgres => self.claim_jobs_postgres(worker, archives, limit, now, until, order).await?,
+            _ => self.claim_jobs_single_writer(worker, archives, limit, now, until, order).await?,
         };
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
@@ -259,6 +306,7 @@ impl Store {
         limit: u32,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
+        order: ClaimOrder,
     ) -> Result<Vec<retrieve_job::Model>, StoreError> {
         let mut values: Vec<Value> = vec![worker.into(), now.into(), until.into(), (limit as i64).into()];
         let placeholders: Vec<String> = archives
@@ -287,19 +335,19 @@ impl Store {
                  SELECT j.priority, j.deadline, j.id FROM retrieve_jobs j \
                  WHERE j.archive = f.archive \
                    AND j.state IN ('scheduled', 'available', 'retryable') AND j.not_before <= $2 \
-                 ORDER BY j.priority, j.deadline NULLS LAST, j.id LIMIT 1) b \
-               ORDER BY b.priority, b.deadline NULLS LAST, b.id LIMIT $4), \
+                 ORDER BY {j} LIMIT 1) b \
+               ORDER BY {b} LIMIT $4), \
              candidates AS ( \
                SELECT c.id, c.archive, c.priority, c.deadline FROM best, LATERAL ( \
                  SELECT j.id, j.archive, j.priority, j.deadline FROM retrieve_jobs j \
                  WHERE j.archive = best.archive \
                    AND j.state IN ('scheduled', 'available', 'retryable') AND j.not_before <= $2 \
-                 ORDER BY j.priority, j.deadline NULLS LAST, j.id \
+                 ORDER BY {j} \
                  LIMIT LEAST(best.n, $4) FOR UPDATE SKIP LOCKED) c), \
              picked AS ( \
                SELECT id, archive, priority, deadline, \
-                      row_number() OVER (PARTITION BY archive ORDER BY priority, deadline NULLS LAST, id) AS rn \
-               FROM (SELECT * FROM candidates ORDER BY priority, deadline NULLS LAST, id LIMIT $4) top), \
+                      row_number() OVER (PARTITION BY archive ORDER BY {c}) AS rn \
+               FROM (SELECT * FROM candidates ORDER BY {c} LIMIT $4) top), \
              wanted AS (SELECT archive, count(*) AS k FROM picked GROUP BY archive), \
              slots AS ( \
                SELECT s.archive, s.slot, row_number() OVER (PARTITION BY s.archive ORDER BY s.slot) AS rn \
@@ -317,7 +365,10 @@ impl Store {
              UPDATE retrieve_jobs r SET state = 'running', attempt = r.attempt + 1, worker = $1, \
                leased_until = $3, updated_at = $2, remaining = NULL, completed = 0, failed = 0, warning = 0 \
              FROM taken WHERE r.id = taken.job_id \
-             RETURNING r.*"
+             RETURNING r.*",
+            j = order.sql("j."),
+            b = order.sql("b."),
+            c = order.sql(""),
         );
         let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
         let mut jobs = retrieve_job::Entity::find()
@@ -325,14 +376,7 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| StoreError::query("claim jobs", e))?;
-        jobs.sort_by(|a, b| {
-            (a.priority, a.deadline.is_none(), a.deadline, a.id).cmp(&(
-                b.priority,
-                b.deadline.is_none(),
-                b.deadline,
-                b.id,
-            ))
-        });
+        jobs.sort_by(|a, b| order.cmp(a, b));
         Ok(jobs)
     }
 
@@ -344,6 +388,7 @@ impl Store {
         limit: u32,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
+        order: ClaimOrder,
     ) -> Result<Vec<retrieve_job::Model>, StoreError> {
         let op = "claim jobs";
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
@@ -364,13 +409,17 @@ impl Store {
             by_archive.entry(archive.as_str()).or_default().push(*slot);
         }
         for (archive, slots) in &by_archive {
-            let mut jobs = retrieve_job::Entity::find()
+            let mut query = retrieve_job::Entity::find()
                 .filter(retrieve_job::Column::Archive.eq(*archive))
                 .filter(state_in(&JobState::OPEN))
-                .filter(retrieve_job::Column::NotBefore.lte(now))
-                .order_by_asc(retrieve_job::Column::Priority)
-                .order_by_asc(Expr::col(retrieve_job::Column::Deadline).is_null())
-                .order_by_asc(retrieve_job::Column::Deadline)
+                .filter(retrieve_job::Column::NotBefore.lte(now));
+            if order == ClaimOrder::Deadline {
+                query = query
+                    .order_by_asc(retrieve_job::Column::Priority)
+                    .order_by_asc(Expr::col(retrieve_job::Column::Deadline).is_null())
+                    .order_by_asc(retrieve_job::Column::Deadline);
+            }
+            let mut jobs = query
                 .order_by_asc(retrieve_job::Column::Id)
                 .limit(slots.len().min(limit as usize) as u64)
                 .all(&txn)
@@ -378,14 +427,7 @@ impl Store {
                 .map_err(|e| StoreError::query(op, e))?;
             candidates.append(&mut jobs);
         }
-        candidates.sort_by(|a, b| {
-            (a.priority, a.deadline.is_none(), a.deadline, a.id).cmp(&(
-                b.priority,
-                b.deadline.is_none(),
-                b.deadline,
-                b.id,
-            ))
-        });
+        candidates.sort_by(|a, b| order.cmp(a, b));
         candidates.truncate(limit as usize);
         let mut claimed = Vec::with_capacity(candidates.len());
         for job in candidates {

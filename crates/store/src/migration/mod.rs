@@ -11,6 +11,8 @@ mod m20261202_000003_queue_vacuum;
 mod m20261202_000004_lean_queue_indexes;
 mod m20261210_000001_workers;
 mod m20261216_000001_patient_identity;
+mod m20261220_000001_readiness;
+mod m20261221_000001_exams_scheduled_idx;
 
 pub struct Migrator;
 
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_lean_queue_indexes::Migration),
             Box::new(m20261210_000001_workers::Migration),
             Box::new(m20261216_000001_patient_identity::Migration),
+            Box::new(m20261220_000001_readiness::Migration),
+            Box::new(m20261221_000001_exams_scheduled_idx::Migration),
         ]
     }
 }

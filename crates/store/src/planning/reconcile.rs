@@ -119,7 +119,8 @@ pub(super) async fn apply(
     Ok(Applied { inserted, skipped, priors: decided.priors })
 }
 
-/// Puts a job skipped by an earlier re-plan back in the queue: its prior is selected again.
+/// Puts a job skipped by an earlier re-plan, or cancelled by an update of the exam, back
+/// in the queue: its prior is selected again.
 async fn reopen(
     txn: &DatabaseTransaction,
     id: i64,
@@ -140,7 +141,7 @@ async fn reopen(
         .col_expr(retrieve_job::Column::FinishedAt, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(retrieve_job::Column::UpdatedAt, Expr::value(now))
         .filter(retrieve_job::Column::Id.eq(id))
-        .filter(retrieve_job::Column::State.eq(JobState::Skipped.as_str()))
+        .filter(retrieve_job::Column::State.is_in([JobState::Skipped.as_str(), JobState::Cancelled.as_str()]))
         .exec(txn)
         .await
         .map_err(|e| StoreError::query(op, e))?;
@@ -160,11 +161,11 @@ pub(super) fn decide(plan: &PlanRecord, jobs: &[retrieve_job::Model]) -> Decided
     let key = |uid: &str, dest: &str| (uid.to_string(), dest.to_string());
     let live: HashMap<(String, String), &retrieve_job::Model> =
         jobs.iter().filter(|j| !dead(&j.state)).map(|j| (key(&j.study_instance_uid, &j.destination), j)).collect();
-    let skipped_rows: HashMap<(String, String), i64> = jobs
-        .iter()
-        .filter(|j| j.state == JobState::Skipped.as_str())
-        .map(|j| (key(&j.study_instance_uid, &j.destination), j.id))
-        .collect();
+    // Skipped by an earlier re-plan, or cancelled when the exam was updated: the prior is
+    // selected again, so the row (unique per exam, study, destination) goes back in the
+    // queue; inserting a new one would be a no-op and the prior would never come.
+    let skipped_rows: HashMap<(String, String), i64> =
+        jobs.iter().filter(|j| dead(&j.state)).map(|j| (key(&j.study_instance_uid, &j.destination), j.id)).collect();
     let selected: HashSet<(&str, &str)> = plan
         .priors
         .iter()

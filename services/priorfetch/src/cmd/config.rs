@@ -13,7 +13,7 @@ pub async fn run(path: &Path, command: ConfigCommand) -> Result<ExitCode, Failur
     match command {
         ConfigCommand::Check => {
             let config = super::load_config(path)?;
-            print!("{}", config.to_redacted_toml());
+            super::out::text(&config.to_redacted_toml())?;
             eprintln!("configuration ok");
             Ok(ExitCode::SUCCESS)
         }

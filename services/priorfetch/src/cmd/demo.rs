@@ -29,11 +29,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
         default_filter: "error",
         service_name: "priorfetch-demo",
     });
-    println!(
+    super::out::unless_closed(super::out::outln!(
         "priorfetch demo: {} scheduled exams -> NORTH (C-MOVE, C-FIND capped at 4) and SOUTH (C-GET, 30% failed \
          sub-operations at first) -> DEST; SQLite; nothing to install\n",
         args.exams
-    );
+    ))?;
     let report = priorfetch_demo::run(priorfetch_demo::DemoOptions {
         exams: args.exams,
         seed: args.seed,
@@ -41,6 +41,6 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
         timeout: Duration::from_secs(args.timeout),
     })
     .await?;
-    print!("{}", report.table());
+    super::out::unless_closed(super::out::text(&report.table()))?;
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -2,6 +2,7 @@
 //! ARCHIVE is a configured archive name, `AET@host:port`, or a DICOMweb URL
 //! (`http://host:8042/dicom-web`: QIDO-RS and WADO-RS, see `web.rs`).
 
+use super::out::outln;
 use crate::Failure;
 use clap::Args;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
@@ -24,6 +25,7 @@ pub struct EchoArgs {
 
 #[derive(Args)]
 pub struct FindArgs {
+    /// Configured archive name, AET@host:port, or a DICOMweb URL (http://host:8042/dicom-web).
     archive: String,
     /// PATIENT, STUDY, SERIES or IMAGE.
     #[arg(long, default_value = "study")]
@@ -37,6 +39,7 @@ pub struct FindArgs {
     /// Send C-CANCEL after this many matches.
     #[arg(long)]
     max: Option<usize>,
+    /// One JSON object per match (keyword -> value) instead of a table.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -45,12 +48,15 @@ pub struct FindArgs {
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
+    /// C-MOVE: the archive sends the study to --dest.
     Move,
+    /// C-GET: the archive sends the study on our association, into --out.
     Get,
 }
 
 #[derive(Args)]
 pub struct RetrieveArgs {
+    /// Configured archive name, AET@host:port, or a DICOMweb URL (WADO-RS into --out).
     archive: String,
     /// StudyInstanceUID to retrieve.
     #[arg(long)]
@@ -64,6 +70,7 @@ pub struct RetrieveArgs {
     /// Move destination AE (default: the archive's configured move_destination, else destination.ae_title).
     #[arg(long)]
     dest: Option<String>,
+    /// One JSON object with the final status and counts instead of a sentence.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -88,8 +95,20 @@ fn resolve(
             options.tls = tls.client(None, &peer.host)?;
             Ok((peer, None, options))
         }
-        Err(e) => Err(usage(format!("'{archive}' is neither a configured archive nor AET@host:port ({e})"))),
+        Err(e) => Err(usage(format!(
+            "'{archive}' is neither a configured archive nor AET@host:port ({e}); {}",
+            known_archives(config)
+        ))),
     }
+}
+
+/// The configured archive names, for an error about a name that is not one of them.
+pub(super) fn known_archives(config: &Config) -> String {
+    if config.archives.is_empty() {
+        return "no archive is configured (add [[archives]] to the --config file)".into();
+    }
+    let names: Vec<&str> = config.archives.iter().map(|a| a.name.as_str()).collect();
+    format!("configured archives: {}", names.join(", "))
 }
 
 pub(super) fn usage(message: String) -> Failure {
@@ -108,37 +127,56 @@ pub async fn echo(path: &Path, args: EchoArgs) -> Result<ExitCode, Failure> {
     let (peer, _, options) = resolve(&config, &args.archive, &args.tls)?;
     match priorfetch_dimse::echo(&peer, &options).await {
         Ok(elapsed) => {
-            println!("{peer}: C-ECHO ok in {} ms", elapsed.as_millis());
+            outln!("{peer}: C-ECHO ok in {} ms", elapsed.as_millis())?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(report(&e)),
     }
 }
 
-/// The column names of `find`'s table.
-pub(super) fn print_header(columns: &[(Tag, String)]) {
-    println!("{}", columns.iter().map(|(_, n)| format!("{n:<24}")).collect::<String>().trim_end());
+/// The matches of `find`: JSON lines as they arrive, or a table printed at the end so
+/// that every column fits its widest value.
+pub(super) struct Matches {
+    columns: Vec<(Tag, String)>,
+    json: bool,
+    rows: Vec<Vec<String>>,
 }
 
-/// One match of `find`, as a table row or a JSON line of the asked-for columns.
-pub(super) fn print_match(m: &dicom_object::InMemDicomObject, columns: &[(Tag, String)], json: bool) {
-    let values: Vec<String> = columns
-        .iter()
-        .map(|(tag, _)| {
-            m.element_opt(*tag)
-                .ok()
-                .flatten()
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    if json {
+impl Matches {
+    pub(super) fn new(columns: Vec<(Tag, String)>, json: bool) -> Matches {
+        Matches { columns, json, rows: Vec::new() }
+    }
+
+    /// One match: its asked-for columns.
+    pub(super) fn add(&mut self, m: &dicom_object::InMemDicomObject) -> Result<(), Failure> {
+        let values: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(tag, _)| {
+                m.element_opt(*tag)
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.to_str().ok())
+                    .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if !self.json {
+            self.rows.push(values);
+            return Ok(());
+        }
         let obj: serde_json::Map<String, serde_json::Value> =
-            columns.iter().zip(&values).map(|((_, n), v)| (n.clone(), v.clone().into())).collect();
-        println!("{}", serde_json::Value::Object(obj));
-    } else {
-        println!("{}", values.iter().map(|v| format!("{v:<24}")).collect::<String>().trim_end());
+            self.columns.iter().zip(values).map(|((_, n), v)| (n.clone(), v.into())).collect();
+        outln!("{}", serde_json::Value::Object(obj))
+    }
+
+    /// The table (header and rows); nothing more for JSON.
+    pub(super) fn finish(self) -> Result<(), Failure> {
+        if self.json {
+            return Ok(());
+        }
+        let headers: Vec<String> = self.columns.into_iter().map(|(_, n)| n).collect();
+        super::out::text(&super::out::table(&headers, &self.rows))
     }
 }
 
@@ -173,18 +211,24 @@ pub async fn find(path: &Path, args: FindArgs) -> Result<ExitCode, Failure> {
         Ok(a) => a,
         Err(e) => return Ok(report(&e)),
     };
-    let columns: Vec<(Tag, String)> = keys.iter().map(|(t, _, _, name)| (*t, name.clone())).collect();
-    if !args.json {
-        print_header(&columns);
-    }
-    let json = args.json;
+    let mut matches = Matches::new(keys.iter().map(|(t, _, _, name)| (*t, name.clone())).collect(), args.json);
+    let mut closed = None;
     let result = assoc
-        .find(model, &query, args.max, |m| {
-            print_match(&m, &columns, json);
-            ControlFlow::Continue(())
+        .find(model, &query, args.max, |m| match matches.add(&m) {
+            Ok(()) => ControlFlow::Continue(()),
+            // stdout is gone (or broken): cancel the C-FIND rather than read matches for no one
+            Err(e) => {
+                closed = Some(e);
+                ControlFlow::Break(())
+            }
         })
         .await;
     assoc.release().await;
+    if let Some(e) = closed {
+        return Err(e);
+    }
+    // the rows that arrived, also before a failure (as when they were printed one by one)
+    matches.finish()?;
     match result {
         Ok(outcome) => {
             eprintln!(
@@ -257,9 +301,9 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
                 "failed_instances": o.failed_instances, "seconds": o.elapsed.as_secs_f64(),
             });
             if args.json {
-                println!("{summary}");
+                outln!("{summary}")?;
             } else {
-                println!(
+                outln!(
                     "{} to {target}: status 0x{:04X}, completed {}, failed {}, warning {} in {:.1} s",
                     if args.method == Method::Move { "C-MOVE" } else { "C-GET" },
                     o.status,
@@ -267,13 +311,15 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
                     o.counts.failed,
                     o.counts.warning,
                     o.elapsed.as_secs_f64()
-                );
+                )?;
             }
             if o.status == 0 && o.counts.completed == 0 {
-                eprintln!(
-                    "warning: the archive reported success but moved nothing: check the study UID, and that \
-                     the archive's AE table maps {dest} to the right host:port"
-                );
+                // only a C-MOVE goes through the archive's AE table entry for a destination
+                let check = match args.method {
+                    Method::Move => format!("and that the archive's AE table maps {dest} to the right host:port"),
+                    Method::Get => "and that the archive accepts our storage contexts (SCP role) for C-GET".into(),
+                };
+                eprintln!("warning: the archive reported success but sent nothing: check the study UID, {check}");
                 return Ok(ExitCode::from(1));
             }
             Ok(if o.counts.failed > 0 || o.status != 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -300,8 +346,10 @@ pub struct StoreScpArgs {
     /// Accept any calling AE (a test receiver); without it an empty allow-list is an error.
     #[arg(long, conflicts_with = "allow")]
     allow_any: bool,
+    /// Address to listen on (0.0.0.0: every interface).
     #[arg(long, default_value = "127.0.0.1")]
     bind: String,
+    /// Associations served at once; more are rejected (local limit exceeded).
     #[arg(long, default_value_t = 8)]
     max_associations: usize,
     #[command(flatten)]
@@ -349,7 +397,8 @@ pub async fn store_scp(path: &Path, args: StoreScpArgs) -> Result<ExitCode, Fail
     let mut count = 0u64;
     while let Some(instance) = rx.recv().await {
         count += 1;
-        println!("{} {} {} bytes from {}", count, instance.path.display(), instance.size, instance.calling_ae);
+        // A closed stdout does not stop the receiver: storing is its job, this list a courtesy.
+        let _ = outln!("{} {} {} bytes from {}", count, instance.path.display(), instance.size, instance.calling_ae);
     }
     match server.await {
         Ok(Ok(())) => Ok(ExitCode::SUCCESS),

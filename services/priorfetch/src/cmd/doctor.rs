@@ -2,6 +2,7 @@
 //! and the destination (or one archive, `destination`, or an `AET@host:port` peer) and
 //! prints one line per finding with its fix. Exit 0 without FAIL, 1 with, 2 on config errors.
 
+use super::out::outln;
 use crate::Failure;
 use clap::Args;
 use priorfetch_config::{ConfigError, ConfigIssue};
@@ -34,14 +35,15 @@ fn usage(key: &str, message: String) -> Failure {
     Failure::Config(ConfigError { issues: vec![ConfigIssue { key: key.into(), message }] })
 }
 
-fn print(findings: &[Finding], json: bool) {
+fn print(findings: &[Finding], json: bool) -> Result<(), Failure> {
     for f in findings {
         if json {
-            println!("{}", serde_json::to_string(f).unwrap_or_default());
+            outln!("{}", serde_json::to_string(f).unwrap_or_default())?;
         } else {
-            println!("{f}");
+            outln!("{f}")?;
         }
     }
+    Ok(())
 }
 
 pub async fn run(path: &Path, args: DoctorArgs) -> Result<ExitCode, Failure> {
@@ -56,23 +58,27 @@ pub async fn run(path: &Path, args: DoctorArgs) -> Result<ExitCode, Failure> {
         None => {
             for (index, archive) in config.archives.iter().enumerate() {
                 let findings = diagnose(archive, index, &ctx).await;
-                print(&findings, args.json);
+                print(&findings, args.json)?;
                 all.extend(findings);
             }
             let findings = diagnose_destination(&config.destination, &ctx).await;
-            print(&findings, args.json);
+            print(&findings, args.json)?;
             all.extend(findings);
         }
         Some("destination") => {
             all = diagnose_destination(&config.destination, &ctx).await;
-            print(&all, args.json);
+            print(&all, args.json)?;
         }
         Some(name) => {
             if let Some(index) = config.archives.iter().position(|a| a.name == name) {
                 all = diagnose(&config.archives[index], index, &ctx).await;
             } else {
                 let peer = Peer::parse(name).map_err(|e| {
-                    usage("arguments", format!("'{name}' is neither a configured archive nor AET@host:port ({e})"))
+                    let known = super::dicom::known_archives(&config);
+                    usage(
+                        "arguments",
+                        format!("'{name}' is neither a configured archive nor AET@host:port ({e}); {known}"),
+                    )
                 })?;
                 let dest =
                     AeTitle::parse(&config.destination.ae_title).map_err(|e| usage("destination.ae_title", e))?;
@@ -80,7 +86,7 @@ pub async fn run(path: &Path, args: DoctorArgs) -> Result<ExitCode, Failure> {
                 target.tls = args.tls.settings(None);
                 all = diagnose_target(&target, &ctx).await;
             }
-            print(&all, args.json);
+            print(&all, args.json)?;
         }
     }
     Ok(if any_failed(&all) { ExitCode::from(1) } else { ExitCode::SUCCESS })

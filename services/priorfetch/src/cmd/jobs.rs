@@ -1,3 +1,4 @@
+use super::out::outln;
 use crate::Failure;
 use clap::Subcommand;
 use priorfetch_store::JobState;
@@ -11,6 +12,7 @@ pub enum JobsCommand {
         /// Only this state (scheduled, available, running, retryable, completed, partial, failed, cancelled, skipped).
         #[arg(long)]
         state: Option<String>,
+        /// At most this many jobs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: u64,
         /// JSON lines instead of a table.
@@ -19,14 +21,22 @@ pub enum JobsCommand {
     },
     /// One job with its error history.
     Show {
+        /// Job ID (the first column of `jobs list`).
         id: i64,
+        /// One JSON object on one line instead of indented JSON.
         #[arg(long)]
         json: bool,
     },
     /// Make a finished or waiting job claimable now, with a fresh attempt budget.
-    Retry { id: i64 },
+    Retry {
+        /// Job ID (the first column of `jobs list`).
+        id: i64,
+    },
     /// Cancel an unfinished job (a running retrieve is stopped with C-CANCEL).
-    Cancel { id: i64 },
+    Cancel {
+        /// Job ID (the first column of `jobs list`).
+        id: i64,
+    },
 }
 
 fn job_json(j: &priorfetch_store::Job) -> serde_json::Value {
@@ -59,15 +69,16 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
             let jobs = store.list_jobs(state, limit).await?;
             if json {
                 for j in &jobs {
-                    println!("{}", job_json(j));
+                    outln!("{}", job_json(j))?;
                 }
             } else {
-                println!(
+                let header = format!(
                     "{:>8} {:>8} {:<16} {:<6} {:<10} {:>4} {:>9} {:>9} {:>6}  last error",
                     "job", "exam", "archive", "method", "state", "try", "completed", "expected", "failed"
                 );
+                outln!("{header}")?;
                 for j in &jobs {
-                    println!(
+                    outln!(
                         "{:>8} {:>8} {:<16} {:<6} {:<10} {:>4} {:>9} {:>9} {:>6}  {}",
                         j.id,
                         j.exam_id,
@@ -79,11 +90,11 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                         j.expected_instances.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                         j.counts.failed,
                         j.last_error.as_deref().unwrap_or("")
-                    );
+                    )?;
                 }
                 let counts = store.job_counts().await?;
                 let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
-                println!("totals: {}", if summary.is_empty() { "no jobs".into() } else { summary.join(" ") });
+                outln!("totals: {}", if summary.is_empty() { "no jobs".into() } else { summary.join(" ") })?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -110,15 +121,15 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                 value["reason"] = serde_json::json!(p.reason);
             }
             if json {
-                println!("{value}");
+                outln!("{value}")?;
             } else {
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                outln!("{}", serde_json::to_string_pretty(&value)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Retry { id } => {
             if store.retry_now(id).await? {
-                println!("job {id} is available again");
+                outln!("job {id} is available again")?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("error: job {id} does not exist or is running");
@@ -127,7 +138,7 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
         }
         JobsCommand::Cancel { id } => {
             if store.cancel_job(id).await? {
-                println!("job {id} cancelled");
+                outln!("job {id} cancelled")?;
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("error: job {id} does not exist or is already finished");

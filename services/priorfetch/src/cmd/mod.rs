@@ -1,12 +1,14 @@
 //! One module per subcommand; `serve.rs` wires the long-running roles (`run`, `listener`,
 //! `planner`, `mover`).
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod dicom;
 pub mod doctor;
 pub mod jobs;
 pub mod migrate;
+pub mod out;
 pub mod serve;
 pub mod sim;
 pub mod tls;

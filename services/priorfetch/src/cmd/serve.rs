@@ -1,7 +1,7 @@
 //! One wiring for every long-running role: `run` (all of them, migrating first),
 //! `listener`, `planner` and `mover` load the config, start logs, connect the store, serve
 //! the admin HTTP (`/metrics`, `/healthz`, `/readyz` and the roles' routes) and run
-//! housekeeping (rescuer, purge) the same way. Services stop on SIGTERM; if one stops on
+//! housekeeping (rescuer, purge) and the signals collector (`priorfetch_signals`) the same way. Services stop on SIGTERM; if one stops on
 //! its own or fails, the others are stopped too and the process exits 1, so a supervisor
 //! restarts a whole, not a half-working, process.
 
@@ -35,6 +35,11 @@ impl Roles {
             Roles::MOVER => "mover",
             _ => "priorfetch run",
         }
+    }
+
+    /// The `role` label of `priorfetch_build_info`.
+    fn label(self) -> &'static str {
+        if self == Roles::ALL { "all" } else { self.name() }
     }
 }
 
@@ -90,6 +95,17 @@ pub async fn serve(path: &Path, roles: Roles) -> Result<ExitCode, Failure> {
         let mover = Mover::new(store.clone(), config.clone(), MoverOptions::default());
         let shutdown = shutdown.clone();
         services.spawn(async move { ("mover", mover.run(shutdown).await.map_err(|e| e.to_string())) });
+    }
+    // Every role process reads the signals (once in `run`), so they exist whichever
+    // processes are up: a planner alone still shows that no mover is alive.
+    priorfetch_signals::set_build_info(roles.label());
+    {
+        let collector = priorfetch_signals::Collector::new(store.clone(), &config);
+        let shutdown = shutdown.clone();
+        services.spawn(async move {
+            collector.run(shutdown).await;
+            ("signals", Ok(()))
+        });
     }
     let housekeeping = super::housekeeping(&config)?;
     {

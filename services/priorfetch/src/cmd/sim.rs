@@ -11,6 +11,7 @@ pub struct SimArgs {
     /// Port to listen on (0: any free port; the chosen one is printed).
     #[arg(long, default_value_t = 11112)]
     port: u16,
+    /// Address to listen on (0.0.0.0: every interface).
     #[arg(long, default_value = "127.0.0.1")]
     bind: String,
     /// Our AE title.
@@ -22,6 +23,7 @@ pub struct SimArgs {
     /// Generate N patients with prior studies.
     #[arg(long)]
     synthetic: Option<usize>,
+    /// Seed of the synthetic data and of --fail-ratio's choice of failing instances.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Instances per series (synthetic).
@@ -33,25 +35,32 @@ pub struct SimArgs {
     /// Move destination AE=host:port (repeatable).
     #[arg(long = "destination")]
     destinations: Vec<String>,
+    /// C-FIND returns at most N matches (see --cap-behaviour).
     #[arg(long)]
     match_cap: Option<usize>,
-    /// refuse | truncate | cancel
+    /// At the match cap: refuse (0xA700, no match), truncate (N matches, then success) or
+    /// cancel (N matches, then 0xFE00 as Orthanc does).
     #[arg(long, default_value = "cancel")]
     cap_behaviour: String,
     /// Reject every association: no-reason, calling-ae, called-ae, busy, congestion, local-limit.
     #[arg(long)]
     reject: Option<String>,
+    /// Associations served at once; more are rejected (transient, local limit exceeded).
     #[arg(long)]
     max_associations: Option<u32>,
     /// Delay per response, e.g. 50ms.
     #[arg(long)]
     delay: Option<String>,
+    /// A-ABORT the association after N sub-operations of one C-MOVE/C-GET.
     #[arg(long)]
     abort_after: Option<u32>,
+    /// Share (0..1) of sub-operations that fail; the final status is 0xB000 with the failed list.
     #[arg(long, default_value_t = 0.0)]
     fail_ratio: f64,
+    /// C-MOVE/C-GET answer success with 0 completed and send nothing.
     #[arg(long)]
     empty_success: bool,
+    /// C-MOVE/C-GET answer 0xA702 (out of resources: unable to perform sub-operations).
     #[arg(long)]
     out_of_resources: bool,
     /// Retrieve faults apply only to the first N attempts of each study.
@@ -66,6 +75,7 @@ pub struct SimArgs {
     /// 429 or 503.
     #[arg(long, default_value_t = 503)]
     web_busy_status: u16,
+    /// DICOMweb: seconds in the Retry-After header of the --web-busy answers.
     #[arg(long, default_value_t = 1)]
     web_retry_after: u64,
     /// DICOMweb: cut each study's first WADO-RS body after N instances.
@@ -82,6 +92,7 @@ pub struct SimArgs {
 }
 
 use super::dicom::usage;
+use super::out::outln;
 
 pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
@@ -134,6 +145,8 @@ pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
         }),
         web_cut_after_parts: args.web_cut_after,
         stow_refuse_every: args.stow_refuse_every,
+        unreachable: false,
+        query_delay: None,
     };
     let mut sim_config = SimConfig::new(&args.ae, data).with_faults(faults);
     sim_config.seed = args.seed;
@@ -154,18 +167,20 @@ pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
     }
     let sim =
         Sim::start(sim_config, &format!("{}:{}", args.bind, args.port)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("sim {} listening on {} ({} studies)", sim.ae(), sim.address(), sim.index().len());
+    // A closed stdout does not stop the simulator: these lines are a courtesy, serving is its job.
+    let _ = outln!("sim {} listening on {} ({} studies)", sim.ae(), sim.address(), sim.index().len());
     if let Some(port) = args.dicomweb_port {
         let url = sim.serve_dicomweb(&format!("{}:{port}", args.bind)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("sim DICOMweb at {url}");
+        let _ = outln!("sim DICOMweb at {url}");
     }
     let mut shutdown = super::shutdown_signal();
     let _ = shutdown.wait_for(|s| *s).await;
     let stats = sim.stats();
     sim.shutdown().await;
-    println!(
+    let summary = format!(
         "sim stopped: {} associations, {} finds, {} moves, {} gets, {} instances sent, {} received",
         stats.associations, stats.finds, stats.moves, stats.gets, stats.stores_sent, stats.stores_received
     );
+    let _ = outln!("{summary}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `find` and `retrieve` against a DICOMweb archive (a configured `protocol = "dicomweb"`
 //! archive, or a URL): QIDO-RS and WADO-RS, printing what the DIMSE forms print.
 
+use super::out::outln;
 use crate::Failure;
 use dicom_core::Tag;
 use priorfetch_config::{Config, Protocol};
@@ -58,13 +59,11 @@ pub async fn find(
         Ok(f) => f,
         Err(e) => return Ok(report(&e)),
     };
-    let columns: Vec<(Tag, String)> = keys.iter().map(|(t, _, name)| (*t, name.clone())).collect();
-    if !json {
-        super::dicom::print_header(&columns);
-    }
+    let mut matches = super::dicom::Matches::new(keys.iter().map(|(t, _, name)| (*t, name.clone())).collect(), json);
     for m in &found.matches {
-        super::dicom::print_match(m, &columns, json);
+        matches.add(m)?;
     }
+    matches.finish()?;
     match &found.truncated {
         Some(why) => eprintln!("{} match(es); the list may be incomplete: {why}", found.matches.len()),
         None => eprintln!("{} match(es)", found.matches.len()),
@@ -90,14 +89,14 @@ pub async fn retrieve(
                     "archive": client.base_url(), "method": "wado", "destination": out.display().to_string(),
                     "completed": got.instances, "failed": 0, "bytes": got.bytes, "seconds": seconds,
                 });
-                println!("{summary}");
+                outln!("{summary}")?;
             } else {
-                println!(
+                outln!(
                     "WADO-RS to {}: completed {} ({} bytes) in {seconds:.1} s",
                     out.display(),
                     got.instances,
                     got.bytes
-                );
+                )?;
             }
             if got.instances == 0 {
                 eprintln!("warning: the archive sent no instance: check the study UID");
