@@ -98,13 +98,7 @@ impl Store {
         };
         let now = Utc::now();
         move_job(&txn, &job, to, &format!("failover to {}: {error}", to.0), now).await?;
-        archive_slot::Entity::update_many()
-            .col_expr(archive_slot::Column::JobId, Expr::value(Option::<i64>::None))
-            .col_expr(archive_slot::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(archive_slot::Column::JobId.eq(job_id))
-            .exec(&txn)
-            .await
-            .map_err(|e| StoreError::query(op, e))?;
+        super::finish::release_slot(&txn, job_id, worker).await?;
         self.notify_work(&txn).await?;
         txn.commit().await.map_err(|e| StoreError::query(op, e))?;
         self.wake_local();

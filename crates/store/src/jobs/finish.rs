@@ -277,7 +277,7 @@ async fn owned_running(
 
 /// Frees the job's slot, unless another worker has claimed the job again since (after a
 /// rescue): that slot is the new claim's.
-async fn release_slot(txn: &DatabaseTransaction, job_id: i64, worker: &str) -> Result<(), StoreError> {
+pub(super) async fn release_slot(txn: &DatabaseTransaction, job_id: i64, worker: &str) -> Result<(), StoreError> {
     let reclaimed = retrieve_job::Entity::find_by_id(job_id)
         .filter(retrieve_job::Column::State.eq(JobState::Running.as_str()))
         .filter(retrieve_job::Column::Worker.ne(worker))
