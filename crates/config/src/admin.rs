@@ -5,11 +5,30 @@
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default)]
     pub tokens: Vec<AdminToken>,
+    /// Serve the operator API (`/api/exams`, `/api/jobs`, `/api/dead-letters`). Off, those
+    /// paths answer 404 (`/api/events` has its own rules). On without tokens, only a
+    /// loopback `service.admin_listen` is accepted.
+    #[serde(default = "enabled")]
+    pub api: bool,
+    /// `/metrics`, `/healthz` and `/readyz` without a token (probes, scraping). Off, they
+    /// need a bearer token of any configured role, as the API does.
+    #[serde(default = "enabled")]
+    pub open_probes: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { tokens: Vec::new(), api: true, open_probes: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +53,13 @@ pub struct AdminToken {
     /// Lower-case hex SHA-256 of the token, instead of `token`.
     #[serde(default)]
     pub token_sha256: Option<String>,
+}
+
+/// Whether the operator API, as configured, would be open to a network: on, no token, and
+/// an admin listener beyond loopback (`config check` refuses it).
+pub fn api_open_to_network(admin: &AdminConfig, admin_listen: &str) -> bool {
+    let loopback = admin_listen.parse::<std::net::SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(true);
+    admin.api && admin.tokens.is_empty() && !loopback
 }
 
 /// Problems with the token list, as (index, field, message).

@@ -17,6 +17,7 @@ mod secret;
 mod signals;
 mod tls;
 mod validate;
+pub mod windows;
 
 pub use admin::{AdminConfig, AdminToken, Role};
 pub use model::*;

@@ -393,6 +393,19 @@ pub struct MoverConfig {
     /// Longest wait for any single DIMSE response (pending ones included).
     #[serde(with = "crate::duration")]
     pub dimse_timeout: Duration,
+    /// An attempt during which no instance completed, failed or was relayed for this long
+    /// is cancelled and retried: whatever hangs (archive, destination, our relay) holds
+    /// the job's slot no longer. At least `dimse_timeout`.
+    #[serde(with = "crate::duration")]
+    pub stall_timeout: Duration,
+    /// A study of at least this many instances is retrieved over several associations
+    /// at once (by series, or IMAGE-level batches of SOP Instance UIDs), when the archive's
+    /// `max_associations` has free slots beyond the job's own. 0: never split.
+    pub split_threshold: u32,
+    /// At most this many associations for one split retrieve (the job's own included);
+    /// each one beyond the first takes a free slot of the archive's `max_associations`,
+    /// so the cap still holds across replicas. 1: never split.
+    pub split_associations: u32,
 }
 
 /// Job-queue housekeeping (an extension of the contract).

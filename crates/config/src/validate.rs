@@ -26,6 +26,16 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
         let (field, message) = why.split_once(": ").unwrap_or(("default_utc_offset", why.as_str()));
         issue(format!("intake.hl7.{field}"), message);
     }
+    if crate::admin::api_open_to_network(&config.admin, &config.service.admin_listen) {
+        issue(
+            "service.admin_listen".into(),
+            "listens beyond loopback but no [[admin.tokens]] are configured: the operator API would be open \
+             to the network; add [[admin.tokens]], listen on 127.0.0.1, or set admin.api = false",
+        );
+    }
+    if !config.admin.open_probes && config.admin.tokens.is_empty() {
+        issue("admin.open_probes".into(), "false needs [[admin.tokens]]: no probe or scraper could get in");
+    }
     for (i, field, message) in crate::admin::check(&config.admin) {
         issue(format!("admin.tokens[{i}].{field}"), &message);
     }
@@ -196,6 +206,12 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     }
     if mover.dimse_timeout.as_secs() < 1 {
         issue("mover.dimse_timeout".into(), "must be at least 1s");
+    }
+    if mover.stall_timeout < mover.dimse_timeout {
+        issue("mover.stall_timeout".into(), "must be at least mover.dimse_timeout");
+    }
+    if mover.split_associations == 0 {
+        issue("mover.split_associations".into(), "must be at least 1 (1: never split a retrieve)");
     }
     let planner = &config.planner;
     if planner.concurrency == 0 {

@@ -273,3 +273,18 @@ fn signals_settings_are_checked() {
     let issues = load("[signals]\nat_risk = '13h'\n").unwrap_err();
     assert_eq!(issues, vec!["signals.at_risk: must be positive and at most signals.upcoming"]);
 }
+
+#[test]
+fn an_operator_api_open_to_the_network_is_refused_naming_admin_listen() {
+    let issues = load("[service]\nadmin_listen = '0.0.0.0:9464'\n").unwrap_err();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert!(issues[0].starts_with("service.admin_listen: listens beyond loopback"), "{issues:?}");
+    assert!(load("[service]\nadmin_listen = '[::1]:9464'\n").is_ok(), "IPv6 loopback is loopback");
+    let off = load("[service]\nadmin_listen = '0.0.0.0:9464'\n[admin]\napi = false\n").unwrap();
+    assert!(!off.admin.api);
+    let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let with_token = format!(
+        "[service]\nadmin_listen = '10.0.0.5:9464'\n[[admin.tokens]]\nname = 'ops'\nrole = 'viewer'\ntoken_sha256 = '{hash}'\n"
+    );
+    assert!(load(&with_token).unwrap().admin.api, "on by default");
+}

@@ -136,6 +136,9 @@ impl DicomWebClient {
 /// written (the file is read again only when the meta group is unusually long).
 pub struct DirSink {
     dir: PathBuf,
+    /// Distinct per sink of the process: several sinks may write into one folder at once
+    /// (a retrieve split over several connections), each with its own temporary names.
+    id: u64,
     next: u64,
     current: Option<(PathBuf, Arc<Mutex<Vec<u8>>>)>,
     /// Files completed, in arrival order.
@@ -145,17 +148,20 @@ pub struct DirSink {
 /// How many first bytes of an instance are kept to read its meta group from.
 const HEAD: usize = 8 * 1024;
 
+static SINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl DirSink {
     pub fn new(dir: &Path) -> std::io::Result<DirSink> {
         std::fs::create_dir_all(dir)?;
-        Ok(DirSink { dir: dir.to_path_buf(), next: 0, current: None, stored: Vec::new() })
+        let id = SINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(DirSink { dir: dir.to_path_buf(), id, next: 0, current: None, stored: Vec::new() })
     }
 }
 
 impl Part10Sink for DirSink {
     fn begin(&mut self) -> std::io::Result<Box<dyn Write + Send>> {
         self.next += 1;
-        let temp = self.dir.join(format!(".wado-{}.part", self.next));
+        let temp = self.dir.join(format!(".wado-{}-{}.part", self.id, self.next));
         let file = std::fs::File::create(&temp)?;
         let head = Arc::new(Mutex::new(Vec::with_capacity(HEAD)));
         self.current = Some((temp, head.clone()));

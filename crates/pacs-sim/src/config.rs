@@ -135,6 +135,10 @@ pub struct Faults {
     pub query_delay: Option<Duration>,
     /// A-ABORT the association after this many sub-operations of one C-MOVE/C-GET.
     pub abort_after_suboperations: Option<u32>,
+    /// After this many sub-operations of one C-MOVE/C-GET, send nothing more but a pending
+    /// response with the same counts every 500 ms until the retrieve is cancelled: an
+    /// archive stuck while its association stays alive.
+    pub stall_after_suboperations: Option<u32>,
     /// Share of sub-operations that fail (deterministic per instance from the seed); the
     /// final response is 0xB000 with the Failed SOP Instance UID List.
     pub failed_suboperation_ratio: f64,
@@ -142,6 +146,9 @@ pub struct Faults {
     pub empty_success: bool,
     /// C-MOVE/C-GET answer 0xA702 (out of resources, unable to perform sub-operations).
     pub out_of_resources: bool,
+    /// C-MOVE/C-GET at IMAGE level answer 0xC000 (unable to process) and send nothing:
+    /// an archive that retrieves whole studies and series only.
+    pub refuse_image_level: bool,
     /// Retrieve faults apply only to the first N retrieve attempts of each study, so
     /// retries recover. `None`: always.
     pub faults_first_attempts: Option<u32>,

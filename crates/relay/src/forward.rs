@@ -126,6 +126,19 @@ pub struct RelaySink {
 }
 
 impl RelaySink {
+    /// Another receiving side of the same relay, for one more association of a retrieve
+    /// split over several: files are named by SOP Instance UID, so sinks never collide.
+    /// Drop every one before [`Relay::finish`] (the forwarder drains until all are gone).
+    pub fn another(&self) -> std::io::Result<RelaySink> {
+        let dir = self.shared.spool.dir.clone();
+        Ok(RelaySink {
+            inner: DirSink::new(&dir)?,
+            web: priorfetch_dicomweb::DirSink::new(&dir)?,
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+
     /// Waits while the process's spool is full (another job's files may fill it too).
     async fn wait_for_room(&self) {
         let shared = &self.shared;

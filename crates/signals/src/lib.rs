@@ -15,15 +15,14 @@
 //! them and turns rows into gauges.
 
 pub mod metrics;
-mod windows;
 
 use chrono::{TimeDelta, Utc};
+use priorfetch_config::windows::Window;
 use priorfetch_config::{Config, SignalsConfig};
 use priorfetch_store::{OpenJobs, Store, StoreError};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::watch;
-use windows::Window;
 
 /// Roles always exported by `workers_alive`, 0 when none beats.
 pub const ROLES: [&str; 3] = ["listener", "planner", "mover"];
@@ -37,7 +36,7 @@ pub struct Collector {
     settings: SignalsConfig,
     /// Configured archives with their retrieve windows: exported with zeros even before
     /// their first job; while a window is closed nothing of the archive is due.
-    archives: Vec<(String, windows::Windows)>,
+    archives: Vec<(String, priorfetch_config::windows::Windows)>,
     /// Label values set by the previous read, so series of archives and roles that are
     /// gone are removed rather than left at their last value.
     exported_archives: BTreeSet<String>,
@@ -60,7 +59,7 @@ impl Collector {
             archives: config
                 .archives
                 .iter()
-                .map(|a| (a.name.clone(), windows::Windows::parse(&a.retrieve_windows)))
+                .map(|a| (a.name.clone(), priorfetch_config::windows::Windows::parse(&a.retrieve_windows)))
                 .collect(),
             exported_archives: BTreeSet::new(),
             exported_roles: BTreeSet::new(),

@@ -19,6 +19,13 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
+    /// From the configured cron expressions (`queue.rescue_schedule`, `queue.purge_schedule`).
+    pub fn from_cron(rescue: &str, purge: &str, retention: Duration) -> Result<Housekeeping, String> {
+        use std::str::FromStr;
+        let parse = |expr: &str| cron::Schedule::from_str(expr).map_err(|e| format!("cron '{expr}': {e}"));
+        Ok(Housekeeping { rescue: parse(rescue)?, purge: parse(purge)?, retention })
+    }
+
     /// Runs until `shutdown` turns true. Failures are logged and the next tick tries again:
     /// housekeeping must never take a service down.
     pub async fn run(self, store: Store, mut shutdown: watch::Receiver<bool>) {

@@ -12,6 +12,8 @@
 //!   count, the exam roll-up.
 //! - `planning.rs`: a plan recorded in one transaction (priors with reasons, the plan's
 //!   explanation, jobs); re-plans of exams an archive was unreachable for.
+//! - `operator.rs`: filtered exam and job views, bulk retry, dead letters by ID, the audit
+//!   trail of operator actions (admin API and CLI).
 //! - `backoff.rs`: the retry policy.
 //! - `worklist.rs`: a source's exams by key prefix and time, re-opening a cancelled exam.
 //! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
@@ -29,6 +31,7 @@ pub mod housekeeping;
 mod jobs;
 pub mod liveness;
 pub mod migration;
+mod operator;
 mod planning;
 mod retrieval;
 mod rows;
@@ -46,6 +49,7 @@ pub use jobs::{
     ArchivePreference, ClaimOrder, Failover, Finish, NewJob, PurgeReport, RescueReport, RescueScope, RetryOutcome,
 };
 pub use liveness::{Heartbeat, HeartbeatOptions, role_of_identity, worker_identity};
+pub use operator::{AuditEntry, AuditRecord, ExamFilter, JobFilter};
 pub use planning::{PlanOutcome, PlanRecord, PriorRecord};
 pub use priorfetch_domain::{
     Counts, ExamPriority, ExamRecord, ExamStatus, Job, JobState, PatientIdentifier, RetrieveMethod,
@@ -71,6 +75,9 @@ pub struct Store {
     work: Arc<watch::Sender<u64>>,
     listener_started: Arc<tokio::sync::OnceCell<()>>,
 }
+
+/// No transaction of ours waits on anything but the database between its statements.
+const IDLE_IN_TRANSACTION_LIMIT: &str = "30s";
 
 impl Store {
     /// Connects to `postgres://...` or `sqlite:...`. `password`, when not empty, is put
@@ -102,7 +109,14 @@ impl Store {
             // Queue statements are prepared once per connection and run thousands of times
             // with the same shape: a generic plan skips ~2 ms of planning per claim
             // (measured by scripts/bench-claim).
-            options.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_generic_plan")]));
+            // A transaction whose task was cancelled mid-way must not keep its row locks
+            // until its pooled connection happens to be used again: the server ends it.
+            options.map_sqlx_postgres_opts(|o| {
+                o.options([
+                    ("plan_cache_mode", "force_generic_plan"),
+                    ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_LIMIT),
+                ])
+            });
         }
         let db = Database::connect(options).await.map_err(StoreError::Connect)?;
         let (work, _) = watch::channel(0);

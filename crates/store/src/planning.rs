@@ -319,6 +319,27 @@ impl Store {
         crate::rows::exams_of(exams)
     }
 
+    /// `archive` answers again: exams whose plan has a gap for it and a re-plan pending
+    /// are re-planned now instead of after their backoff (which the outage, not the exam,
+    /// caused). Returns how many.
+    pub async fn replan_gaps_now(&self, archive: &str) -> Result<u64, StoreError> {
+        let op = "re-plan gaps now";
+        let has_gap = match self.backend() {
+            DbBackend::Postgres => "gaps ? $2",
+            _ => "json_extract(gaps, '$.\"' || $2 || '\"') IS NOT NULL",
+        };
+        let sql = format!(
+            "UPDATE exam_plans SET replan_at = $1 WHERE replan_at IS NOT NULL AND replan_at > $1 AND {has_gap}"
+        );
+        let stmt = Statement::from_sql_and_values(self.backend(), sql, [Utc::now().into(), archive.into()]);
+        use sea_orm::ConnectionTrait;
+        let result = self.db.execute_raw(stmt).await.map_err(|e| StoreError::query(op, e))?;
+        if result.rows_affected() > 0 {
+            self.wake_local();
+        }
+        Ok(result.rows_affected())
+    }
+
     /// The earliest pending re-plan, so an idle planner knows how long it may sleep.
     pub async fn next_replan_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let next: Option<Option<DateTime<Utc>>> = exam_plan::Entity::find()

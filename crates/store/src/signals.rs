@@ -85,8 +85,9 @@ const WAITING_SQL: &str = "SELECT archive, state, count(*) AS n, \
      FROM retrieve_jobs WHERE state IN ('scheduled', 'available', 'retryable') \
      GROUP BY archive, state";
 
-/// Running jobs by archive, found through the slots they hold.
-const RUNNING_SQL: &str = "SELECT j.archive, count(*) AS n FROM archive_slots s \
+/// Running jobs by archive, found through the slots they hold (a split retrieve holds
+/// several: each job counts once).
+const RUNNING_SQL: &str = "SELECT j.archive, count(DISTINCT j.id) AS n FROM archive_slots s \
      JOIN retrieve_jobs j ON j.id = s.job_id WHERE j.state = 'running' GROUP BY j.archive";
 
 /// The statements above (Postgres form) with the index each must be planned on: the

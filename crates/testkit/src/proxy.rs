@@ -1,6 +1,7 @@
 //! A loopback TCP proxy that can cut the line: put it between one store's pool and
 //! Postgres to simulate a database outage for that store alone (other tests and other
-//! connections of the same test are not disturbed).
+//! connections of the same test are not disturbed). [`DelayProxy`] adds latency instead
+//! (an off-site archive, for the benchmarks).
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -112,6 +113,73 @@ async fn pump_then_cut(client: TcpStream, upstream: String, bytes: u64) {
         left -= take as u64;
     }
     requests.abort();
+}
+
+/// A loopback TCP proxy that delays every byte by `delay` in each direction (an off-site
+/// archive: 5 ms each way is a 10 ms round trip) without limiting bandwidth: what is read
+/// is queued with its due time and written when due.
+pub struct DelayProxy {
+    addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    pub async fn start(upstream: &str, delay: std::time::Duration) -> std::io::Result<DelayProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let upstream = upstream.to_string();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                    let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let up = tokio::spawn(delayed_copy(client_read, server_write, delay));
+                    delayed_copy(server_read, client_write, delay).await;
+                    let _ = up.await;
+                });
+            }
+        });
+        Ok(DelayProxy { addr, accept })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: std::time::Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 #[cfg(test)]

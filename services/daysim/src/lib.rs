@@ -1,6 +1,6 @@
 //! `priorfetch bench day`: a time-compressed hospital day.
 //!
-//! Orders arrive hours to minutes before their exams (yesterday's in a burst at the start),
+//! Orders arrive hours to minutes before their exams (yesterday's taken in before 00:00),
 //! some STAT, some rescheduled or cancelled (`scenario.rs`, deterministic from the seed).
 //! Three simulated archives serve one synthetic population: a fast short-term archive (2
 //! years), a VNA (6 years, C-GET, transient failures and an outage window) and a slow

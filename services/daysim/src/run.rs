@@ -53,7 +53,11 @@ pub async fn run(spec: &RunSpec, dispatch: Dispatch) -> anyhow::Result<RunData> 
     let mut archives =
         DayArchives::start(spec.seed, spec.exams.len(), &profiles).await.context("starting the simulated archives")?;
     let spool = tempfile::tempdir().context("spool folder")?;
-    let clock = Clock::new(spec.speed, Duration::from_secs(3));
+    // Orders placed before the day (clamped to 00:00) reached the hospital's systems
+    // yesterday: they are taken in before simulated 00:00, so the day does not start with
+    // a backlog the real one would not have.
+    let yesterday = spec.exams.iter().filter(|e| e.ordered_at <= 0.0).count() as u64;
+    let clock = Clock::new(spec.speed, SERVICES_START + YESTERDAY_PER_ORDER * yesterday as u32);
     let config = Arc::new(config(&db.url, spool.path(), &archives, &clock, dispatch)?);
     let store = Store::connect(&db.url, "", 10).await?;
     store.migrate().await?;
@@ -70,15 +74,27 @@ pub async fn run(spec: &RunSpec, dispatch: Dispatch) -> anyhow::Result<RunData> 
         },
     );
     let mover = tokio::spawn(mover.run(shutdown.clone()));
+    // As `priorfetch run` does: expired leases handed back, so a stuck attempt costs its
+    // lease, not the rest of the day.
+    let q = &config.queue;
+    let housekeeping =
+        priorfetch_store::housekeeping::Housekeeping::from_cron(&q.rescue_schedule, &q.purge_schedule, q.retention)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let housekeeping = tokio::spawn(housekeeping.run(store.clone(), shutdown.clone()));
     archives.schedule_outages(&clock);
 
     let messages = crate::messages::of_day(&spec.exams, &archives.population, &clock);
-    for (at, body) in messages {
+    let (before, during): (Vec<_>, Vec<_>) = messages.into_iter().partition(|(at, _)| *at <= 0.0);
+    for batch in before.chunks(100) {
+        let bodies: Vec<&[u8]> = batch.iter().map(|(_, body)| body.as_bytes()).collect();
+        refused(&intake.process(&bodies).await.context("intake")?)?;
+    }
+    if tokio::time::Instant::now() > clock.wall(0.0) {
+        tracing::warn!(orders = before.len(), "yesterday's orders were still arriving at 00:00");
+    }
+    for (at, body) in during {
         tokio::time::sleep_until(clock.wall(at)).await;
-        let verdicts = intake.process(&[body.as_bytes()]).await.context("intake")?;
-        if let Some(priorfetch_listener::Verdict::Invalid { reason, .. }) = verdicts.first() {
-            anyhow::bail!("the intake refused a message of the day: {reason}");
-        }
+        refused(&intake.process(&[body.as_bytes()]).await.context("intake")?)?;
     }
     let last = spec.exams.iter().map(DayExam::final_schedule).fold(0.0, f64::max).min(spec.day);
     tokio::time::sleep_until(clock.wall(last + GRACE)).await;
@@ -86,6 +102,7 @@ pub async fn run(spec: &RunSpec, dispatch: Dispatch) -> anyhow::Result<RunData> 
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(15), planner).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), mover).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), housekeeping).await;
     let (exams, jobs) = crate::report::read_db(&db.url).await?;
     let received = archives.dest.received();
     let population = archives.population.clone();
@@ -97,6 +114,21 @@ pub async fn run(spec: &RunSpec, dispatch: Dispatch) -> anyhow::Result<RunData> 
         db.drop().await;
     }
     Ok(RunData { dispatch, clock, received, population, exams, jobs, wall: started.elapsed() })
+}
+
+/// Wall time to start the services before simulated 00:00, and to take in each of
+/// yesterday's orders on top.
+const SERVICES_START: Duration = Duration::from_secs(3);
+const YESTERDAY_PER_ORDER: Duration = Duration::from_millis(4);
+
+/// Every message of the day is valid: a refusal is a bug in the simulation.
+fn refused(verdicts: &[priorfetch_listener::Verdict]) -> anyhow::Result<()> {
+    for verdict in verdicts {
+        if let priorfetch_listener::Verdict::Invalid { reason, .. } = verdict {
+            anyhow::bail!("the intake refused a message of the day: {reason}");
+        }
+    }
+    Ok(())
 }
 
 fn config(
@@ -137,8 +169,9 @@ spool_dir = "{spool}"
 spool_limit_mb = 256
 progress_interval = "250ms"
 dimse_timeout = "10s"
+stall_timeout = "20s"
 [queue]
-lease = "30s"
+lease = "6s"
 rescue_schedule = "*/2 * * * * *"
 dispatch = "{dispatch}"
 boost_within = "{near}"

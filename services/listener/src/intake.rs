@@ -229,6 +229,38 @@ impl Intake {
         payloads: &[&[u8]],
     ) -> Result<Vec<Verdict>, StoreError> {
         debug_assert_eq!(decoded.len(), payloads.len(), "one payload per event");
+        let verdicts = self.commit(decoded).await?;
+        self.keep_dead_letters(payloads, &verdicts).await?;
+        self.count(&verdicts);
+        Ok(verdicts)
+    }
+
+    /// An operator's replay of a dead letter's payload (`POST /api/dead-letters/{id}/replay`,
+    /// `priorfetch dead-letters replay`): decoded and committed exactly as [`Intake::process`]
+    /// does, so the event key makes a second replay (or a late redelivery) a duplicate. A
+    /// payload still invalid is not dead-lettered again: its letter is already kept.
+    pub async fn replay(&self, payload: &[u8]) -> Result<Verdict, StoreError> {
+        let decoded = vec![priorfetch_events::decode(payload, &self.options)];
+        let verdicts = self.commit(decoded).await?;
+        self.count(&verdicts);
+        Ok(verdicts.into_iter().next().unwrap_or(Verdict::Unmatched))
+    }
+
+    fn count(&self, verdicts: &[Verdict]) {
+        for v in verdicts {
+            metrics::EVENTS.with_label_values(&[self.options.source.as_str(), v.outcome()]).inc();
+            if let Verdict::Invalid { code, .. } = v {
+                metrics::DEAD_LETTERS.with_label_values(&[self.options.source.as_str(), code]).inc();
+            }
+        }
+    }
+
+    /// The verdicts of a decoded batch, its rows committed: new exams inserted (refused
+    /// rows isolated), then updates and cancels in message order.
+    async fn commit(
+        &self,
+        decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>>,
+    ) -> Result<Vec<Verdict>, StoreError> {
         let mut verdicts: Vec<Option<Verdict>> = vec![None; decoded.len()];
         let mut scheduled = Vec::new();
         let mut scheduled_index = Vec::new();
@@ -262,14 +294,6 @@ impl Intake {
                 });
             }
         }
-        let verdicts: Vec<Verdict> = verdicts.into_iter().map(|v| v.unwrap_or(Verdict::Unmatched)).collect();
-        self.keep_dead_letters(payloads, &verdicts).await?;
-        for v in &verdicts {
-            metrics::EVENTS.with_label_values(&[self.options.source.as_str(), v.outcome()]).inc();
-            if let Verdict::Invalid { code, .. } = v {
-                metrics::DEAD_LETTERS.with_label_values(&[self.options.source.as_str(), code]).inc();
-            }
-        }
-        Ok(verdicts)
+        Ok(verdicts.into_iter().map(|v| v.unwrap_or(Verdict::Unmatched)).collect())
     }
 }

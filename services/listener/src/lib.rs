@@ -48,6 +48,12 @@ fn intake_for(config: &Config, store: Store, source: IntakeSource) -> Intake {
     Intake::new(store, decode_options(config, source)).with_dead_letter_limit(config.intake.dead_letter_limit)
 }
 
+/// The intake of `source` as the listener runs it (its decode options and dead-letter
+/// bound): an operator's replay of a dead letter goes through the one its letter came from.
+pub fn intake_of(config: &Config, store: Store, source: IntakeSource) -> Intake {
+    intake_for(config, store, source)
+}
+
 /// The HTTP intake (`POST /api/events`), served by the admin server.
 pub fn http_intake(config: &Config, store: Store) -> Intake {
     intake_for(config, store, IntakeSource::Http)

@@ -15,22 +15,30 @@
 //!   forwarder to the destination by C-STORE), with live counts of both legs.
 //! - `verify.rs`: how many instances of a study the destination holds.
 //! - `outcome.rs`: the pure judgement: completed only when every instance arrived.
+//! - `split/`: one large study over several associations (parts by series or
+//!   IMAGE-level UID batches, each retried alone; refusal remembered); also used by
+//!   `priorfetch retrieve --associations`.
+//! - `parallel.rs`: the mover's side of it: extra archive slots, live counts, the C-GET
+//!   relay shared by the associations, the fallback to one association.
+//! - `wado_split.rs`: a large study by WADO-RS over several connections (per series, or
+//!   per instance of a single series), into one relay.
 //! - `wado.rs`: the WADO-RS leg into the job's relay, as C-GET's.
-//! - `window.rs`: retrieve windows from cron schedules.
 //! - `metrics.rs`: the mover's Prometheus metrics.
 
 mod dispatch;
 pub mod metrics;
 pub(crate) mod outage;
 pub mod outcome;
+mod parallel;
 mod peer;
 mod progress;
 mod record;
 mod relay;
 mod retrieve;
+pub mod split;
 pub mod verify;
 mod wado;
-pub mod window;
+mod wado_split;
 
 pub use record::RunEnd;
 
@@ -76,7 +84,7 @@ pub(crate) struct Ctx {
     /// Archives held while they are away (their jobs are not claimed).
     pub outages: outage::Outages,
     /// Each archive's retrieve windows, parsed once.
-    pub windows: Vec<(String, window::Windows)>,
+    pub windows: Vec<(String, priorfetch_config::windows::Windows)>,
     /// Our calling AE, the archives' and the destination's addresses, parsed once.
     pub peers: peer::Peers,
 }
@@ -108,8 +116,11 @@ impl Mover {
         }
         let worker = options.worker.clone();
         let spool = SpoolBudget::new(config.mover.spool_limit_mb);
-        let windows =
-            config.archives.iter().map(|a| (a.name.clone(), window::Windows::parse(&a.retrieve_windows))).collect();
+        let windows = config
+            .archives
+            .iter()
+            .map(|a| (a.name.clone(), priorfetch_config::windows::Windows::parse(&a.retrieve_windows)))
+            .collect();
         let peers = peer::Peers::new(&config);
         Mover {
             ctx: Arc::new(Ctx {

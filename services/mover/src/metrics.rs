@@ -57,3 +57,18 @@ pub static ASSOCIATIONS_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 pub static EXAMS_READY: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter("priorfetch_exams_ready_total", "Exams whose priors all ended, against the scheduled time", &["outcome"])
 });
+
+/// `priorfetch_split_parts_total{archive,outcome}`: tries of the parts of retrieves split
+/// over several associations: done, retried (went back to the queue alone), failed (tries
+/// ran out), refused (the archive does not retrieve that way: the study went whole),
+/// cancelled.
+pub static SPLIT_PARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("priorfetch_split_parts_total", "Parts of split retrieves by archive and outcome", &["archive", "outcome"])
+});
+
+/// `priorfetch_split_retrieves_total{archive,mode}`: retrieves split over several
+/// associations (`split`), and those that fell back to one whole-study request because
+/// the archive refused the parts (`fallback`).
+pub static SPLIT_RETRIEVES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("priorfetch_split_retrieves_total", "Split retrieves by archive and mode", &["archive", "mode"])
+});

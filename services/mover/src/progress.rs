@@ -35,12 +35,19 @@ pub(crate) enum Lost {
     NotOwned,
 }
 
+/// Why the heartbeat ended early.
+pub(crate) enum Ended {
+    Lost(Lost),
+    /// Nothing done for `mover.stall_timeout`: cancelled, and retried as a failed attempt.
+    Stalled(std::time::Duration),
+}
+
 /// Drives the retrieve and the progress persister together; the persister stops first
 /// when the retrieve ends, and cancels the retrieve when the job is lost or shutdown
 /// hands it back.
 pub(crate) async fn run_until_done<T>(
     retrieve: impl std::future::Future<Output = Result<T, DimseError>>,
-    mut persist: tokio::task::JoinHandle<Lost>,
+    mut persist: tokio::task::JoinHandle<Ended>,
 ) -> (Result<T, DimseError>, Option<Lost>) {
     tokio::pin!(retrieve);
     tokio::select! {
@@ -56,8 +63,23 @@ pub(crate) async fn run_until_done<T>(
                 Ok(result) => result,
                 Err(_) => Err(DimseError::Protocol("no answer to C-CANCEL".into())),
             };
-            (result, Some(lost))
+            match lost {
+                // A failed attempt like any other: counted, retried with backoff.
+                Ended::Stalled(after) => (Err(stalled(after)), None),
+                Ended::Lost(lost) => (result, Some(lost)),
+            }
         }
+    }
+}
+
+fn stalled(after: std::time::Duration) -> DimseError {
+    DimseError::Other {
+        message: format!("no instance done for {}s: the attempt was cancelled", after.as_secs()),
+        hint: "the archive (or the destination) stopped making progress while the association stayed \
+               open; see the archive's log, or raise mover.stall_timeout for instances that take longer"
+            .into(),
+        retryable: true,
+        wait: None,
     }
 }
 
@@ -72,8 +94,11 @@ pub(crate) async fn persist_progress(
     live: Arc<Mutex<Live>>,
     cancel: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
-) -> Lost {
+) -> Ended {
     let lease = ctx.config.queue.lease;
+    let stall_after = ctx.config.mover.stall_timeout;
+    let mut moved_at = tokio::time::Instant::now();
+    let mut seen = None;
     let mut tick = tokio::time::interval(ctx.config.mover.progress_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -83,20 +108,29 @@ pub(crate) async fn persist_progress(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => {
                 let _ = cancel.send(true);
-                return Lost::Shutdown;
+                return Ended::Lost(Lost::Shutdown);
             }
         }
         let (counts, relayed) = match live.lock() {
             Ok(l) => (l.total(base), l.relayed),
             Err(_) => continue,
         };
+        let done = (counts.completed, counts.failed, counts.warning, relayed);
+        if seen != Some(done) {
+            seen = Some(done);
+            moved_at = tokio::time::Instant::now();
+        } else if moved_at.elapsed() >= stall_after {
+            warn!(job = job_id, seconds = stall_after.as_secs(), "retrieve stalled: cancelling the attempt");
+            let _ = cancel.send(true);
+            return Ended::Stalled(stall_after);
+        }
         // Bounded: a hung connection must not hold back the next beat.
         let beat = tokio::time::timeout(lease / 2, ctx.store.update_progress(job_id, &ctx.worker, counts, lease)).await;
         match beat {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => {
                 let _ = cancel.send(true);
-                return Lost::NotOwned;
+                return Ended::Lost(Lost::NotOwned);
             }
             // The database is away: keep retrieving; the lease may lapse and another
             // worker would redo the study, which only costs time.

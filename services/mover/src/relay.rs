@@ -26,6 +26,7 @@ pub(crate) fn start(ctx: &Ctx, spool: JobSpool, live: &Arc<Mutex<Live>>) -> Resu
 }
 
 /// The result of a relayed C-GET or WADO-RS retrieve.
+#[derive(Debug, Default)]
 pub struct Relayed {
     pub status: u16,
     /// Distinct instances the destination confirmed.
@@ -35,6 +36,8 @@ pub struct Relayed {
     pub failed_instances: Vec<String>,
     pub cancelled_by_archive: bool,
     pub bytes: u64,
+    /// The SOP Instance UIDs the destination confirmed.
+    pub confirmed: std::collections::HashSet<String>,
 }
 
 // One attempt's pieces, each owned by a different layer (association, job, progress).
@@ -50,14 +53,7 @@ pub(crate) async fn get_and_relay(
     cancel: watch::Receiver<bool>,
 ) -> Result<Relayed, DimseError> {
     let (relay, mut sink) = start(ctx, spool, &live)?;
-    let mut result = Relayed {
-        status: 0,
-        relayed: 0,
-        failed: 0,
-        failed_instances: Vec::new(),
-        cancelled_by_archive: false,
-        bytes: 0,
-    };
+    let mut result = Relayed::default();
     let mut get_error = None;
     for id in &ids {
         let progress = live.clone();
@@ -99,7 +95,18 @@ pub(crate) async fn get_and_relay(
             }
         }
     }
-    // Receiving is over: the forwarder drains what is spooled, then ends.
+    finish(archive, relay, sink, result, get_error).await
+}
+
+/// Receiving is over: the forwarder drains what is spooled, then ends; `result` (the
+/// archive leg's status and failures) gets the destination's confirmations.
+pub(crate) async fn finish(
+    archive: &str,
+    relay: Relay,
+    sink: RelaySink,
+    mut result: Relayed,
+    get_error: Option<DimseError>,
+) -> Result<Relayed, DimseError> {
     let forwarded = relay.finish(sink).await;
     result.bytes = forwarded.bytes_received;
     metrics::SUBOPERATIONS.with_label_values(&[archive, "relayed"]).inc_by(forwarded.confirmed.len() as u64);
@@ -123,5 +130,6 @@ pub(crate) async fn get_and_relay(
     if result.status == 0 && forwarded.refused > 0 {
         result.status = 0xB000;
     }
+    result.confirmed = forwarded.confirmed;
     Ok(result)
 }

@@ -7,7 +7,7 @@ use crate::outcome::{self, Attempt, Verdict};
 use crate::progress::{Live, Lost, persist_progress, run_until_done};
 use crate::record::{RunEnd, finish, retry, roll_up, until_written};
 use crate::{Ctx, metrics, relay};
-use dicom_core::{Tag, VR};
+use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use priorfetch_config::{ArchiveConfig, RetrieveMethod};
 use priorfetch_dimse::scu::identifier;
@@ -16,24 +16,21 @@ use priorfetch_events::short_hash;
 
 use priorfetch_store::{Counts, Finish, Job, JobState};
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Identifiers are sent in batches of at most this many SOP Instance UIDs (a long UID
-/// list in one identifier trips some archives' parsers).
-const UIDS_PER_REQUEST: usize = 200;
+use crate::split::UIDS_PER_REQUEST;
 
 /// The result of the network part of an attempt.
-struct Retrieved {
-    status: u16,
-    arrived: u32,
-    failed: u32,
-    failed_instances: Vec<String>,
-    cancelled: bool,
-    bytes: u64,
+pub(crate) struct Retrieved {
+    pub status: u16,
+    pub arrived: u32,
+    pub failed: u32,
+    pub failed_instances: Vec<String>,
+    pub cancelled: bool,
+    pub bytes: u64,
 }
 
 /// Runs one attempt, then settles the job's spool folder: kept only when the job went
@@ -187,7 +184,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
 
 /// The AE title a C-MOVE names: the job's destination, under the name the archive knows
 /// it by (`move_destination`) when it is our configured destination.
-fn move_destination<'a>(ctx: &'a Ctx, archive: &'a ArchiveConfig, job: &'a Job) -> &'a str {
+pub(crate) fn move_destination<'a>(ctx: &'a Ctx, archive: &'a ArchiveConfig, job: &'a Job) -> &'a str {
     match &archive.move_destination {
         Some(alias) if job.destination == ctx.config.destination.ae_title => alias,
         _ => &job.destination,
@@ -195,7 +192,7 @@ fn move_destination<'a>(ctx: &'a Ctx, archive: &'a ArchiveConfig, job: &'a Job) 
 }
 
 /// The network part: one association, one request for the study or one per batch of
-/// named instances.
+/// named instances; a large study over several associations (`parallel.rs`).
 async fn retrieve(
     ctx: &Ctx,
     archive: &ArchiveConfig,
@@ -208,6 +205,11 @@ async fn retrieve(
     let model = QueryModel::StudyRoot;
     // DIMSE archives: our calling AE and the archive's address (not needed for WADO-RS)
     let dimse = || Ok::<_, DimseError>((ctx.peers.archive(&archive.name)?, ctx.peers.scu_options(&archive.name)?));
+    if pending.is_none()
+        && let Some(result) = crate::parallel::try_split(ctx, archive, method, job, &live, &cancel).await
+    {
+        return result;
+    }
     match method {
         RetrieveMethod::Wado => {
             let client = ctx.peers.web(&archive.name)?;
@@ -337,27 +339,11 @@ pub(crate) async fn instance_identifiers(
 ) -> Result<Vec<dicom_object::InMemDicomObject>, DimseError> {
     let wanted: std::collections::HashSet<&str> = uids.iter().map(String::as_str).collect();
     let mut by_series: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let query = identifier(
-        "IMAGE",
-        &[
-            (tags::STUDY_INSTANCE_UID, VR::UI, study),
-            (tags::SERIES_INSTANCE_UID, VR::UI, ""),
-            (tags::SOP_INSTANCE_UID, VR::UI, ""),
-        ],
-    );
-    assoc
-        .find(QueryModel::StudyRoot, &query, None, |m| {
-            let text = |tag: Tag| {
-                m.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches('\0').trim().to_string())
-            };
-            if let (Some(series), Some(sop)) = (text(tags::SERIES_INSTANCE_UID), text(tags::SOP_INSTANCE_UID))
-                && wanted.contains(sop.as_str())
-            {
-                by_series.entry(series).or_default().push(sop);
-            }
-            ControlFlow::Continue(())
-        })
-        .await?;
+    for (series, sop) in crate::split::study_instances(assoc, study).await? {
+        if wanted.contains(sop.as_str()) {
+            by_series.entry(series).or_default().push(sop);
+        }
+    }
     let mut ids = Vec::new();
     for (series, sops) in &by_series {
         for batch in sops.chunks(UIDS_PER_REQUEST) {

@@ -57,6 +57,7 @@ pub(crate) async fn wado_and_relay(
         failed_instances: refused.clone(),
         cancelled_by_archive: false,
         bytes: forwarded.bytes_received,
+        confirmed: Default::default(),
     };
     match fetch_error {
         None => Ok(result),
@@ -92,7 +93,7 @@ async fn missing_of_study(
 }
 
 /// (series, SOP instance) of every instance of the study.
-async fn instances(client: &DicomWebClient, study: &str) -> Result<Vec<(String, String)>, DicomWebError> {
+pub(crate) async fn instances(client: &DicomWebClient, study: &str) -> Result<Vec<(String, String)>, DicomWebError> {
     let query = Query {
         level: Level::Instances(study.to_string()),
         keys: vec![("SeriesInstanceUID".into(), String::new()), ("SOPInstanceUID".into(), String::new())],

@@ -174,3 +174,32 @@ async fn cancelling_the_exam_stops_a_running_retrieve_with_c_cancel() {
     assert_eq!(store.job(job).await.unwrap().unwrap().state, JobState::Cancelled);
     assert_eq!(store.exam(exam).await.unwrap().unwrap().status, ExamStatus::Cancelled);
 }
+
+/// An archive that stops sending while its association stays alive (pending responses
+/// with the same counts, so no DIMSE timeout fires) does not hold the job: after
+/// `mover.stall_timeout` without a finished instance the attempt is cancelled and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_retrieve_is_cancelled_and_retried() {
+    let s =
+        setup(Faults { stall_after_suboperations: Some(3), faults_first_attempts: Some(1), ..Default::default() }, 8)
+            .await;
+    let (db, store) = postgres().await;
+    let spool = tempfile::tempdir().unwrap();
+    let config = config_with_mover(
+        &db,
+        spool.path(),
+        "stall_timeout = \"20s\"",
+        &(archive_toml("arch", "ARCH", s.archive.port(), "move", "") + &destination_toml(s.dest.port(), false)),
+    );
+    let exam = exam(&store, "stall").await;
+    let job = job(&store, exam, "arch", "move", &s.study.study_instance_uid, Some(s.study.instances as i32)).await;
+    let mover = start_mover(&store, config, "w1");
+    let done = finished(&store, job, Duration::from_secs(90)).await;
+    mover.stop().await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(done.attempt, 2, "{done:?}");
+    let errors = errors_of(&done);
+    assert!(errors[0].contains("no instance done for 20s"), "{errors:?}");
+    assert_eq!(arrived(&s.dest, &s.study.study_instance_uid).len(), s.study.instances);
+    assert_eq!(store.running_jobs("arch").await.unwrap(), 0, "the slot is free");
+}

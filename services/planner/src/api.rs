@@ -1,7 +1,9 @@
-//! `GET /api/exams/{id}`: the exam, the rule that fired, the exam inputs filled from the
+//! An exam's explanation: the exam, the rule that fired, the exam inputs filled from the
 //! procedure map or missing, per archive the patient identifier used (hashed) or why it
-//! was skipped, the C-FIND keys sent per archive, gaps, every candidate prior with its reason, and the exam's jobs. The lead
-//! mounts [`routes`] on the admin server.
+//! was skipped, the C-FIND keys sent per archive, gaps, every candidate prior with its
+//! reason, and the exam's jobs. [`explain`] is what the operator API's
+//! `GET /api/exams/{id or accession}` (`services/api`, which every role mounts) builds on;
+//! [`routes`] is the bare route it replaced (no access control), kept for tests and tools.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -14,13 +14,19 @@
 //!   archive caps matches; SERIES level for attributes only there; destination check).
 //! - `pool.rs`: per-archive associations: capped by `max_associations`, reused, released
 //!   after `planner.association_idle`.
-//! - `api.rs`: `GET /api/exams/{id}`: the exam, the rule fired, C-FIND keys sent, priors
-//!   with reasons, jobs.
+//! - `dry_run.rs`: `Planner::explain_dry`, the plan an exam would get, recorded nowhere
+//!   (`priorfetch explain`).
+//! - `comeback.rs`: an archive answering again brings forward the re-plans of the exams
+//!   planned without it.
+//! - `api.rs`: an exam's explanation (the rule fired, C-FIND keys sent, priors with reasons,
+//!   jobs), served by the operator API (`services/api`).
 //! - `metrics.rs`: `cfind_duration_seconds`, `cfind_matches_total`, `priors_selected_total`.
 //!
 //! The selection logic itself is pure and lives in `priorfetch-domain`.
 
 pub mod api;
+mod comeback;
+mod dry_run;
 pub mod finder;
 pub mod guard;
 pub mod identity;
@@ -341,8 +347,10 @@ impl Planner {
             tracing::warn!(error = %e, "cannot hand back the previous run's exams; the rescuer will");
         }
         tracing::info!(worker = %inner.worker, concurrency, "planner started");
+        let mut comebacks = comeback::Comebacks::default();
         while !*shutdown.borrow() {
             signal.mark_seen();
+            comebacks.wake_replans(&inner.store).await;
             while tasks.try_join_next().is_some() {}
             let mut free = permits.available_permits() as u32;
             let mut failed = false;

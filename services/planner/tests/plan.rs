@@ -221,3 +221,58 @@ async fn unreachable_archive_leaves_a_gap_and_is_replanned() {
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), running).await.expect("planner stops").unwrap();
 }
+
+/// An archive that answers again brings forward the re-plans of the exams planned without
+/// it: the next exam's C-FIND finds it up, and the first exam's prior there is queued at
+/// once, not after its backoff (10 minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_answering_again_brings_its_replans_forward() {
+    let db = TestDb::postgres().await;
+    let store = store(&db).await;
+    let up = Orthanc::start("ARCH1", OUR_AE, &[], None);
+    let mut down = Orthanc::start("ARCH2", OUR_AE, &[], None);
+    let p = "PLAN4";
+    load_studies("ARCH1", up.port, &[study(p, &uid(41), &years_ago(1.0), "CT", "CHEST")]);
+    load_studies("ARCH2", down.port, &[study(p, &uid(42), &years_ago(0.5), "CT", "CHEST")]);
+    down.stop();
+    let config = config(&format!(
+        "{}{}{}[planner]\nreplan_backoff = {{ initial = '10m', factor = 1.0, max = '10m', jitter = 0.0 }}\n",
+        archive("up", "ARCH1", up.port, 2, ""),
+        archive("down", "ARCH2", down.port, 1, ""),
+        destination(1, false)
+    ));
+    let planner = Planner::new(store.clone(), config);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(planner.run(shutdown));
+    let soon = Utc::now() + chrono::Duration::hours(2);
+    let first = store.insert_exam(&exam_event("c1", p, "CT", "CHEST", soon, "routine")).await.unwrap().id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let plan = loop {
+        if let Some(plan) = store.exam_plan(first).await.unwrap() {
+            break plan;
+        }
+        assert!(Instant::now() < deadline, "exam not planned within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let replan_at = plan.replan_at.expect("a re-plan is pending");
+    assert!(replan_at > Utc::now() + chrono::Duration::minutes(9), "backoff of 10 min: {replan_at}");
+
+    // The archive is back; another patient's exam makes the planner query it.
+    down.restart();
+    let other = study("PLAN4-OTHER", &uid(43), &years_ago(1.0), "CT", "CHEST");
+    load_studies("ARCH1", up.port, std::slice::from_ref(&other));
+    store.insert_exam(&exam_event("c2", "PLAN4-OTHER", "CT", "CHEST", soon, "routine")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = store.jobs_of_exam(first).await.unwrap();
+        if jobs.iter().any(|j| j.archive == "down" && j.study_instance_uid == uid(42)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first exam was not re-planned within 30 s of the comeback");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plan = store.exam_plan(first).await.unwrap().unwrap();
+    assert!(plan.gaps.as_object().is_some_and(|g| g.is_empty()), "{}", plan.gaps);
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("planner stops").unwrap();
+}

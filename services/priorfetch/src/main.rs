@@ -63,6 +63,19 @@ enum Command {
         #[command(subcommand)]
         command: cmd::jobs::JobsCommand,
     },
+    /// Inspect exams: the schedule, one exam's plan, priors and jobs.
+    Exams {
+        #[command(subcommand)]
+        command: cmd::operator::ExamsCommand,
+    },
+    /// Dry run of planning: given a patient and procedure, query the archives and print what
+    /// would be fetched and why (writes nothing).
+    Explain(cmd::explain::ExplainArgs),
+    /// Inspect and replay messages the intake could not use.
+    DeadLetters {
+        #[command(subcommand)]
+        command: cmd::operator::DeadLettersCommand,
+    },
 }
 
 /// A failure with its exit code: 2 for configuration, 1 for everything else, 0 when
@@ -107,6 +120,9 @@ fn main() -> ExitCode {
             Command::Planner => cmd::serve::serve(&cli.config, Roles::PLANNER).await,
             Command::Bench { command } => cmd::bench::run(command).await,
             Command::Jobs { command } => cmd::jobs::run(&cli.config, command).await,
+            Command::Exams { command } => cmd::operator::exams(&cli.config, command).await,
+            Command::DeadLetters { command } => cmd::operator::dead_letters(&cli.config, command).await,
+            Command::Explain(args) => cmd::explain::run(&cli.config, args).await,
             Command::Echo(args) => cmd::dicom::echo(&cli.config, args).await,
             Command::Find(args) => cmd::dicom::find(&cli.config, args).await,
             Command::Retrieve(args) => cmd::dicom::retrieve(&cli.config, args).await,

@@ -223,3 +223,63 @@ fn find_and_retrieve_a_dicomweb_archive_by_url() {
     assert_eq!(code, 1);
     assert!(stderr.contains("hint: check base_url"), "{stderr}");
 }
+
+/// The data set of a Part-10 file: what follows the file meta group.
+fn data_set(path: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let group = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    bytes[144 + group..].to_vec()
+}
+
+#[test]
+fn retrieve_over_four_associations_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let mut spec = StudySpec::small("CLI4", 24);
+    (spec.series, spec.instances_per_series) = (1, 120);
+    let originals = write_study(data.path(), &spec);
+    let dest = Storescp::start_with("DEST", &["--accept-all", "+uf"]);
+    let orthanc = Orthanc::start("ORTHANC4", "PRIORFETCH", &[dest.destination()], None);
+    store_files(&orthanc.ae, orthanc.port, data.path());
+    let archive = format!("ORTHANC4@127.0.0.1:{}", orthanc.port);
+
+    let out = tempfile::tempdir().unwrap();
+    let folder = out.path().to_str().unwrap();
+    let (code, stdout, stderr) = priorfetch(&[
+        "retrieve",
+        &archive,
+        "--study",
+        &spec.study_uid,
+        "--method",
+        "get",
+        "--out",
+        folder,
+        "--associations",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((summary["completed"].as_u64(), summary["failed"].as_u64()), (Some(120), Some(0)), "{summary}");
+    // every instance once, its data set byte-identical to what the archive was loaded with
+    assert_eq!(dcm_files(out.path()), 120);
+    for original in &originals {
+        let got = out.path().join(original.file_name().unwrap());
+        assert!(data_set(&got) == data_set(original), "{} differs", got.display());
+    }
+
+    let (code, stdout, stderr) = priorfetch(&[
+        "retrieve",
+        &archive,
+        "--study",
+        &spec.study_uid,
+        "--dest",
+        "DEST",
+        "--associations",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["completed"].as_u64(), Some(120), "{summary}");
+    assert_eq!(dest.files().len(), 120, "unique file names: an instance moved twice would be two files");
+}

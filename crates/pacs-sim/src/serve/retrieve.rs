@@ -56,6 +56,11 @@ pub(super) async fn retrieve(
     let Some((keys, level)) = parsed.filter(|(keys, _)| keys.iter().any(|(_, _, v)| !v.is_empty())) else {
         return answer(assoc, pc, response(rsp_field, command, 0xA900), &faults).await;
     };
+    if faults.refuse_image_level && level == Level::Image {
+        let mut rsp = response(rsp_field, command, 0xC000);
+        rsp.put_text_comment("IMAGE level retrieve not supported");
+        return answer(assoc, pc, rsp, &faults).await;
+    }
     // the destination is checked before anything else, as archives do
     let destination = if is_move {
         let ae = command.string(ct::MOVE_DESTINATION).unwrap_or_default();
@@ -92,7 +97,12 @@ pub(super) async fn retrieve(
     let window = shared.config.store_window.max(1);
     let mut done = 0usize;
     let originator = is_move.then(|| (assoc.peer.ae_title.clone(), message_id));
+    let stall_after = faults.stall_after_suboperations.filter(|_| faulty).map(|n| n as usize);
     while progress.remaining > 0 && !progress.cancelled {
+        if stall_after.is_some_and(|n| done >= n) {
+            stall(assoc, pc, command, rsp_field, message_id, &mut progress).await?;
+            break;
+        }
         if abort_after.is_some_and(|n| done >= n) {
             if let Some(t) = target.take() {
                 t.release().await;
@@ -101,7 +111,7 @@ pub(super) async fn retrieve(
         }
         let start = items.len() - progress.remaining;
         let mut end = (start + window).min(items.len());
-        if let Some(n) = abort_after {
+        if let Some(n) = abort_after.or(stall_after) {
             end = end.min(start.max(n));
         }
         let batch = &items[start..end];
@@ -179,6 +189,31 @@ pub(super) async fn retrieve(
         t.release().await;
     }
     final_response(assoc, pc, command, rsp_field, shared, &faults, &progress, &ts).await
+}
+
+/// The stall fault: pending responses with unchanged counts every 500 ms until a C-CANCEL
+/// (bounded: ten minutes, then the association's own end).
+async fn stall(
+    assoc: &mut ServerAssociation,
+    pc: u8,
+    command: &Command,
+    rsp_field: u16,
+    message_id: u16,
+    progress: &mut Progress,
+) -> Result<(), DimseError> {
+    let keep_alive = Faults { response_delay: Some(std::time::Duration::from_millis(500)), ..Faults::default() };
+    for _ in 0..1200 {
+        let mut cancelled = false;
+        delay_or_cancel(assoc, message_id, &keep_alive, &mut cancelled).await?;
+        if cancelled {
+            progress.cancelled = true;
+            return Ok(());
+        }
+        let mut rsp = response(rsp_field, command, 0xFF00);
+        progress.put(&mut rsp, true);
+        assoc.send(pc, &rsp, None).await?;
+    }
+    Ok(())
 }
 
 /// Sends a response that ends the operation at once, after the configured delay.

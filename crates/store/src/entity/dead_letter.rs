@@ -11,6 +11,10 @@ pub struct Model {
     pub payload: Vec<u8>,
     pub reason: String,
     pub received_at: DateTimeUtc,
+    /// When an operator last replayed it into the intake (`None`: never).
+    pub replayed_at: Option<DateTimeUtc>,
+    /// The intake's verdict on that replay (`accepted exam 12`, `duplicate exam 12`, `invalid: ...`).
+    pub replay_outcome: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -26,6 +26,9 @@ impl Store {
         let op = "update progress";
         let now = Utc::now();
         let until = now + lease;
+        if self.is_postgres() {
+            return self.update_progress_postgres(job_id, worker, counts, until, now).await;
+        }
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
         let result = retrieve_job::Entity::update_many()
             .col_expr(retrieve_job::Column::Remaining, Expr::value(counts.remaining))
@@ -48,6 +51,44 @@ impl Store {
         }
         txn.commit().await.map_err(|e| StoreError::query(op, e))?;
         Ok(result.rows_affected == 1)
+    }
+
+    /// Postgres: one statement for the job and its slot. A heartbeat is cancelled when its
+    /// retrieve ends or it times out; an explicit transaction cancelled between its two
+    /// updates would leave the job's row locked on a pooled connection, and the attempt's
+    /// outcome write would wait on that lock.
+    async fn update_progress_postgres(
+        &self,
+        job_id: i64,
+        worker: &str,
+        counts: Counts,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "WITH job AS ( \
+                 UPDATE retrieve_jobs SET remaining = $3, completed = $4, failed = $5, warning = $6, \
+                   leased_until = $7, updated_at = $8 \
+                 WHERE id = $1 AND worker = $2 AND state = 'running' RETURNING id), \
+               slot AS ( \
+                 UPDATE archive_slots SET leased_until = $7 WHERE job_id = $1 AND EXISTS (SELECT 1 FROM job) \
+                 RETURNING slot) \
+               SELECT (SELECT count(*) FROM job) AS owned, (SELECT count(*) FROM slot) AS slots";
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [
+                job_id.into(),
+                worker.into(),
+                counts.remaining.into(),
+                counts.completed.into(),
+                counts.failed.into(),
+                counts.warning.into(),
+                until.into(),
+                now.into(),
+            ],
+        );
+        let row = self.db.query_one_raw(stmt).await.map_err(|e| StoreError::query("update progress", e))?;
+        Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()).unwrap_or(0) == 1)
     }
 
     /// Postgres: one statement frees the slot and finishes the job (the claim/finish

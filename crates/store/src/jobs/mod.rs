@@ -15,11 +15,13 @@
 //! - `rescue.rs`: claims of gone holders handed back; retention purge.
 //! - `admin.rs`: operator commands and read-only views.
 //! - `dispatch.rs`: deadline boosts and failovers to another archive.
+//! - `slots.rs`: extra slots of a retrieve split over several associations.
 
 mod admin;
 mod dispatch;
 mod finish;
 mod rescue;
+mod slots;
 
 pub use dispatch::{ArchivePreference, Failover};
 pub use rescue::RescueScope;

@@ -13,6 +13,7 @@ mod m20261210_000001_workers;
 mod m20261216_000001_patient_identity;
 mod m20261220_000001_readiness;
 mod m20261221_000001_exams_scheduled_idx;
+mod m20261222_000001_operator_audit;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261216_000001_patient_identity::Migration),
             Box::new(m20261220_000001_readiness::Migration),
             Box::new(m20261221_000001_exams_scheduled_idx::Migration),
+            Box::new(m20261222_000001_operator_audit::Migration),
         ]
     }
 }

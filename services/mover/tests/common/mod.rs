@@ -30,9 +30,14 @@ pub async fn sqlite() -> (TestDb, Store) {
 
 /// The embedded defaults plus `overlay`, with fast retries and a spool in `spool`.
 pub fn config(db: &TestDb, spool: &std::path::Path, overlay: &str) -> Arc<Config> {
+    config_with_mover(db, spool, "", overlay)
+}
+
+/// [`config`] with more `[mover]` keys (`mover` holds lines such as `split_threshold = 10`).
+pub fn config_with_mover(db: &TestDb, spool: &std::path::Path, mover: &str, overlay: &str) -> Arc<Config> {
     let base = format!(
         "[database]\nurl = \"{}\"\n[retry]\nmax_attempts = 3\nbackoff = {{ initial = \"200ms\", factor = 2.0, max = \"1s\", jitter = 0.0 }}\n\
-         [mover]\nworkers = 4\nspool_dir = \"{}\"\nspool_limit_mb = 64\nprogress_interval = \"200ms\"\ndimse_timeout = \"20s\"\n\
+         [mover]\nworkers = 4\nspool_dir = \"{}\"\nspool_limit_mb = 64\nprogress_interval = \"200ms\"\ndimse_timeout = \"20s\"\n{mover}\n\
          [service]\nae_title = \"PRIORFETCH\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n",
         db.url,
         spool.display()

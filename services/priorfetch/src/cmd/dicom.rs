@@ -73,6 +73,11 @@ pub struct RetrieveArgs {
     /// One JSON object with the final status and counts instead of a sentence.
     #[arg(long)]
     json: bool,
+    /// Associations at once (1-16): the study is split by series, or into IMAGE-level batches
+    /// of SOP Instance UIDs, and a failed part is retried alone; an archive that refuses that
+    /// gets the study whole on one association. Mind the archive's own association limit.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    associations: u16,
     #[command(flatten)]
     tls: super::tls::ClientTlsArgs,
 }
@@ -263,10 +268,7 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
         Method::Move => query_contexts(model),
         Method::Get => priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES),
     };
-    let mut assoc = match Association::connect(&peer, &options, &contexts).await {
-        Ok(a) => a,
-        Err(e) => return Ok(report(&e)),
-    };
+    let out = args.out.clone().unwrap_or_else(|| std::path::PathBuf::from("retrieved").join(&args.study));
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
@@ -275,22 +277,46 @@ pub async fn retrieve(path: &Path, args: RetrieveArgs) -> Result<ExitCode, Failu
     if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let target = match args.method {
+        Method::Move => dest.to_string(),
+        Method::Get => out.display().to_string(),
+    };
+    let mut split = None;
+    if args.associations > 1 {
+        let via = match args.method {
+            Method::Move => super::split::Via::Move(&dest),
+            Method::Get => super::split::Via::Get(&out),
+        };
+        split = super::split::retrieve(&peer, &options, &args.study, via, args.associations as usize, &bar).await?;
+    }
     let progress = |p: &priorfetch_dimse::SubOperations| {
         let done = (p.completed + p.failed + p.warning) as u64;
         bar.set_length(done + p.remaining.unwrap_or(0) as u64);
         bar.set_position(done);
         bar.set_message(format!("failed {} warning {}", p.failed, p.warning));
     };
-    let (result, target) = match args.method {
-        Method::Move => (assoc.retrieve_move(model, &query, &dest, progress, None).await, dest.to_string()),
-        Method::Get => {
-            let out = args.out.clone().unwrap_or_else(|| std::path::PathBuf::from("retrieved").join(&args.study));
-            let mut sink =
-                priorfetch_dimse::DirSink::new(&out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
-            (assoc.retrieve_get(model, &query, &mut sink, progress, None).await, out.display().to_string())
+    let result = match split {
+        Some(result) => result,
+        None => {
+            let mut assoc = match Association::connect(&peer, &options, &contexts).await {
+                Ok(a) => a,
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return Ok(report(&e));
+                }
+            };
+            let result = match args.method {
+                Method::Move => assoc.retrieve_move(model, &query, &dest, progress, None).await,
+                Method::Get => {
+                    let mut sink = priorfetch_dimse::DirSink::new(&out)
+                        .map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+                    assoc.retrieve_get(model, &query, &mut sink, progress, None).await
+                }
+            };
+            assoc.release().await;
+            result
         }
     };
-    assoc.release().await;
     bar.finish_and_clear();
     match result {
         Ok(o) => {

@@ -1,17 +1,30 @@
 use super::out::outln;
 use crate::Failure;
 use clap::Subcommand;
-use priorfetch_store::JobState;
+use priorfetch_api::filters::JobParams;
+use priorfetch_api::views::status_text;
 use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum JobsCommand {
-    /// Newest jobs first, with counts by state.
+    /// Newest jobs first, with counts by state; the filters combine.
     List {
         /// Only this state (scheduled, available, running, retryable, completed, partial, failed, cancelled, skipped).
         #[arg(long)]
         state: Option<String>,
+        /// Only jobs of this archive (its configured name).
+        #[arg(long)]
+        archive: Option<String>,
+        /// Only jobs of this exam (its numeric ID; `exams show ACCESSION` gives it).
+        #[arg(long)]
+        exam: Option<i64>,
+        /// Only jobs changed since: RFC 3339, a date (YYYY-MM-DD, UTC) or a duration ago (12h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only jobs changed before: same forms as --since.
+        #[arg(long)]
+        until: Option<String>,
         /// At most this many jobs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: u64,
@@ -27,10 +40,17 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a finished or waiting job claimable now, with a fresh attempt budget.
+    /// Make a finished or waiting job claimable now, with a fresh attempt budget; or every
+    /// job a --filter selects (bulk retry). Audited.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["id", "filter"]))]
     Retry {
         /// Job ID (the first column of `jobs list`).
-        id: i64,
+        id: Option<i64>,
+        /// Bulk retry of the jobs matching KEY=VALUE pairs, comma-separated: state (default
+        /// failed; never running), archive, exam, since, until (times as for `jobs list`),
+        /// e.g. `state=failed,archive=lta,since=12h`.
+        #[arg(long, value_name = "KEY=VALUE,...")]
+        filter: Option<String>,
     },
     /// Cancel an unfinished job (a running retrieve is stopped with C-CANCEL).
     Cancel {
@@ -40,33 +60,35 @@ pub enum JobsCommand {
 }
 
 fn job_json(j: &priorfetch_store::Job) -> serde_json::Value {
-    serde_json::json!({
-        "id": j.id, "exam_id": j.exam_id, "study_instance_uid": j.study_instance_uid,
-        "archive": j.archive, "method": j.method, "destination": j.destination, "state": j.state,
-        "priority": j.priority, "not_before": j.not_before, "deadline": j.deadline,
-        "attempt": j.attempt, "max_attempts": j.max_attempts, "remaining": j.counts.remaining,
-        "completed": j.counts.completed, "failed": j.counts.failed, "warning": j.counts.warning,
-        "expected_instances": j.expected_instances, "last_status": j.last_status,
-        "last_error": j.last_error, "errors": j.errors, "worker": j.worker,
-        "leased_until": j.leased_until, "created_at": j.created_at, "updated_at": j.updated_at,
-        "finished_at": j.finished_at,
-    })
+    priorfetch_api::views::job(j)
+}
+
+/// Who the audit names for actions from the command line.
+pub fn cli_actor() -> String {
+    format!("cli:{}", std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into()))
 }
 
 pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure> {
     let config = super::load_config(path)?;
     let store = super::connect(&config).await?;
     match command {
-        JobsCommand::List { state, limit, json } => {
-            let state = match state.as_deref().map(|s| (s, JobState::parse(s))) {
-                None => None,
-                Some((_, Some(st))) => Some(st),
-                Some((s, None)) => {
-                    eprintln!("error: --state: unknown state '{s}'");
+        JobsCommand::List { state, archive, exam, since, until, limit, json } => {
+            let params = JobParams {
+                state,
+                archive,
+                exam: exam.map(|e| e.to_string()),
+                since,
+                until,
+                limit: Some(limit.to_string()),
+            };
+            let (filter, limit) = match params.parse(chrono::Utc::now()) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    eprintln!("error: --{e}");
                     return Ok(ExitCode::from(2));
                 }
             };
-            let jobs = store.list_jobs(state, limit).await?;
+            let jobs = store.find_jobs(&filter, limit).await?;
             if json {
                 for j in &jobs {
                     outln!("{}", job_json(j))?;
@@ -89,7 +111,11 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                         j.counts.completed,
                         j.expected_instances.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                         j.counts.failed,
-                        j.last_error.as_deref().unwrap_or("")
+                        match (j.last_status, j.last_error.as_deref()) {
+                            (Some(status), Some(error)) => format!("{}: {error}", status_text(status)),
+                            (Some(status), None) => status_text(status),
+                            (None, error) => error.unwrap_or("").to_string(),
+                        }
                     )?;
                 }
                 let counts = store.job_counts().await?;
@@ -127,8 +153,29 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
             }
             Ok(ExitCode::SUCCESS)
         }
-        JobsCommand::Retry { id } => {
-            if store.retry_now(id).await? {
+        JobsCommand::Retry { id: _, filter: Some(filter) } => {
+            let params = match JobParams::from_pairs(&filter) {
+                Ok(params) => params,
+                Err(e) => {
+                    eprintln!("error: --filter: {}", e.message);
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            match priorfetch_api::actions::bulk_retry(&store, &cli_actor(), &params).await {
+                Ok(requeued) => {
+                    outln!("requeued {requeued} jobs")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(priorfetch_api::actions::ActionError::Filter(e)) => {
+                    eprintln!("error: --filter: {e}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        JobsCommand::Retry { id, filter: None } => {
+            let id = id.unwrap_or_default();
+            if priorfetch_api::actions::retry(&store, &cli_actor(), id).await? {
                 outln!("job {id} is available again")?;
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -137,7 +184,7 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
             }
         }
         JobsCommand::Cancel { id } => {
-            if store.cancel_job(id).await? {
+            if priorfetch_api::actions::cancel(&store, &cli_actor(), id).await? {
                 outln!("job {id} cancelled")?;
                 Ok(ExitCode::SUCCESS)
             } else {

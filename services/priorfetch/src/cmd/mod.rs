@@ -6,11 +6,14 @@ pub mod config;
 pub mod demo;
 pub mod dicom;
 pub mod doctor;
+pub mod explain;
 pub mod jobs;
 pub mod migrate;
+pub mod operator;
 pub mod out;
 pub mod serve;
 pub mod sim;
+mod split;
 pub mod tls;
 pub mod web;
 
@@ -100,16 +103,10 @@ pub fn ready_check(store: &priorfetch_store::Store) -> priorfetch_telemetry::adm
 
 /// Housekeeping (rescuer, purge) on the configured cron schedules.
 pub fn housekeeping(config: &Config) -> Result<priorfetch_store::housekeeping::Housekeeping, Failure> {
-    use std::str::FromStr;
-    // Both expressions were validated at load; parse errors here would be a bug.
-    let parse = |expr: &str| {
-        cron::Schedule::from_str(expr).map_err(|e| Failure::Runtime(anyhow::anyhow!("cron '{expr}': {e}")))
-    };
-    Ok(priorfetch_store::housekeeping::Housekeeping {
-        rescue: parse(&config.queue.rescue_schedule)?,
-        purge: parse(&config.queue.purge_schedule)?,
-        retention: config.queue.retention,
-    })
+    let q = &config.queue;
+    // Both expressions were validated at load; an error here would be a bug.
+    priorfetch_store::housekeeping::Housekeeping::from_cron(&q.rescue_schedule, &q.purge_schedule, q.retention)
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))
 }
 
 /// The admin HTTP server (`/metrics`, `/healthz`, `/readyz` plus `routes`) on
@@ -131,7 +128,12 @@ pub async fn serve_admin(
         }
         None => None,
     };
-    let served = admin::serve_tls(listen, admin::router(ready_check(store), routes), tls, async move {
+    let mut app = admin::router(ready_check(store), routes);
+    if !config.admin.open_probes {
+        let access = priorfetch_api::access::Access::new(config);
+        app = app.layer(axum::middleware::from_fn_with_state(access, priorfetch_api::access::probe_guard));
+    }
+    let served = admin::serve_tls(listen, app, tls, async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     })
     .await

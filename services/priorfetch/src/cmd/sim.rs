@@ -63,6 +63,9 @@ pub struct SimArgs {
     /// C-MOVE/C-GET answer 0xA702 (out of resources: unable to perform sub-operations).
     #[arg(long)]
     out_of_resources: bool,
+    /// C-MOVE/C-GET at IMAGE level answer 0xC000 (an archive that retrieves whole studies and series only).
+    #[arg(long)]
+    refuse_image_level: bool,
     /// Retrieve faults apply only to the first N attempts of each study.
     #[arg(long)]
     faults_first_attempts: Option<u32>,
@@ -137,6 +140,7 @@ pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
         failed_suboperation_ratio: args.fail_ratio,
         empty_success: args.empty_success,
         out_of_resources: args.out_of_resources,
+        refuse_image_level: args.refuse_image_level,
         faults_first_attempts: args.faults_first_attempts,
         web_busy: (args.web_busy > 0).then_some(pacs_sim::WebBusy {
             status: args.web_busy_status,
@@ -147,6 +151,8 @@ pub async fn run(path: &Path, args: SimArgs) -> Result<ExitCode, Failure> {
         stow_refuse_every: args.stow_refuse_every,
         unreachable: false,
         query_delay: None,
+        // faults without a flag of their own stay off
+        ..Default::default()
     };
     let mut sim_config = SimConfig::new(&args.ae, data).with_faults(faults);
     sim_config.seed = args.seed;
