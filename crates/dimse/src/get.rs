@@ -50,6 +50,14 @@ pub fn get_contexts(model: QueryModel, storage_classes: &[&str]) -> Vec<ContextR
     contexts
 }
 
+/// C-FIND (to list a study's instances) plus C-GET of the common storage classes on one
+/// association: what a retrieve by C-GET asks for.
+pub fn find_and_get_contexts(model: QueryModel) -> Vec<ContextRequest> {
+    let mut contexts = vec![ContextRequest::new(model.find_uid())];
+    contexts.extend(get_contexts(model, COMMON_STORAGE_CLASSES));
+    contexts
+}
+
 /// A whole study by C-GET (Study Root) into `dir` on one association, released after:
 /// what the benchmarks time.
 pub async fn get_study_into(

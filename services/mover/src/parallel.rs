@@ -14,7 +14,7 @@ use crate::retrieve::{Retrieved, move_destination};
 use crate::split::{self, Leg, Split, Totals};
 use crate::{Ctx, metrics};
 use priorfetch_config::{ArchiveConfig, RetrieveMethod};
-use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, QueryModel, StoreSink, SubOperations};
+use priorfetch_dimse::{AeTitle, Association, DimseError, QueryModel, StoreSink, SubOperations};
 use priorfetch_store::{Counts, Job};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -85,13 +85,10 @@ async fn split_retrieve(
         Ok(o) => o,
         Err(e) => return Some(Err(e)),
     };
-    let mut contexts = vec![ContextRequest::new(model.find_uid())];
-    match method {
-        RetrieveMethod::Get => {
-            contexts.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES))
-        }
-        _ => contexts.push(ContextRequest::new(model.move_uid())),
-    }
+    let contexts = match method {
+        RetrieveMethod::Get => priorfetch_dimse::get::find_and_get_contexts(model),
+        _ => priorfetch_dimse::scu::query_contexts(model),
+    };
     let mut first = match Association::connect(&peer, &options, &contexts).await {
         Ok(a) => a,
         Err(e) => return Some(Err(e)),

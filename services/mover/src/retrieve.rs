@@ -11,7 +11,7 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use priorfetch_config::{ArchiveConfig, RetrieveMethod};
 use priorfetch_dimse::scu::identifier;
-use priorfetch_dimse::{AeTitle, Association, ContextRequest, DimseError, QueryModel, SubOperations};
+use priorfetch_dimse::{AeTitle, Association, DimseError, QueryModel, SubOperations};
 use priorfetch_events::short_hash;
 
 use priorfetch_store::{Counts, Finish, Job, JobState};
@@ -241,8 +241,7 @@ async fn retrieve(
             let root = std::path::Path::new(&ctx.config.mover.spool_dir);
             let spool = priorfetch_relay::JobSpool::open(root, job.id, ctx.spool.clone())
                 .map_err(|e| DimseError::Io(format!("spool folder under {}: {e}", root.display())))?;
-            let mut contexts = vec![ContextRequest::new(model.find_uid())];
-            contexts.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES));
+            let contexts = priorfetch_dimse::get::find_and_get_contexts(model);
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
             let ids = match still_to_fetch(pending, &spool) {
                 // every named instance waits in the spool: the relay offers them again
@@ -264,7 +263,7 @@ async fn retrieve(
             let (peer, options) = dimse()?;
             let destination = AeTitle::parse(move_destination(ctx, archive, job))
                 .map_err(|e| DimseError::Encode(format!("move destination of job {}: {e}", job.id)))?;
-            let contexts = [ContextRequest::new(model.find_uid()), ContextRequest::new(model.move_uid())];
+            let contexts = priorfetch_dimse::scu::query_contexts(model);
             let mut assoc = Association::connect(&peer, &options, &contexts).await?;
             let ids = identifiers(&mut assoc, &job.study_instance_uid, pending).await?;
             let result = move_all(&mut assoc, model, &ids, &destination, &live, cancel).await;

@@ -6,8 +6,7 @@
 use crate::Failure;
 use priorfetch_dimse::scu::query_contexts;
 use priorfetch_dimse::{
-    AeTitle, Association, ContextRequest, DimseError, DirSink, Peer, QueryModel, RetrieveOutcome, ScuOptions,
-    StoreSink, SubOperations,
+    AeTitle, Association, DimseError, DirSink, Peer, QueryModel, RetrieveOutcome, ScuOptions, StoreSink, SubOperations,
 };
 use priorfetch_mover::split::{self, Leg, Split, Totals};
 use std::path::Path;
@@ -33,11 +32,7 @@ pub(super) async fn retrieve(
     let model = QueryModel::StudyRoot;
     let contexts = match via {
         Via::Move(_) => query_contexts(model),
-        Via::Get(_) => {
-            let mut c = vec![ContextRequest::new(model.find_uid())];
-            c.extend(priorfetch_dimse::get::get_contexts(model, priorfetch_dimse::get::COMMON_STORAGE_CLASSES));
-            c
-        }
+        Via::Get(_) => priorfetch_dimse::get::find_and_get_contexts(model),
     };
     let started = Instant::now();
     let mut first = match Association::connect(peer, options, &contexts).await {
