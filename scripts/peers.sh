@@ -140,6 +140,17 @@ ensure_hl7_clients() {
     { log "hl7/hl7apy not usable after pip install"; return 1; }
 }
 
+ensure_chromium() {
+  # the web console's browser tests (services/console/tests/browser.rs) drive Debian's
+  # chromium through chromedriver (WebDriver); no browser is downloaded
+  if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+  export PRIORFETCH_CHROMEDRIVER="$(command -v chromedriver)"
+  export PRIORFETCH_CHROMIUM="$(command -v chromium)"
+  log "$(chromium --version 2>/dev/null | head -1) with chromedriver present"
+}
+
 ensure_all_peers() {
   ensure_build_tools
   ensure_hl7_clients
@@ -147,4 +158,5 @@ ensure_all_peers() {
   ensure_rabbitmq
   ensure_dicom_tools
   ensure_kafka
+  ensure_chromium
 }

@@ -7,7 +7,8 @@
 //!
 //! Run with `scripts/bench-retrieve`. Environment: `BENCH_INSTANCES` (default 320),
 //! `BENCH_ROWS` (default 512, so 512x512x16-bit = 512 KiB per instance), `BENCH_ROUNDS`
-//! (default 5), `BENCH_FINDS` (default 1000), `BENCH_FINDSCU_RUNS` (default 200).
+//! (default 5), `BENCH_FINDS` (default 1000), `BENCH_FINDSCU_RUNS` (default 200),
+//! `BENCH_SERIES` (default 4; the script runs 1 and 4).
 
 use dicom_core::{Tag, VR};
 use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, get_contexts};
@@ -61,18 +62,19 @@ fn main() {
     let findscu_runs = env_or::<usize>("BENCH_FINDSCU_RUNS", 200);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
 
-    // The study: one patient, 4 series.
+    // The study: one patient, `BENCH_SERIES` series (4 by default).
+    let series = env_or::<usize>("BENCH_SERIES", 4).max(1);
     let data = tempfile::tempdir().expect("temp dir");
     let mut spec = StudySpec::small("BENCH", 900);
-    spec.series = 4;
-    spec.instances_per_series = instances.div_ceil(4);
+    spec.series = series;
+    spec.instances_per_series = instances.div_ceil(series);
     spec.rows = rows;
     spec.columns = rows;
     let started = Instant::now();
     write_study(data.path(), &spec);
     let (n, bytes) = dir_bytes(data.path());
     let mb = bytes as f64 / 1e6;
-    eprintln!("generated {n} instances, {mb:.0} MB in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("generated {n} instances in {series} series, {mb:.0} MB in {:.1} s", started.elapsed().as_secs_f64());
 
     let dest = Storescp::start("DEST");
     let orthanc = Orthanc::start("ORTHANC1", OUR_AE, &[dest.destination()], None);
@@ -245,7 +247,7 @@ fn main() {
         Row { name: "C-FIND (queries/s)", ours: find_ours, theirs: find_theirs, unit: "q/s" },
     ];
     println!(
-        "\nstudy: {n} instances, {mb:.1} MB; {rounds} rounds; {finds} C-FINDs on one association vs {findscu_runs} findscu runs"
+        "\nstudy: {n} instances in {series} series, {mb:.1} MB; {rounds} rounds; {finds} C-FINDs on one association vs {findscu_runs} findscu runs"
     );
     println!("{:<34} {:>12} {:>12} {:>10}", "operation", "priorfetch", "DCMTK", "ratio");
     for r in &table {

@@ -154,6 +154,8 @@ pub struct Job {
     pub pending_instances: Option<Vec<String>>,
     /// Instances the destination confirmed (C-GET relay leg, or the verification C-FIND).
     pub received: i32,
+    /// W3C traceparent of the exam's trace: each attempt's span joins it. None: not traced.
+    pub trace_parent: Option<String>,
 }
 
 impl Job {

@@ -4,6 +4,9 @@
 //! and deletes a file only once the destination confirmed it. Receiving awaits room when
 //! the process's spool is full. Files an earlier attempt left are forwarded first, and
 //! each SOP instance is counted once.
+//!
+//! Each relay is a `relay` span (a child of the span that starts it, e.g. the mover's
+//! `retrieve`), from start to drained, with the confirmed/refused counts and bytes.
 
 use crate::spool::JobSpool;
 use priorfetch_dimse::association::EXPLICIT_VR_LE;
@@ -20,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use tracing::warn;
 
 /// The longest a receiver pauses for room before it takes the instance anyway: a stuck
@@ -33,6 +37,16 @@ pub enum Destination {
     Dimse { peer: Peer, options: ScuOptions },
     /// STOW-RS, in batches.
     Web(priorfetch_dicomweb::DicomWebClient),
+}
+
+impl Destination {
+    /// How instances are sent on (a span attribute).
+    fn kind(&self) -> &'static str {
+        match self {
+            Destination::Dimse { .. } => "c-store",
+            Destination::Web(_) => "stow-rs",
+        }
+    }
 }
 
 /// Files per STOW-RS request, and their bytes at most: a batch is read into memory.
@@ -70,6 +84,8 @@ struct Shared {
 pub struct Relay {
     shared: Arc<Shared>,
     forwarder: JoinHandle<Forwarded>,
+    /// The relay's span: the forwarder runs in it; closed by [`Relay::finish`].
+    span: tracing::Span,
 }
 
 impl Relay {
@@ -93,13 +109,23 @@ impl Relay {
             tx,
             shared: shared.clone(),
         };
+        let span = tracing::info_span!(
+            "relay",
+            destination = destination.kind(),
+            confirmed = tracing::field::Empty,
+            refused = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+        );
         let forwarder = match destination {
             Destination::Dimse { peer, options } => {
-                tokio::spawn(forward(peer, options, rx, shared.clone(), on_confirmed))
+                tokio::spawn(forward(peer, options, rx, shared.clone(), on_confirmed).instrument(span.clone()))
             }
-            Destination::Web(client) => tokio::spawn(forward_stow(client, rx, shared.clone(), on_confirmed)),
+            Destination::Web(client) => {
+                tokio::spawn(forward_stow(client, rx, shared.clone(), on_confirmed).instrument(span.clone()))
+            }
         };
-        Ok((Relay { shared, forwarder }, sink))
+        Ok((Relay { shared, forwarder, span }, sink))
     }
 
     /// Receiving is over (the sink is consumed): the forwarder drains what is spooled.
@@ -112,6 +138,12 @@ impl Relay {
             }
         };
         done.bytes_received = self.shared.received.load(Ordering::Relaxed);
+        self.span.record("confirmed", done.confirmed.len());
+        self.span.record("refused", done.refused);
+        self.span.record("bytes", done.bytes_received);
+        if done.error.is_some() {
+            self.span.record("otel.status_code", "ERROR");
+        }
         done
     }
 }

@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         // superuser or pg_checkpoint; without it runs merely vary more).
         let _ = conn.execute_unprepared("CHECKPOINT").await;
         let mut tasks = Vec::new();
+        let (cpu_before, own_before) = (cpu_ticks(), own_cpu_ticks());
         let begin = Instant::now();
         for w in 0..workers {
             let st = Store::connect(&db.url, "", 2).await?;
@@ -120,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
             jobs += n;
         }
         let secs = begin.elapsed().as_secs_f64();
+        let cpu = cpu_ticks().zip(cpu_before).map(|(after, before)| after.since(&before));
+        let own = own_cpu_ticks().zip(own_before).map(|(after, before)| after - before).unwrap_or_default();
         println!(
             "bench-claim: batch={batch:<3} claims={:<6} jobs={jobs:<6} claim p50={:.2} ms p99={:.2} ms max={:.2} ms | \
              claims/s={:.0} claim+finish jobs/s={:.0}",
@@ -130,6 +133,70 @@ async fn main() -> anyhow::Result<()> {
             all.len() as f64 / secs,
             jobs as f64 / secs,
         );
+        if let Some(cpu) = cpu {
+            // Whether the machine or the design is the limit: near 100% busy, more claims
+            // per second need less CPU per job, not more claimers.
+            println!(
+                "bench-claim: batch={batch:<3} cpu busy {:.0}% of {} cores ({:.0}% in iowait), {:.2} ms of CPU per job, \
+                 {:.2} ms of it in the claimers (the rest: Postgres, the OS)",
+                cpu.busy_share() * 100.0,
+                cpu.cores,
+                cpu.iowait_share() * 100.0,
+                cpu.busy_seconds() * 1000.0 / jobs.max(1) as f64,
+                own as f64 * 10.0 / jobs.max(1) as f64,
+            );
+        }
     }
     Ok(())
+}
+
+/// Machine-wide CPU time from `/proc/stat` (Linux), in clock ticks.
+#[derive(Debug, Clone, Copy)]
+struct CpuTicks {
+    busy: u64,
+    idle: u64,
+    iowait: u64,
+    cores: usize,
+}
+
+impl CpuTicks {
+    fn since(&self, before: &CpuTicks) -> CpuTicks {
+        CpuTicks {
+            busy: self.busy - before.busy,
+            idle: self.idle - before.idle,
+            iowait: self.iowait - before.iowait,
+            cores: self.cores,
+        }
+    }
+    fn total(&self) -> f64 {
+        (self.busy + self.idle + self.iowait).max(1) as f64
+    }
+    fn busy_share(&self) -> f64 {
+        self.busy as f64 / self.total()
+    }
+    fn iowait_share(&self) -> f64 {
+        self.iowait as f64 / self.total()
+    }
+    /// Busy CPU seconds (USER_HZ is 100 on Linux).
+    fn busy_seconds(&self) -> f64 {
+        self.busy as f64 / 100.0
+    }
+}
+
+/// This process's user + system CPU ticks (`/proc/self/stat` fields 14 and 15).
+fn own_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn cpu_ticks() -> Option<CpuTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cores = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let (idle, iowait) = (*fields.get(3)?, *fields.get(4)?);
+    let busy = fields.iter().take(8).sum::<u64>() - idle - iowait;
+    Some(CpuTicks { busy, idle, iowait, cores })
 }

@@ -63,16 +63,25 @@ impl Inserted {
 
 impl Store {
     /// Inserts exams, each unique by `event_key`: a key seen before is reported as a
-    /// duplicate and changes nothing. Returns one outcome per input, in order. Up to one
-    /// chunk (the usual batch) is one INSERT, atomic on its own, so it runs without
-    /// BEGIN/COMMIT round trips (the MLLP and HTTP intakes wait on it for every answer);
-    /// larger batches take one transaction.
+    /// duplicate and changes nothing. Returns one outcome per input, in order. On Postgres
+    /// a batch of any size is one statement (`exams_pg`); on SQLite up to one chunk (the
+    /// usual batch) is one INSERT, larger batches take one transaction. Neither needs
+    /// BEGIN/COMMIT round trips for the usual batch (the MLLP and HTTP intakes wait on it
+    /// for every answer).
     pub async fn insert_exams(&self, exams: &[NewExam]) -> Result<Vec<Inserted>, StoreError> {
         let op = "insert exams";
         if exams.is_empty() {
             return Ok(Vec::new());
         }
         let now = Utc::now();
+        if self.is_postgres() {
+            let outcomes = crate::exams_pg::insert_exams(self.db.get_postgres_connection_pool(), exams, now).await?;
+            if outcomes.iter().any(|o| matches!(o, Inserted::New(_))) {
+                self.notify_work(&self.db).await?;
+            }
+            self.wake_local();
+            return Ok(outcomes);
+        }
         let outcomes = if exams.len() <= INSERT_CHUNK {
             let outcomes = insert_chunk(&self.db, exams, now).await?;
             if outcomes.iter().any(|o| matches!(o, Inserted::New(_))) {

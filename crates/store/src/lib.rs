@@ -15,6 +15,8 @@
 //! - `operator.rs`: filtered exam and job views, bulk retry, dead letters by ID, the audit
 //!   trail of operator actions (admin API and CLI).
 //! - `backoff.rs`: the retry policy.
+//! - `console.rs`: the web console's reads (jobs per exam, slots, last retrieve and
+//!   C-FIND per archive) and its reschedule of one job.
 //! - `worklist.rs`: a source's exams by key prefix and time, re-opening a cancelled exam.
 //! - `signal.rs`: wake-ups when work is enqueued (Postgres LISTEN/NOTIFY, in-process on SQLite).
 //! - `signals.rs`: read-only queries behind the readiness and queue metrics (`crates/signals`).
@@ -24,9 +26,11 @@
 //! single process (one connection, so a single writer).
 
 pub mod backoff;
+mod console;
 mod entity;
 mod error;
 mod exams;
+mod exams_pg;
 pub mod housekeeping;
 mod jobs;
 pub mod liveness;
@@ -40,6 +44,7 @@ mod signals;
 mod worklist;
 
 pub use backoff::RetryPolicy;
+pub use console::{ExamJobs, SlotUse};
 pub use entity::dead_letter::Model as DeadLetter;
 pub use entity::exam_plan::Model as ExamPlan;
 pub use entity::prior::Model as Prior;

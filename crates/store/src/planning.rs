@@ -4,7 +4,7 @@
 
 mod reconcile;
 
-use crate::entity::{exam, exam_plan, prior};
+use crate::entity::{exam, exam_plan, prior, retrieve_job};
 use crate::{ExamRecord, ExamStatus, NewJob, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -88,14 +88,15 @@ impl Store {
         let op = "record plan";
         let now = Utc::now();
         let txn = self.db.begin().await.map_err(|e| StoreError::query(op, e))?;
-        let status: Option<String> = exam::Entity::find_by_id(plan.exam_id)
+        let found: Option<(String, Option<String>)> = exam::Entity::find_by_id(plan.exam_id)
             .select_only()
             .column(exam::Column::Status)
+            .column(exam::Column::TraceParent)
             .into_tuple()
             .one(&txn)
             .await
             .map_err(|e| StoreError::query(op, e))?;
-        let Some(status) = status else {
+        let Some((status, trace_parent)) = found else {
             return Ok(PlanOutcome::default()); // purged meanwhile: nothing to plan for
         };
         let cancelled = status == "cancelled";
@@ -107,6 +108,16 @@ impl Store {
             let applied = reconcile::apply(&txn, plan, now, op).await?;
             (outcome.jobs_inserted, outcome.jobs_stopped, outcome.priors) =
                 (applied.inserted, applied.skipped, applied.priors);
+            // The jobs join the exam's trace (the mover parents each attempt's span on it).
+            if let Some(trace_parent) = trace_parent.filter(|_| applied.inserted > 0) {
+                retrieve_job::Entity::update_many()
+                    .col_expr(retrieve_job::Column::TraceParent, Expr::value(trace_parent))
+                    .filter(retrieve_job::Column::ExamId.eq(plan.exam_id))
+                    .filter(retrieve_job::Column::TraceParent.is_null())
+                    .exec(&txn)
+                    .await
+                    .map_err(|e| StoreError::query(op, e))?;
+            }
         } else {
             outcome.priors = plan.priors.clone();
         }

@@ -58,6 +58,7 @@ pub(crate) fn job_of(row: retrieve_job::Model) -> Result<Job, StoreError> {
         finished_at: row.finished_at,
         pending_instances,
         received: row.received,
+        trace_parent: row.trace_parent,
     })
 }
 

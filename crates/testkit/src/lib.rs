@@ -8,6 +8,7 @@
 //! - [`proxy`]: a loopback TCP proxy that can cut the line (database outages).
 //! - [`tls`]: a test PKI (CA, certificates, an expired one) made per test.
 //! - [`worklist`]: Modality Worklist SCPs (DCMTK wlmscpfs, Orthanc's worklist plugin).
+//! - [`otlp`] (feature `otlp`): an OTLP trace receiver, gRPC and HTTP/protobuf.
 //! - [`bench`]: environment knobs, medians and folder sizes for the benchmark programs.
 //!
 //! Tracing output in tests only when `TEST_LOG` is set.
@@ -16,6 +17,8 @@ pub mod bench;
 pub mod chaos;
 pub mod db;
 pub mod dicom;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod pg_instance;
 pub mod ports;
 pub mod proxy;

@@ -1,4 +1,4 @@
-//! Operator actions, shared by the API and the CLI: each one is done, then audited
+//! Operator actions, shared by the API, the web console and the CLI: each one is done, then audited
 //! (`audit` table: who, what, on which target, outcome) and logged at info without PHI
 //! (job and dead-letter IDs, archive names and counts only).
 
@@ -46,6 +46,23 @@ pub async fn cancel(store: &Store, actor: &str, job: i64) -> Result<bool, Action
     let outcome = if done { "cancelled" } else { "refused: no such job, or finished" };
     store.record_audit(&AuditEntry { actor, action: "jobs.cancel", target: json!({ "job": job }) }, outcome).await?;
     tracing::info!(%actor, job, outcome, "operator: cancel");
+    Ok(done)
+}
+
+/// One job's next attempt set to `at` (a waiting job keeps its attempts; a failed or
+/// partial one is re-opened with a fresh budget); false when it does not exist or is
+/// running, completed, cancelled or skipped.
+pub async fn reschedule(
+    store: &Store,
+    actor: &str,
+    job: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, ActionError> {
+    let done = store.reschedule_job(job, at).await?;
+    let outcome = if done { "rescheduled" } else { "refused: no such job, or not waiting or failed" };
+    let target = json!({ "job": job, "not_before": at });
+    store.record_audit(&AuditEntry { actor, action: "jobs.reschedule", target }, outcome).await?;
+    tracing::info!(%actor, job, %at, outcome, "operator: reschedule");
     Ok(done)
 }
 

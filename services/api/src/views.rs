@@ -66,7 +66,7 @@ pub fn job(j: &Job) -> Value {
         "last_status_text": j.last_status.map(status_text),
         "last_error": j.last_error, "errors": j.errors, "worker": j.worker,
         "leased_until": j.leased_until, "created_at": j.created_at, "updated_at": j.updated_at,
-        "finished_at": j.finished_at,
+        "finished_at": j.finished_at, "trace_parent": j.trace_parent,
     })
 }
 

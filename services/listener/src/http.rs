@@ -1,13 +1,14 @@
 //! HTTP intake: `POST /api/events` (who may send: `access.rs`) answers 202 after the commit, 400 naming the field for
 //! invalid input (also kept as a dead letter), 503 when the database is unavailable: also
 //! when it does not answer within [`INTAKE_TIMEOUT`], so a sender never hangs on a cut.
+//! A W3C `traceparent` request header is continued by the exam's trace.
 
 use crate::access::Access;
 use crate::intake::{Intake, Verdict};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use serde_json::json;
@@ -32,13 +33,15 @@ pub fn routes_with(intake: Intake, access: Access) -> Router {
         .with_state(intake)
 }
 
-async fn post_event(State(intake): State<Intake>, body: Bytes) -> Response {
+async fn post_event(State(intake): State<Intake>, headers: HeaderMap, body: Bytes) -> Response {
     let unavailable = |detail: String| {
         tracing::warn!(error = %detail, "http intake: database unavailable; answering 503");
         let body = json!({ "error": "database unavailable; retry later", "code": "unavailable" });
         (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "5")], Json(body)).into_response()
     };
-    let verdict = match tokio::time::timeout(INTAKE_TIMEOUT, intake.process(&[body.as_ref()])).await {
+    let traceparent = headers.get(priorfetch_telemetry::traces::TRACEPARENT).and_then(|v| v.to_str().ok());
+    let (payloads, traceparents) = ([body.as_ref()], [traceparent]);
+    let verdict = match tokio::time::timeout(INTAKE_TIMEOUT, intake.process_traced(&payloads, &traceparents)).await {
         Ok(Ok(verdicts)) => verdicts.into_iter().next(),
         Ok(Err(e)) => return unavailable(e.to_string()),
         Err(_) => return unavailable(format!("no answer within {INTAKE_TIMEOUT:?}")),

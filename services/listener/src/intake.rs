@@ -6,10 +6,16 @@
 //! (`priorfetch_events::validate`); a batch the database still refuses is split in halves
 //! until the rows it refuses are alone, and only those become dead letters. Only a
 //! database that is unavailable fails the whole batch (the source retries it later).
+//!
+//! Traces: each new exam starts its trace here (an `intake` span), or continues the
+//! `traceparent` its message carried; the trace context is stored with the exam so the
+//! planner and mover join it. Without an exporter no span is made (this is the hot
+//! path): an incoming `traceparent` is still stored, so an upstream trace continues.
 
 use crate::metrics;
 use priorfetch_events::{DecodeOptions, EventKind, ExamEvent, clip_to};
 use priorfetch_store::{Inserted, NewExam, Store, StoreError};
+use priorfetch_telemetry::traces;
 
 /// What became of one payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +119,20 @@ impl Intake {
     /// An error means the database is unavailable and nothing may be acknowledged: the
     /// broker redelivers and the idempotent insert makes the retry safe.
     pub async fn process(&self, payloads: &[&[u8]]) -> Result<Vec<Verdict>, StoreError> {
+        self.process_traced(payloads, &[]).await
+    }
+
+    /// [`Intake::process`] for messages that may carry a W3C `traceparent` (HTTP, AMQP and
+    /// Kafka headers): `traceparents[i]` belongs to `payloads[i]` (missing entries: none).
+    /// A new exam's trace continues it; an invalid one is ignored (a new trace starts).
+    pub async fn process_traced(
+        &self,
+        payloads: &[&[u8]],
+        traceparents: &[Option<&str>],
+    ) -> Result<Vec<Verdict>, StoreError> {
         let decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>> =
             payloads.iter().map(|p| priorfetch_events::decode(p, &self.options)).collect();
-        self.process_events(decoded, payloads).await
+        self.finish_batch(decoded, payloads, traceparents).await
     }
 
     /// Inserts the batch in one transaction; when the database refuses it for what a row
@@ -228,8 +245,17 @@ impl Intake {
         decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>>,
         payloads: &[&[u8]],
     ) -> Result<Vec<Verdict>, StoreError> {
+        self.finish_batch(decoded, payloads, &[]).await
+    }
+
+    async fn finish_batch(
+        &self,
+        decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>>,
+        payloads: &[&[u8]],
+        traceparents: &[Option<&str>],
+    ) -> Result<Vec<Verdict>, StoreError> {
         debug_assert_eq!(decoded.len(), payloads.len(), "one payload per event");
-        let verdicts = self.commit(decoded).await?;
+        let verdicts = self.commit(decoded, traceparents).await?;
         self.keep_dead_letters(payloads, &verdicts).await?;
         self.count(&verdicts);
         Ok(verdicts)
@@ -241,9 +267,22 @@ impl Intake {
     /// payload still invalid is not dead-lettered again: its letter is already kept.
     pub async fn replay(&self, payload: &[u8]) -> Result<Verdict, StoreError> {
         let decoded = vec![priorfetch_events::decode(payload, &self.options)];
-        let verdicts = self.commit(decoded).await?;
+        let verdicts = self.commit(decoded, &[]).await?;
         self.count(&verdicts);
         Ok(verdicts.into_iter().next().unwrap_or(Verdict::Unmatched))
+    }
+
+    /// The span of one new exam's intake: the source, a hash of the event key (an
+    /// `event_id` may embed an accession number), then the exam id and outcome.
+    fn intake_span(&self, event: &ExamEvent) -> tracing::Span {
+        tracing::info_span!(
+            "intake",
+            source = %self.options.source,
+            event = %priorfetch_events::short_hash(&event.event_key),
+            priority = event.priority.as_str(),
+            exam_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        )
     }
 
     fn count(&self, verdicts: &[Verdict]) {
@@ -260,14 +299,29 @@ impl Intake {
     async fn commit(
         &self,
         decoded: Vec<Result<ExamEvent, priorfetch_events::DecodeError>>,
+        traceparents: &[Option<&str>],
     ) -> Result<Vec<Verdict>, StoreError> {
         let mut verdicts: Vec<Option<Verdict>> = vec![None; decoded.len()];
         let mut scheduled = Vec::new();
         let mut scheduled_index = Vec::new();
+        // One `intake` span per new exam, only when spans are exported; each ends when
+        // its row is committed.
+        let exporting = traces::exporting();
+        let mut spans = Vec::new();
         for (i, result) in decoded.iter().enumerate() {
             match result {
                 Ok(event) if event.kind == EventKind::Scheduled => {
-                    scheduled.push(new_exam(event));
+                    let incoming = traceparents.get(i).copied().flatten();
+                    let mut exam = new_exam(event);
+                    if exporting {
+                        let span = self.intake_span(event);
+                        traces::follow(&span, incoming);
+                        exam.trace_parent = traces::traceparent_of(&span);
+                        spans.push(span);
+                    } else {
+                        exam.trace_parent = incoming.and_then(traces::valid_traceparent);
+                    }
+                    scheduled.push(exam);
                     scheduled_index.push(i);
                 }
                 Ok(_) => {}
@@ -280,9 +334,16 @@ impl Intake {
                 }
             }
         }
-        for (verdict, i) in self.insert_isolating(&scheduled).await?.into_iter().zip(scheduled_index) {
+        for (n, (verdict, i)) in self.insert_isolating(&scheduled).await?.into_iter().zip(scheduled_index).enumerate() {
+            if let Some(span) = spans.get(n) {
+                if let Verdict::Accepted(id) | Verdict::Duplicate(id) = verdict {
+                    span.record("exam_id", id);
+                }
+                span.record("outcome", verdict.outcome());
+            }
             verdicts[i] = Some(verdict);
         }
+        drop(spans);
         // Updates and cancels are rare: one at a time, in message order.
         for (i, result) in decoded.iter().enumerate() {
             if let Ok(event) = result

@@ -55,6 +55,17 @@ pub fn connection_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// The message's W3C `traceparent` header, which the exam's trace continues.
+fn traceparent(message: &rdkafka::message::OwnedMessage) -> Option<&str> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == priorfetch_telemetry::traces::TRACEPARENT)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
 impl KafkaSource {
     fn client_config(&self) -> ClientConfig {
         let mut config = connection_config(&self.config);
@@ -104,8 +115,9 @@ impl KafkaSource {
                 }
             }
             let payloads: Vec<&[u8]> = batch.iter().map(|m| m.payload().unwrap_or_default()).collect();
+            let traceparents: Vec<Option<&str>> = batch.iter().map(traceparent).collect();
             let verdicts = loop {
-                match self.intake.process(&payloads).await {
+                match self.intake.process_traced(&payloads, &traceparents).await {
                     Ok(v) => break v,
                     Err(e) => {
                         // Offsets stay uncommitted; retry the same batch once the database is back.
@@ -156,5 +168,25 @@ impl KafkaSource {
                 tracing::warn!(error = %e, "offset commit failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+    #[test]
+    fn the_traceparent_header_is_read_as_text() {
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let message = |headers: Option<OwnedHeaders>| {
+            OwnedMessage::new(Some(b"{}".to_vec()), None, "t".into(), Timestamp::NotAvailable, 0, 1, headers)
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "x-other", value: Some("y") })
+            .insert(Header { key: "traceparent", value: Some(given) });
+        let traced = message(Some(headers));
+        assert_eq!(super::traceparent(&traced), Some(given));
+        assert_eq!(super::traceparent(&message(None)), None);
     }
 }

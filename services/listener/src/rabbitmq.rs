@@ -135,7 +135,8 @@ impl RabbitSource {
             }
             let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
             let payloads: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
-            let verdicts = match self.intake.process(&payloads).await {
+            let traceparents: Vec<Option<&str>> = batch.iter().map(|d| traceparent(&d.properties)).collect();
+            let verdicts = match self.intake.process_traced(&payloads, &traceparents).await {
                 Ok(v) => v,
                 Err(e) => {
                     // Nothing committed for sure: hand the batch back and slow down.
@@ -154,6 +155,16 @@ impl RabbitSource {
             channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
             crate::health::healthy();
         }
+    }
+}
+
+/// The message's W3C `traceparent` header (text), which the exam's trace continues.
+fn traceparent(properties: &BasicProperties) -> Option<&str> {
+    let value = properties.headers().as_ref()?.inner().get(priorfetch_telemetry::traces::TRACEPARENT)?;
+    match value {
+        AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
+        AMQPValue::ShortString(text) => Some(text.as_str()),
+        _ => None,
     }
 }
 
@@ -220,6 +231,22 @@ async fn publish_dead_letter(
 mod tests {
     use super::Reconnect;
     use std::time::Duration;
+
+    #[test]
+    fn the_traceparent_header_is_read_as_text() {
+        use lapin::BasicProperties;
+        use lapin::types::{AMQPValue, FieldTable, ShortString};
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let with = |value: AMQPValue| {
+            let mut headers = FieldTable::default();
+            headers.insert(ShortString::from("traceparent"), value);
+            BasicProperties::default().with_headers(headers)
+        };
+        assert_eq!(super::traceparent(&with(AMQPValue::LongString(given.into()))), Some(given));
+        assert_eq!(super::traceparent(&with(AMQPValue::ShortString(given.into()))), Some(given));
+        assert_eq!(super::traceparent(&with(AMQPValue::LongUInt(7))), None);
+        assert_eq!(super::traceparent(&BasicProperties::default()), None);
+    }
 
     #[test]
     fn reconnect_backoff_grows_and_resets_after_a_healthy_session() {

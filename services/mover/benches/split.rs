@@ -1,13 +1,15 @@
-//! Split-retrieve benchmark (`scripts/bench-retrieve`, third part): one single-series
-//! study on Orthanc behind a TCP proxy adding `BENCH_DELAY_MS` (5) each way, as an
+//! Split-retrieve benchmark (`scripts/bench-retrieve`, third part): one study of
+//! `BENCH_SERIES` series (1: split into IMAGE-level batches; more: split by series) on Orthanc behind a TCP proxy adding `BENCH_DELAY_MS` (5) each way, as an
 //! off-site archive. DCMTK on one association against priorfetch's split retrieve
 //! (`services/mover/src/split/`) over `BENCH_ASSOCIATIONS` (4), alternated:
 //!
 //! - C-GET through the proxy in front of the archive (vs `getscu`), into a folder;
-//! - C-MOVE with the proxy in front of the destination, `storescp` (vs `movescu`).
+//! - C-MOVE with the proxy in front of the destination, `storescp` (vs `movescu`);
+//! - both again over loopback, no proxy: what the mover does by default with a large
+//!   study (`mover.split_threshold`) against the same tools.
 //!
 //! Environment: `BENCH_INSTANCES` (320), `BENCH_ROWS` (512: 512 KiB per instance),
-//! `BENCH_ROUNDS` (3), `BENCH_DELAY_MS` (5), `BENCH_ASSOCIATIONS` (4).
+//! `BENCH_ROUNDS` (3), `BENCH_DELAY_MS` (5), `BENCH_ASSOCIATIONS` (4), `BENCH_SERIES` (1).
 
 use priorfetch_dimse::get::{COMMON_STORAGE_CLASSES, get_contexts};
 use priorfetch_dimse::scu::query_contexts;
@@ -89,85 +91,116 @@ fn main() {
     let rounds = env_or::<usize>("BENCH_ROUNDS", 3);
     let delay = Duration::from_millis(env_or::<u64>("BENCH_DELAY_MS", 5));
     let n = env_or::<usize>("BENCH_ASSOCIATIONS", 4);
+    let series = env_or::<usize>("BENCH_SERIES", 1).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
 
     let data = tempfile::tempdir().expect("temp dir");
     let mut spec = StudySpec::small("SPLIT", 901);
-    (spec.series, spec.instances_per_series, spec.rows, spec.columns) = (1, instances, rows, rows);
+    (spec.series, spec.instances_per_series, spec.rows, spec.columns) =
+        (series, instances.div_ceil(series), rows, rows);
     write_study(data.path(), &spec);
     let (count, bytes) = dir_bytes(data.path());
     let mb = bytes as f64 / 1e6;
-    eprintln!("generated {count} instances (one series), {mb:.0} MB; {delay:?} each way, {n} associations");
+    eprintln!("generated {count} instances ({series} series), {mb:.0} MB; {delay:?} each way, {n} associations");
 
     // --fork: one process per association, so parallel C-MOVE sub-operation associations
     // are served at once (a plain storescp takes them one after another)
     let dest = Storescp::start_with("DEST", &["--accept-all", "--fork"]);
     let _guard = runtime.enter();
     let dest_proxy = runtime.block_on(DelayProxy::start(&format!("127.0.0.1:{}", dest.port), delay)).expect("proxy");
-    let destination = Destination { ae: "DEST".into(), port: dest_proxy.addr().port() };
-    let orthanc = Orthanc::start("ORTHANC1", OUR_AE, &[destination], None);
+    // Two names for one storescp: DEST behind the proxy (off-site), NEAR over loopback.
+    let destinations = [
+        Destination { ae: "DEST".into(), port: dest_proxy.addr().port() },
+        Destination { ae: "NEAR".into(), port: dest.port },
+    ];
+    let orthanc = Orthanc::start("ORTHANC1", OUR_AE, &destinations, None);
     store_files(&orthanc.ae, orthanc.port, data.path());
     let archive_proxy =
         runtime.block_on(DelayProxy::start(&format!("127.0.0.1:{}", orthanc.port), delay)).expect("proxy");
-    let (near, far) = (orthanc.port.to_string(), archive_proxy.addr().port().to_string());
     let mut options = ScuOptions::new(AeTitle::parse(OUR_AE).expect("ae"));
     options.dimse_timeout = Duration::from_secs(120);
     let peer_far = Peer::new("ORTHANC1", "127.0.0.1", archive_proxy.addr().port()).expect("peer");
     let peer_near = Peer::new("ORTHANC1", "127.0.0.1", orthanc.port).expect("peer");
-    let study_key = format!("StudyInstanceUID={}", spec.study_uid);
+    // C-GET pulls through the archive's port (the proxy for off-site); C-MOVE asks the
+    // archive over loopback to send to a destination behind the proxy (off-site) or not.
+    let routes = [
+        Route { name: "loopback", get: peer_near.clone(), move_dest: "NEAR" },
+        Route { name: "proxy", get: peer_far, move_dest: "DEST" },
+    ];
     let out = tempfile::tempdir().expect("temp dir");
-    let dcmtk = |tool: &str, port: &str| {
+    let study_key = format!("StudyInstanceUID={}", spec.study_uid);
+    let dcmtk = |tool: &str, peer: &Peer, dest: &str| {
+        let port = peer.port.to_string();
         let mut args = vec![tool, "-S", "-aet", OUR_AE, "-aec", "ORTHANC1", "-k", "QueryRetrieveLevel=STUDY"];
         args.extend(["-k", study_key.as_str()]);
         match tool {
             "getscu" => args.extend(["-od", out.path().to_str().unwrap()]),
-            _ => args.extend(["-aem", "DEST"]),
+            _ => args.extend(["-aem", dest]),
         }
-        args.extend(["127.0.0.1", port]);
+        args.extend(["127.0.0.1", port.as_str()]);
         let t = Instant::now();
         run_tool(&args);
         t.elapsed().as_secs_f64()
     };
 
-    let (mut get_ours, mut get_theirs, mut move_ours, mut move_theirs) = (vec![], vec![], vec![], vec![]);
+    // Per route: C-GET (DCMTK, ours), C-MOVE (DCMTK, ours).
+    let mut times: Vec<[Vec<f64>; 4]> = routes.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {
         let dcmtk_first = round % 2 == 1;
-        for step in 0..2 {
-            clear(out.path());
-            if (step == 0) == dcmtk_first {
-                get_theirs.push(dcmtk("getscu", &far));
-                assert_eq!(dir_bytes(out.path()).0, count, "getscu files");
-            } else {
-                let (s, got) = runtime.block_on(ours(&peer_far, &options, &spec.study_uid, Err(out.path()), n));
-                assert_eq!((got as usize, dir_bytes(out.path()).0), (count, count), "our files");
-                get_ours.push(s);
+        for (route, t) in routes.iter().zip(times.iter_mut()) {
+            for step in 0..2 {
+                clear(out.path());
+                if (step == 0) == dcmtk_first {
+                    t[0].push(dcmtk("getscu", &route.get, ""));
+                    assert_eq!(dir_bytes(out.path()).0, count, "getscu files");
+                } else {
+                    let (s, got) = runtime.block_on(ours(&route.get, &options, &spec.study_uid, Err(out.path()), n));
+                    assert_eq!((got as usize, dir_bytes(out.path()).0), (count, count), "our files");
+                    t[1].push(s);
+                }
             }
-        }
-        for step in 0..2 {
-            clear(dest.out.path());
-            if (step == 0) == dcmtk_first {
-                move_theirs.push(dcmtk("movescu", &near));
-            } else {
-                let dest_ae = AeTitle::parse("DEST").expect("ae");
-                let (s, got) = runtime.block_on(ours(&peer_near, &options, &spec.study_uid, Ok(dest_ae), n));
-                assert_eq!(got as usize, count, "moved");
-                move_ours.push(s);
+            for step in 0..2 {
+                clear(dest.out.path());
+                if (step == 0) == dcmtk_first {
+                    t[2].push(dcmtk("movescu", &peer_near, route.move_dest));
+                } else {
+                    let dest_ae = AeTitle::parse(route.move_dest).expect("ae");
+                    let (s, got) = runtime.block_on(ours(&peer_near, &options, &spec.study_uid, Ok(dest_ae), n));
+                    assert_eq!(got as usize, count, "moved");
+                    t[3].push(s);
+                }
             }
+            eprintln!(
+                "round {round}, {}: get {:.2}/{:.2} s, move {:.2}/{:.2} s (DCMTK/ours)",
+                route.name, t[0][round], t[1][round], t[2][round], t[3][round]
+            );
         }
-        eprintln!(
-            "round {round}: get {:.2}/{:.2} s, move {:.2}/{:.2} s (DCMTK/ours)",
-            get_theirs[round], get_ours[round], move_theirs[round], move_ours[round]
-        );
     }
     println!(
-        "\nsplit retrieve, {count} instances, {mb:.0} MB, one series, {delay:?} each way, {n} associations, {rounds} rounds"
+        "\nsplit retrieve, {count} instances, {mb:.0} MB, {series} series, {n} associations, {rounds} rounds, medians"
     );
-    println!("{:<28} {:>10} {:>10} {:>8}", "", "DCMTK s", "ours s", "ratio");
-    for (name, theirs, ours) in [
-        ("C-GET (proxy at archive)", median(get_theirs), median(get_ours)),
-        ("C-MOVE (proxy at dest.)", median(move_theirs), median(move_ours)),
-    ] {
-        println!("{name:<28} {theirs:>10.2} {ours:>10.2} {:>8.2}", theirs / ours);
+    println!("{:<44} {:>10} {:>10} {:>8}", "", "DCMTK s", "ours s", "ratio");
+    for (route, t) in routes.iter().zip(times) {
+        let [get_theirs, get_ours, move_theirs, move_ours] = t;
+        let (get, mov) = match route.name {
+            "loopback" => ("C-GET, loopback".to_string(), "C-MOVE, loopback".to_string()),
+            _ => (
+                format!("C-GET, {delay:?} each way at the archive"),
+                format!("C-MOVE, {delay:?} each way at the dest."),
+            ),
+        };
+        for (name, theirs, ours) in
+            [(get, median(get_theirs), median(get_ours)), (mov, median(move_theirs), median(move_ours))]
+        {
+            println!("{name:<44} {theirs:>10.2} {ours:>10.2} {:>8.2}", theirs / ours);
+        }
     }
     println!("peak RSS of this process (priorfetch side): {} MB", vm_hwm_kib() / 1024);
+}
+
+/// Where one pair of comparisons runs: the C-GET peer, the C-MOVE destination's name.
+struct Route {
+    name: &'static str,
+    get: Peer,
+    move_dest: &'static str,
 }

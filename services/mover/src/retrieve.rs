@@ -1,6 +1,10 @@
 //! One attempt of one job: associate, C-MOVE (or C-GET relayed to the destination),
 //! persist progress at a bounded rate while extending the lease, verify at the
 //! destination, then judge and record the outcome.
+//!
+//! Each attempt is a `retrieve` span in the exam's trace (the job's stored
+//! `traceparent`): ids, archive, method, attempt, the final sub-operation counts and the
+//! outcome; a relayed retrieve has a `relay` child (`priorfetch_relay`).
 
 use crate::outage;
 use crate::outcome::{self, Attempt, Verdict};
@@ -19,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::split::UIDS_PER_REQUEST;
 
@@ -38,7 +42,13 @@ pub(crate) struct Retrieved {
 pub(crate) async fn run_job(ctx: Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> RunEnd {
     let id = job.id;
     ctx.running_ids().insert(id);
-    let end = run_attempt(&ctx, job, stop).await;
+    let span = attempt_span(&job);
+    let end = run_attempt(&ctx, job, stop).instrument(span.clone()).await;
+    span.record("outcome", outcome_word(&end));
+    // an attempt that did not bring the study (retried or not) is an error of the attempt
+    if matches!(end, RunEnd::Finished(JobState::Failed | JobState::Partial) | RunEnd::Retrying) {
+        span.record("otel.status_code", "ERROR");
+    }
     ctx.running_ids().remove(&id);
     if end != RunEnd::Retrying {
         // Nothing is left to debug in a completed job's folder.
@@ -49,6 +59,51 @@ pub(crate) async fn run_job(ctx: Arc<Ctx>, job: Job, stop: watch::Receiver<bool>
         priorfetch_relay::spool::end_job(std::path::Path::new(&ctx.config.mover.spool_dir), id, retention);
     }
     end
+}
+
+/// The span of one attempt, parented on the job's trace; the counts and outcome are
+/// recorded when the attempt ends. No PHI: the study is not named (the job id is).
+fn attempt_span(job: &Job) -> tracing::Span {
+    let span = tracing::info_span!(
+        "retrieve",
+        job_id = job.id,
+        exam_id = job.exam_id,
+        archive = %job.archive,
+        method = job.method.as_str(),
+        attempt = job.attempt,
+        completed = tracing::field::Empty,
+        failed = tracing::field::Empty,
+        warning = tracing::field::Empty,
+        remaining = tracing::field::Empty,
+        status = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+    );
+    priorfetch_telemetry::traces::follow(&span, job.trace_parent.as_deref());
+    span
+}
+
+/// The attempt's counts and final DIMSE status on its span (the current one).
+fn record_counts(counts: &Counts, status: Option<i32>) {
+    let span = tracing::Span::current();
+    span.record("completed", counts.completed);
+    span.record("failed", counts.failed);
+    span.record("warning", counts.warning);
+    if let Some(remaining) = counts.remaining {
+        span.record("remaining", remaining);
+    }
+    if let Some(status) = status {
+        span.record("status", format!("0x{status:04X}").as_str());
+    }
+}
+
+fn outcome_word(end: &RunEnd) -> &'static str {
+    match end {
+        RunEnd::Finished(state) => state.as_str(),
+        RunEnd::Retrying => "retrying",
+        RunEnd::HandedBack => "handed_back",
+        RunEnd::NotOwned => "not_owned",
+    }
 }
 
 async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> RunEnd {
@@ -154,6 +209,7 @@ async fn run_attempt(ctx: &Arc<Ctx>, job: Job, stop: watch::Receiver<bool>) -> R
         }
     };
     let (verdict, status, counts, wait) = verdict;
+    record_counts(&counts, status);
     match verdict {
         Verdict::Completed => {
             info!(job = job.id, archive = %archive.name, study = %study, completed = counts.completed,

@@ -22,6 +22,9 @@
 //!   jobs), served by the operator API (`services/api`).
 //! - `metrics.rs`: `cfind_duration_seconds`, `cfind_matches_total`, `priors_selected_total`.
 //!
+//! Traces: each plan is a `plan` span in the exam's trace (its stored `traceparent`),
+//! with a `cfind` or `qido` child per query (`query.rs`); the jobs carry the trace on.
+//!
 //! The selection logic itself is pure and lives in `priorfetch-domain`.
 
 pub mod api;
@@ -35,6 +38,7 @@ pub mod metrics;
 pub mod pool;
 pub mod query;
 mod record;
+mod traced;
 
 use chrono::Utc;
 use finder::{Finder, WebFinder};
@@ -238,6 +242,10 @@ impl Planner {
     /// records the plan. Unreachable archives leave gaps, not errors; archives without an
     /// identifier of their `patient_id_issuer` are skipped, and the plan says so.
     pub async fn plan_exam(&self, exam: &Exam) -> Result<PlanReport, PlanError> {
+        self.plan_exam_traced(exam, None, true).await
+    }
+
+    async fn plan(&self, exam: &Exam) -> Result<PlanReport, PlanError> {
         let inner = &self.inner;
         let config = &inner.config;
         let now = Utc::now();
@@ -359,7 +367,7 @@ impl Planner {
                     Ok(exams) => {
                         free -= exams.len() as u32;
                         for exam in exams {
-                            self.spawn_plan(&mut tasks, &permits, &running, exam.exam, true);
+                            self.spawn_plan(&mut tasks, &permits, &running, exam.exam, exam.trace_parent, true);
                         }
                     }
                     Err(e) => {
@@ -372,7 +380,7 @@ impl Planner {
                 match inner.store.claim_replans(free, lease).await {
                     Ok(exams) => {
                         for exam in exams {
-                            self.spawn_plan(&mut tasks, &permits, &running, exam.exam, false);
+                            self.spawn_plan(&mut tasks, &permits, &running, exam.exam, exam.trace_parent, false);
                         }
                     }
                     Err(e) => {
@@ -417,6 +425,7 @@ impl Planner {
         permits: &Arc<Semaphore>,
         running: &Arc<Mutex<HashSet<i64>>>,
         exam: Exam,
+        trace_parent: Option<String>,
         fresh: bool,
     ) {
         let Ok(permit) = permits.clone().try_acquire_owned() else { return };
@@ -427,7 +436,7 @@ impl Planner {
         }
         tasks.spawn(async move {
             let _permit = permit;
-            if let Err(e) = planner.plan_exam(&exam).await {
+            if let Err(e) = planner.plan_exam_traced(&exam, trace_parent.as_deref(), fresh).await {
                 tracing::warn!(exam_id = exam.id, error = %e, "planning failed; the exam will be planned again");
                 if fresh {
                     let _ = planner.inner.store.release_exam(exam.id).await;

@@ -13,6 +13,7 @@ use priorfetch_domain::{DateRange, Exam, Needs, StudyMatch};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Splits allowed per archive and plan: a runaway (an archive capping every range) ends
 /// as a visible gap instead of thousands of queries.
@@ -132,8 +133,25 @@ async fn run(
     queries: &mut Vec<QueryLog>,
 ) -> Result<(Vec<InMemDicomObject>, bool), FindError> {
     let log = log_of(level, keys);
+    // One span per query in the exam's trace: archive, level, counts and a status word,
+    // never the keys (they hold the patient ID and UIDs) nor the archive's error text.
+    // The span's name is the protocol (`otel.name`): `cfind` or `qido`.
+    let name = match finder {
+        Finder::Dimse(_) => "cfind",
+        Finder::Web(_) => "qido",
+    };
+    let span = tracing::info_span!(
+        "query",
+        otel.name = name,
+        archive,
+        level,
+        matches = tracing::field::Empty,
+        status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+    );
     let started = Instant::now();
-    let result = finder.find(level, keys, timeout).await;
+    let result = finder.find(level, keys, timeout).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let (outcome, count) = match &result {
         Ok((m, true)) => (finder.truncation().to_string(), m.len()),
@@ -156,6 +174,12 @@ async fn run(
     }
     metrics::CFIND_DURATION.with_label_values(&[archive, metric_outcome]).observe(elapsed.as_secs_f64());
     metrics::CFIND_MATCHES.with_label_values(&[archive]).inc_by(count as u64);
+    span.record("matches", count);
+    span.record("status", metric_outcome);
+    span.record("duration_ms", elapsed.as_millis() as u64);
+    if metric_outcome == "failed" {
+        span.record("otel.status_code", "ERROR");
+    }
     queries.push(QueryLog { level, keys: log, outcome, matches: count, millis: elapsed.as_millis() as u64 });
     result
 }

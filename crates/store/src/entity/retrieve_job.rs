@@ -46,6 +46,9 @@ pub struct Model {
     pub received: i32,
     /// Archives this job failed over from (a JSON array of names); NULL: none.
     pub tried_archives: Option<Json>,
+    /// W3C traceparent of the exam's trace (copied from the exam by the planner): the
+    /// mover's spans for this job join it. NULL: not traced.
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@ mod m20261216_000001_patient_identity;
 mod m20261220_000001_readiness;
 mod m20261221_000001_exams_scheduled_idx;
 mod m20261222_000001_operator_audit;
+mod m20261223_000001_job_trace_parent;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261220_000001_readiness::Migration),
             Box::new(m20261221_000001_exams_scheduled_idx::Migration),
             Box::new(m20261222_000001_operator_audit::Migration),
+            Box::new(m20261223_000001_job_trace_parent::Migration),
         ]
     }
 }

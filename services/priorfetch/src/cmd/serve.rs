@@ -72,6 +72,7 @@ pub async fn serve(path: &Path, roles: Roles) -> Result<ExitCode, Failure> {
     // The operator API (exams, jobs, dead letters) reads and acts through the database:
     // every role's process serves it, behind its tokens (`priorfetch_api::access`).
     routes = routes.merge(priorfetch_api::routes(store.clone(), config.clone()));
+    routes = routes.merge(priorfetch_console::routes(store.clone(), config.clone()));
     let (addr, admin_task) = super::serve_admin(&config, &store, routes, shutdown.clone()).await?;
     tracing::info!(%addr, role = roles.name(), source = ?config.intake.source, archives = config.archives.len(),
                    "{} started", roles.name());
