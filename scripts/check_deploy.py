@@ -303,7 +303,7 @@ def check_chart(binary: str, workdir: Path) -> None:
     with_secrets = {
         "secrets": dict(SENTINELS),
         "mover": {"replicas": 1, "spool": {"type": "pvc"}, "extraPorts": [{"name": "dicom", "port": 11112}]},
-        "otel": {"endpoint": "http://otel-collector:4317"},
+        "otel": {"endpoint": "http://otel-collector:4318", "protocol": "http/protobuf"},
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
     }

@@ -122,6 +122,10 @@ kafka-password: {{ . | b64enc | quote }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+{{- with .root.Values.otel.protocol }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ . | quote }}
+{{- end }}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ printf "service.instance.id=$(POD_NAME),k8s.pod.name=$(POD_NAME)%s" (ternary (printf ",%s" .root.Values.otel.resourceAttributes) "" (ne .root.Values.otel.resourceAttributes "")) | quote }}
 {{- with .root.Values.extraEnv }}

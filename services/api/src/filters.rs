@@ -2,7 +2,7 @@
 //! give them: parsed once here into the store's [`ExamFilter`] and [`JobFilter`], each
 //! error naming its parameter.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use priorfetch_store::{ExamFilter, ExamStatus, JobFilter, JobState};
 use serde::Deserialize;
 
@@ -37,6 +37,24 @@ pub fn parse_time(param: &'static str, text: &str, now: DateTime<Utc>) -> Result
         return Ok(now - ago);
     }
     Err(bad(param, format!("'{text}' is not an RFC 3339 time, a date (YYYY-MM-DD) or a duration ago (12h)")))
+}
+
+/// A reschedule time (console, API, CLI): `in 2h` / `2h` from now, a `YYYY-MM-DDTHH:MM` in the
+/// server's time zone, or RFC 3339.
+pub fn parse_when(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    let ahead = text.strip_prefix("in ").unwrap_or(text).trim();
+    if let Ok(d) = humantime::parse_duration(ahead) {
+        return chrono::Duration::from_std(d).ok().map(|d| now + d);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .and_then(|t| Local.from_local_datetime(&t).earliest())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn parse_limit(text: Option<&str>) -> Result<u64, FilterError> {
@@ -169,6 +187,17 @@ mod tests {
         assert_eq!(t("2026-12-05"), "2026-12-05T00:00:00+00:00");
         assert_eq!(t("12h"), "2026-12-06T00:00:00+00:00");
         assert_eq!(parse_time("since", "yesterday-ish", now).unwrap_err().param, "since");
+    }
+
+    #[test]
+    fn reschedule_times() {
+        let now = Utc::now();
+        assert_eq!(parse_when("in 2h", now), Some(now + chrono::Duration::hours(2)));
+        assert_eq!(parse_when("30m", now), Some(now + chrono::Duration::minutes(30)));
+        let t = parse_when("2026-12-24T09:30:00+01:00", now).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-24T08:30:00+00:00");
+        assert!(parse_when("2026-12-24T09:30", now).is_some());
+        assert_eq!(parse_when("tomorrowish", now), None);
     }
 
     #[test]

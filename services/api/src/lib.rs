@@ -11,7 +11,8 @@
 //!
 //! Routes (all behind [`access::guard`]): `GET /api/exams`, `GET /api/exams/{id or
 //! accession}`, `GET /api/jobs`, `GET /api/jobs/{id}`, `POST /api/jobs/retry`,
-//! `POST /api/jobs/{id}/retry`, `POST /api/jobs/{id}/cancel`, `GET /api/dead-letters`,
+//! `POST /api/jobs/{id}/retry`, `POST /api/jobs/{id}/cancel`,
+//! `POST /api/jobs/{id}/reschedule`, `GET /api/dead-letters`,
 //! `POST /api/dead-letters/{id}/replay`, `GET /api/audit`.
 
 pub mod access;
@@ -54,6 +55,7 @@ pub fn routes(store: Store, config: Arc<Config>) -> Router {
         .route("/api/jobs/{id}", get(show_job))
         .route("/api/jobs/{id}/retry", post(retry_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/reschedule", post(reschedule_job))
         .route("/api/dead-letters", get(list_dead_letters))
         .route("/api/dead-letters/{id}/replay", post(replay_dead_letter))
         .route("/api/audit", get(list_audit))
@@ -222,6 +224,41 @@ async fn cancel_job(State(api): State<Api>, Extension(caller): Extension<Caller>
         Ok(false) => {
             error(StatusCode::CONFLICT, "not_cancelled", format!("job {id} does not exist or is already finished"))
         }
+        Err(e) => action_error(e),
+    }
+}
+
+/// The reschedule's body: `{"at": "in 2h"}`, `{"at": "2026-12-07T14:30:00+01:00"}` or a
+/// `YYYY-MM-DDTHH:MM` in the server's time zone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RescheduleBody {
+    at: String,
+}
+
+async fn reschedule_job(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+    body: Result<Json<RescheduleBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let Some(at) = filters::parse_when(&body.at, chrono::Utc::now()) else {
+        return bad_filter(FilterError {
+            param: "at",
+            message: format!("'{}' is not a time: 'in 2h', 'YYYY-MM-DDTHH:MM' or RFC 3339", body.at),
+        });
+    };
+    match actions::reschedule(&api.store, &caller.name, id, at).await {
+        Ok(true) => Json(json!({ "job": id, "outcome": "rescheduled", "not_before": at })).into_response(),
+        Ok(false) => error(
+            StatusCode::CONFLICT,
+            "not_rescheduled",
+            format!("job {id} does not exist, or is not waiting, failed or partial"),
+        ),
         Err(e) => action_error(e),
     }
 }

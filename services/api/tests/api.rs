@@ -260,6 +260,22 @@ async fn tokens_roles_redaction_and_the_audited_bulk_retry() {
     );
     assert_eq!(audit[1].target, json!({"job": waiting}));
     assert!(audit.iter().all(|a| !a.target.to_string().contains(MRN)));
+
+    // reschedule: a failed job re-opened for later; operators only; times checked
+    let path = format!("/api/jobs/{old}/reschedule");
+    assert_eq!(app.post(&path, Some(VIEWER), json!({"at": "in 2h"})).await.0, 403);
+    let (status, body) = app.post(&path, Some(OPERATOR), json!({"at": "soonish"})).await;
+    assert_eq!((status, body["param"].as_str()), (400, Some("at")));
+    let (status, body) = app.post(&path, Some(OPERATOR), json!({"at": "in 2h"})).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("rescheduled")), "{body}");
+    let job = app.store.job(old).await.unwrap().unwrap();
+    assert_eq!(job.state.as_str(), "scheduled");
+    let ahead = job.not_before - Utc::now();
+    assert!(ahead > Duration::minutes(119) && ahead <= Duration::hours(2), "{ahead}");
+    let done_path = format!("/api/jobs/{done}/reschedule");
+    assert_eq!(app.post(&done_path, Some(OPERATOR), json!({"at": "in 2h"})).await.0, 409);
+    let audit = app.store.audit_log(2).await.unwrap();
+    assert_eq!((audit[1].action.as_str(), audit[1].outcome.as_str()), ("jobs.reschedule", "rescheduled"));
 }
 
 fn urlencode(text: &str) -> String {

@@ -10,9 +10,9 @@ use crate::render;
 use crate::session::Session;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
-use priorfetch_api::actions;
+use chrono::Utc;
 use priorfetch_api::filters::JobParams;
+use priorfetch_api::{actions, filters};
 use priorfetch_store::JobState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -181,7 +181,7 @@ pub async fn cancel(State(console): State<Console>, Path(id): Path<i64>, act: Ac
 /// time) or RFC 3339.
 pub async fn reschedule(State(console): State<Console>, Path(id): Path<i64>, act: Act<JobForm>) -> Response {
     let Act { session, form } = act;
-    let Some(at) = parse_when(&form.at, Utc::now()) else {
+    let Some(at) = filters::parse_when(&form.at, Utc::now()) else {
         let text = format!("'{}' is not a time: write 'in 2h', '2026-12-07T14:30' or an RFC 3339 time.", form.at);
         return back(&console, &session, &form.back, false, text);
     };
@@ -197,23 +197,6 @@ fn back(console: &Console, session: &Session, to: &str, ok: bool, text: String) 
     notice(console, &session.id, ok, text);
     let to = if to.is_empty() { "/ui/jobs" } else { safe_next(to) };
     Redirect::to(to).into_response()
-}
-
-/// A reschedule time: `in 2h` / `2h` from now, a local `YYYY-MM-DDTHH:MM`, or RFC 3339.
-pub fn parse_when(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let text = text.trim();
-    let ahead = text.strip_prefix("in ").unwrap_or(text).trim();
-    if let Ok(d) = humantime::parse_duration(ahead) {
-        return chrono::Duration::from_std(d).ok().map(|d| now + d);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&Utc));
-    }
-    ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .and_then(|t| Local.from_local_datetime(&t).earliest())
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The filter's non-empty fields as a query string.
@@ -247,17 +230,6 @@ fn encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reschedule_times() {
-        let now = Utc::now();
-        assert_eq!(parse_when("in 2h", now), Some(now + chrono::Duration::hours(2)));
-        assert_eq!(parse_when("30m", now), Some(now + chrono::Duration::minutes(30)));
-        let t = parse_when("2026-12-24T09:30:00+01:00", now).unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-12-24T08:30:00+00:00");
-        assert!(parse_when("2026-12-24T09:30", now).is_some());
-        assert_eq!(parse_when("tomorrowish", now), None);
-    }
 
     #[test]
     fn filters_round_trip_as_query_strings() {

@@ -182,6 +182,15 @@ async fn jobs_list_filters_and_retry_by_filter_audited() {
     assert_eq!(db.run(&["jobs", "retry"]).status.code(), Some(2), "an ID or --filter is required");
     assert_eq!(db.run(&["jobs", "retry", "--filter", "state=running"]).status.code(), Some(2));
     assert_eq!(db.run(&["jobs", "list", "--state", "bogus"]).status.code(), Some(2));
+
+    let out = db.ok(&["jobs", "reschedule", &old.to_string(), "--at", "in 3h"]);
+    assert!(out.starts_with(&format!("job {old} rescheduled for ")), "{out}");
+    let job = db.store.job(old).await.unwrap().unwrap();
+    assert_eq!(job.state.as_str(), "scheduled");
+    assert!(job.not_before - Utc::now() > Duration::minutes(179), "{}", job.not_before);
+    assert_eq!(db.store.audit_log(1).await.unwrap()[0].action, "jobs.reschedule");
+    assert_eq!(db.run(&["jobs", "reschedule", &done.to_string(), "--at", "in 3h"]).status.code(), Some(1));
+    assert_eq!(db.run(&["jobs", "reschedule", &old.to_string(), "--at", "soonish"]).status.code(), Some(2));
 }
 
 #[tokio::test]

@@ -57,6 +57,15 @@ pub enum JobsCommand {
         /// Job ID (the first column of `jobs list`).
         id: i64,
     },
+    /// Set when a waiting job is next tried (it keeps its attempts), or re-open a failed or
+    /// partial job with a fresh attempt budget at that time. Audited.
+    Reschedule {
+        /// Job ID (the first column of `jobs list`).
+        id: i64,
+        /// When: `in 2h` (or `2h`), `YYYY-MM-DDTHH:MM` in this machine's time zone, or RFC 3339.
+        #[arg(long, value_name = "WHEN")]
+        at: String,
+    },
 }
 
 fn job_json(j: &priorfetch_store::Job) -> serde_json::Value {
@@ -180,6 +189,19 @@ pub async fn run(path: &Path, command: JobsCommand) -> Result<ExitCode, Failure>
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("error: job {id} does not exist or is running");
+                Ok(ExitCode::from(1))
+            }
+        }
+        JobsCommand::Reschedule { id, at } => {
+            let Some(when) = priorfetch_api::filters::parse_when(&at, chrono::Utc::now()) else {
+                eprintln!("error: --at: '{at}' is not a time: 'in 2h', 'YYYY-MM-DDTHH:MM' or RFC 3339");
+                return Ok(ExitCode::from(2));
+            };
+            if priorfetch_api::actions::reschedule(&store, &cli_actor(), id, when).await? {
+                outln!("job {id} rescheduled for {}", when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("error: job {id} does not exist, or is not waiting, failed or partial");
                 Ok(ExitCode::from(1))
             }
         }
