@@ -179,7 +179,10 @@ impl Drop for Browser {
 /// Kills chromedriver and what it started (its process group).
 fn kill_group(driver: &mut Child) {
     if let Ok(None) = driver.try_wait() {
-        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", driver.id())).status();
+        // `--` is essential: procps' `kill -KILL -123` reads "-123" as options and signals
+        // pid -1 (every process) when the group ID starts with 1.
+        let group = format!("-{}", driver.id());
+        let _ = Command::new("kill").args(["-s", "KILL", "--", group.as_str()]).status();
         let _ = driver.kill();
     }
     let _ = driver.wait();
